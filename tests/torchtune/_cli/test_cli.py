@@ -1,0 +1,133 @@
+"""The `tune` command as a user runs it: a real subprocess of the console entry point."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from torchtune._recipe_registry import get_all_recipes
+
+REPO = Path(__file__).resolve().parents[3]
+CONFIGS = REPO / "recipes" / "configs"
+
+
+def tune(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "torchtune._cli.tune", *args],
+        capture_output=True, text=True, cwd=cwd or REPO, timeout=120,
+    )
+
+
+def test_help_lists_subcommands():
+    out = tune("--help")
+    assert out.returncode == 0
+    for sub in ("ls", "cp", "cat", "run", "validate", "download"):
+        assert sub in out.stdout
+
+
+def test_ls_lists_every_recipe_and_config():
+    out = tune("ls")
+    assert out.returncode == 0
+    for recipe in get_all_recipes():
+        assert recipe.name in out.stdout
+        for config in recipe.configs:
+            assert config.name in out.stdout
+
+
+def test_registry_matches_files_on_disk():
+    registered = set()
+    for recipe in get_all_recipes():
+        assert (REPO / "recipes" / recipe.file_path).is_file(), recipe.file_path
+        for config in recipe.configs:
+            assert (CONFIGS / config.file_path).is_file(), config.file_path
+            registered.add(config.file_path)
+    on_disk = {str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")}
+    assert on_disk == registered
+
+
+def test_cat_prints_config():
+    out = tune("cat", "llama2/7B_lora_single_device")
+    assert out.returncode == 0
+    assert out.stdout == (CONFIGS / "llama2" / "7B_lora_single_device.yaml").read_text()
+
+
+def test_cat_unknown_config():
+    out = tune("cat", "llama2/nope")
+    assert out.returncode == 1 and "llama2/nope" in out.stderr
+
+
+def test_cp_copies_and_refuses_to_overwrite(tmp_path):
+    dest = tmp_path / "my.yaml"
+    out = tune("cp", "llama2/7B_lora_single_device", str(dest))
+    assert out.returncode == 0 and dest.read_text().startswith("# LoRA fine-tune of Llama 2 7B")
+    dest.write_text("edited")
+    out = tune("cp", "llama2/7B_lora_single_device", str(dest))
+    assert out.returncode == 1 and "--force" in out.stderr
+    assert dest.read_text() == "edited"
+    out = tune("cp", "llama2/7B_lora_single_device", str(dest), "--force")
+    assert out.returncode == 0 and dest.read_text() != "edited"
+
+
+def test_cp_recipe_into_folder(tmp_path):
+    out = tune("cp", "lora_finetune_single_device", str(tmp_path))
+    assert out.returncode == 0
+    assert (tmp_path / "lora_finetune_single_device.py").read_text().startswith('"""LoRA')
+
+
+@pytest.mark.parametrize(
+    "config", sorted(c.name for r in get_all_recipes() for c in r.configs)
+)
+def test_every_builtin_config_validates(config):
+    out = tune("validate", config)
+    assert out.returncode == 0, out.stderr
+    assert "well-formed" in out.stdout
+
+
+def test_validate_lists_every_problem(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    text = (CONFIGS / "llama2" / "7B_lora_single_device.yaml").read_text()
+    text = text.replace("batch_size: 2", "batch_size: two").replace("epochs: 1\n", "")
+    text = text.replace("torch.optim.AdamW", "torch.optim.AdamWW")
+    text += "\nunknown_key: 1\n"
+    bad.write_text(text)
+    out = tune("validate", str(bad), "--recipe", "lora_finetune_single_device", "loss.bogus=1")
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert any(l.startswith("error: batch_size: expected int") for l in lines)
+    assert any(l.startswith("error: epochs: missing required key") for l in lines)
+    assert any("unknown_key: unknown key" in l for l in lines)
+    assert any("torch.optim.AdamWW" in l and "torch.optim.AdamW" in l for l in lines)
+    assert any(l.startswith("error: loss: got an unexpected keyword argument 'bogus'") for l in lines)
+    assert len(lines) == 5
+
+
+def test_validate_yaml_syntax_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    out = tune("validate", str(bad))
+    assert out.returncode == 1 and f"{bad}:" in out.stderr and "yaml syntax error" in out.stderr
+
+
+def test_run_unknown_recipe():
+    out = tune("run", "no_such_recipe", "--config", "x")
+    assert out.returncode == 2 and "no_such_recipe" in out.stderr
+
+
+def test_run_script_path_with_overrides(tmp_path):
+    script = tmp_path / "echo_recipe.py"
+    script.write_text(
+        "import sys\n"
+        "from omegaconf import OmegaConf\n"
+        "from torchtune import config\n"
+        "@config.parse\n"
+        "def recipe_main(cfg):\n"
+        "    print(OmegaConf.to_yaml(cfg, resolve=True))\n"
+        "if __name__ == '__main__':\n"
+        "    sys.exit(recipe_main())\n"
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("a: 1\nb: {c: 2}\n")
+    out = tune("run", str(script), "--config", str(cfg), "b.c=3", "~a", "d=[1,2]")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["b:", "c:", "3", "d:", "-", "1", "-", "2"]

@@ -1,0 +1,70 @@
+"""`tune run [LAUNCHER-ARGS] RECIPE --config CONFIG [key=value ...]`.
+
+RECIPE is a built-in recipe name or a path to a recipe script. With launcher arguments
+before RECIPE (``--nproc_per_node 2``, ``--nnodes 2 --rdzv-endpoint HOST:PORT`` ...) the
+recipe is started through torchrun (``torch.distributed.run``); without, in this process.
+"""
+
+import argparse
+import runpy
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from torchtune._recipe_registry import get_all_recipes
+from torchtune.config._parse import builtin_configs_dir
+
+USAGE = "tune run [LAUNCHER-ARGS] RECIPE --config CONFIG [key=value ...] [~key ...]"
+
+
+def add_subparser(subparsers) -> argparse.ArgumentParser:
+    # Only for `tune --help`; `tune run ...` itself is parsed by `run()` below.
+    parser = subparsers.add_parser(
+        "run", help="run a recipe", usage=USAGE, description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
+def _recipe_path(name: str) -> Path:
+    for recipe in get_all_recipes():
+        if recipe.name == name:
+            return builtin_configs_dir().parent / recipe.file_path
+    path = Path(name)
+    if path.suffix == ".py" and path.is_file():
+        return path
+    names = ", ".join(r.name for r in get_all_recipes())
+    raise FileNotFoundError(f"recipe '{name}' is neither a built-in recipe ({names}) nor a .py file")
+
+
+def _print_help() -> None:
+    print(f"usage: {USAGE}\n\n{__doc__.strip()}\n")
+    print("Built-in recipes: " + ", ".join(r.name for r in get_all_recipes()))
+    print("Launcher arguments: see `torchrun --help`.")
+
+
+def run(argv: Sequence[str]) -> int:
+    argv = list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        _print_help()
+        return 0
+    from torch.distributed import run as torchrun
+
+    launcher_args = torchrun.get_args_parser().parse_args(argv)
+    try:
+        recipe_path = _recipe_path(launcher_args.training_script)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    recipe_args = launcher_args.training_script_args
+    if argv[0] == launcher_args.training_script:
+        # No launcher arguments: run the recipe script here, as `python recipe.py ...`.
+        sys.argv = [str(recipe_path), *recipe_args]
+        try:
+            runpy.run_path(str(recipe_path), run_name="__main__")
+        except SystemExit as e:
+            return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        return 0
+    launcher_args.training_script = str(recipe_path)
+    torchrun.run(launcher_args)
+    return 0

@@ -1,0 +1,58 @@
+"""`tune validate CONFIG [key=value ...]`: check a config without building anything.
+
+Every `_component_` must resolve and its keyword arguments must bind to its signature;
+for a built-in config (or with ``--recipe``) the config is also checked against the
+recipe's parameter dataclass. Every problem is listed, not just the first.
+"""
+
+import argparse
+import importlib
+import sys
+
+from torchtune._recipe_registry import get_all_recipes
+from torchtune.config import ConfigError, check_components, check_params, load_and_override
+from torchtune.config._parse import resolve_config_path
+
+
+def add_subparser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "validate", help="check a config without running it", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("config", help="built-in config name or yaml path")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, ~key deletes")
+    parser.add_argument("--recipe", help="also check against this recipe's parameters")
+    parser.set_defaults(func=validate_cmd)
+    return parser
+
+
+def params_class(recipe_name: str) -> type:
+    """Import a built-in recipe's parameter dataclass."""
+    for recipe in get_all_recipes():
+        if recipe.name == recipe_name:
+            module, _, name = recipe.params.rpartition(".")
+            return getattr(importlib.import_module(module), name)
+    raise ConfigError(f"--recipe: '{recipe_name}' is not a built-in recipe (see `tune ls`)")
+
+
+def _recipes_using(config_name: str) -> list:
+    return [r.name for r in get_all_recipes() if any(c.name == config_name for c in r.configs)]
+
+
+def validate_cmd(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_and_override(args.config, args.overrides)
+        recipes = [args.recipe] if args.recipe else _recipes_using(args.config.removesuffix(".yaml"))
+        problems = []
+        for recipe in recipes:
+            problems += check_params(cfg, params_class(recipe))
+        problems += check_components(cfg)
+    except ConfigError as e:
+        problems = e.problems
+    if problems:
+        for p in dict.fromkeys(problems):
+            print(f"error: {p}", file=sys.stderr)
+        return 1
+    checked = f" against {', '.join(recipes)}" if recipes else ""
+    print(f"Config is well-formed{checked}: {resolve_config_path(args.config)}")
+    return 0

@@ -1,0 +1,52 @@
+"""The built-in recipes and the configs each can use (`tune ls`)."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str  # built-in config name, e.g. "llama2/7B_lora_single_device"
+    file_path: str  # relative to recipes/configs
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str  # e.g. "lora_finetune_single_device"
+    file_path: str  # relative to recipes/
+    params: str  # dotted path of the recipe's parameter dataclass
+    configs: list = field(default_factory=list)
+    supports_distributed: bool = False
+
+
+def _configs(*names: str) -> list:
+    return [Config(name=n, file_path=f"{n}.yaml") for n in names]
+
+
+_RECIPES = [
+    Recipe(
+        name="full_finetune_single_device",
+        file_path="full_finetune_single_device.py",
+        params="recipes.full_finetune_single_device.FullFinetuneParams",
+        configs=_configs(
+            "alpaca_llama2_full_finetune",
+            "llama2/7B_full_single_device",
+            "stories260K/full_single_device",
+        ),
+    ),
+    Recipe(
+        name="lora_finetune_single_device",
+        file_path="lora_finetune_single_device.py",
+        params="recipes.lora_finetune_single_device.LoRAFinetuneParams",
+        configs=_configs(
+            "alpaca_llama2_lora_finetune",
+            "llama2/7B_lora_single_device",
+            "llama2/13B_lora_single_device",
+            "stories260K/lora_single_device",
+        ),
+    ),
+]
+
+
+def get_all_recipes() -> list:
+    """Every built-in recipe, in the order `tune ls` prints them."""
+    return list(_RECIPES)

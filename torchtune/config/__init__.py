@@ -1,0 +1,21 @@
+"""Configs: yaml files with `_component_` nodes, command-line overrides, validation."""
+
+from torchtune.config._errors import ConfigError, InstantiationError
+from torchtune.config._instantiate import instantiate, resolve_component
+from torchtune.config._parse import apply_overrides, load_and_override, load_config, parse
+from torchtune.config._validate import Component, check_components, check_params, validate
+
+__all__ = [
+    "Component",
+    "ConfigError",
+    "InstantiationError",
+    "apply_overrides",
+    "check_components",
+    "check_params",
+    "instantiate",
+    "load_and_override",
+    "load_config",
+    "parse",
+    "resolve_component",
+    "validate",
+]

@@ -1,0 +1,139 @@
+"""Check a merged config before anything is built.
+
+Two checks, each collecting every problem rather than stopping at the first:
+
+- against the recipe's parameter dataclass: unknown keys, missing required keys and
+  values of the wrong type;
+- every `_component_` path imports, and the node's keyword arguments bind to the
+  callable's signature (without calling it, so no model is built and no weight read).
+"""
+
+import dataclasses
+import inspect
+import types
+import typing
+from typing import Any, Optional, Union
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from torchtune.config._errors import ConfigError, InstantiationError
+from torchtune.config._instantiate import COMPONENT_KEY, describe_signature, resolve_component
+
+# A config node that builds an object (`{_component_: dotted.path, ...}`). Recipe
+# parameter dataclasses annotate such fields with `Component` (or Optional[Component]).
+Component = typing.NewType("Component", dict)
+
+_MISSING = object()
+
+
+def _type_name(tp: Any) -> str:
+    if tp is Component:
+        return "a `_component_` node"
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    """Whether a plain (resolved) config value fits a type annotation."""
+    if tp is Any:
+        return True
+    if tp is Component:
+        return isinstance(value, dict) and COMPONENT_KEY in value
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            return False
+        return not args or all(_matches(v, args[0]) for v in value)
+    if origin is dict or tp is dict:
+        return isinstance(value, dict)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
+
+
+def check_params(cfg: DictConfig, params_cls: type) -> list[str]:
+    """Problems of ``cfg`` against a recipe's parameter dataclass (empty if none)."""
+    problems = []
+    hints = typing.get_type_hints(params_cls)
+    fields = {f.name: f for f in dataclasses.fields(params_cls)}
+    for key in cfg.keys():
+        if key not in fields:
+            problems.append(
+                f"{key}: unknown key for {params_cls.__name__} "
+                f"(known keys: {', '.join(sorted(fields))})"
+            )
+    for name, field in fields.items():
+        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        if name not in cfg or OmegaConf.is_missing(cfg, name):
+            if required:
+                problems.append(f"{name}: missing required key ({_type_name(hints[name])})")
+            continue
+        try:
+            value = OmegaConf.to_container(cfg[name], resolve=True) if isinstance(
+                cfg[name], (DictConfig, ListConfig)
+            ) else cfg[name]
+        except OmegaConfBaseException as e:
+            problems.append(f"{name}: cannot resolve value: {e.msg if hasattr(e, 'msg') else e}")
+            continue
+        if not _matches(value, hints[name]):
+            problems.append(
+                f"{name}: expected {_type_name(hints[name])}, got {value!r} ({type(value).__name__})"
+            )
+    return problems
+
+
+def _component_nodes(node: Any, key: str = ""):
+    """Yield (dotted key, node) for every `_component_` node, depth first."""
+    if isinstance(node, DictConfig):
+        if COMPONENT_KEY in node:
+            yield key or "<root>", node
+        for k in node.keys():
+            child = node._get_node(k)
+            if isinstance(child, (DictConfig, ListConfig)):
+                yield from _component_nodes(child, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, ListConfig):
+        for i, child in enumerate(node):
+            if isinstance(child, (DictConfig, ListConfig)):
+                yield from _component_nodes(child, f"{key}[{i}]")
+
+
+def check_components(cfg: DictConfig) -> list[str]:
+    """Problems with `_component_` nodes: unresolvable paths, keywords not in the signature."""
+    problems = []
+    for key, node in _component_nodes(cfg):
+        try:
+            fn = resolve_component(node[COMPONENT_KEY], key=f"{key}.{COMPONENT_KEY}")
+        except InstantiationError as e:
+            problems.extend(e.problems)
+            continue
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            continue
+        names = [k for k in node.keys() if k != COMPONENT_KEY]
+        # Recipes pass some arguments positionally (tokenizer, params), so only
+        # keywords the callable cannot take are errors here.
+        try:
+            sig.bind_partial(**{k: None for k in names})
+        except TypeError as e:
+            problems.append(f"{key}: {e} for {describe_signature(fn)}")
+    return problems
+
+
+def validate(cfg: DictConfig, params_cls: Optional[type] = None) -> None:
+    """Raise one ConfigError listing every problem in ``cfg`` (none: return quietly)."""
+    problems = check_params(cfg, params_cls) if params_cls is not None else []
+    problems += check_components(cfg)
+    if problems:
+        raise ConfigError(problems)
