@@ -1,0 +1,21 @@
+"""Pure helpers that recipes share: seeding, precision, lr schedules, gradient scaling,
+memory readings and metric loggers. Checkpointers live in ``torchtune.training.checkpointing``.
+"""
+
+from torchtune.training._grad_scaler import scale_grads_
+from torchtune.training.lr_schedulers import get_cosine_schedule_with_warmup
+from torchtune.training.memory import format_memory_stats, get_memory_stats
+from torchtune.training.precision import get_dtype, is_bf16_supported
+from torchtune.training.seed import get_rng_state, set_rng_state, set_seed
+
+__all__ = [
+    "format_memory_stats",
+    "get_cosine_schedule_with_warmup",
+    "get_dtype",
+    "get_memory_stats",
+    "get_rng_state",
+    "is_bf16_supported",
+    "scale_grads_",
+    "set_rng_state",
+    "set_seed",
+]

@@ -1,0 +1,241 @@
+"""Metric loggers: stdout, JSON-lines on disk, TensorBoard event files and Weights & Biases.
+
+Every logger has ``log(name, data, step)``, ``log_dict(payload, step)``, ``log_config(config)``
+and ``close()``, so a recipe builds whichever one the config names::
+
+    metric_logger:
+      _component_: torchtune.training.metric_logging.DiskLogger
+      log_dir: ${output_dir}/logs
+"""
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional, Protocol, Union
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+Scalar = Union[torch.Tensor, np.ndarray, np.generic, int, float]
+
+
+def _to_python(data: Scalar) -> Union[int, float]:
+    """A one-element tensor or array as a Python number, so it serialises as data."""
+    if isinstance(data, torch.Tensor):
+        if data.numel() != 1:
+            raise ValueError(
+                f"metric values must be scalars, got a tensor of shape {tuple(data.shape)}"
+            )
+        return data.item()
+    if isinstance(data, (np.ndarray, np.generic)):
+        if data.size != 1:
+            raise ValueError(f"metric values must be scalars, got an array of shape {data.shape}")
+        return data.item()
+    if isinstance(data, (int, float)):  # bool is an int, and json keeps it a bool
+        return data
+    raise TypeError(
+        f"metric values must be numbers or one-element tensors, got {type(data).__name__}"
+    )
+
+
+def _config_to_container(config: Any) -> Any:
+    try:
+        from omegaconf import DictConfig, OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf is a core dependency
+        return config
+    if isinstance(config, DictConfig):
+        return OmegaConf.to_container(config, resolve=True)
+    return config
+
+
+class MetricLoggerInterface(Protocol):
+    """What a recipe calls on its metric logger."""
+
+    def log(self, name: str, data: Scalar, step: int) -> None:
+        """Log one scalar ``data`` under ``name`` at ``step``."""
+
+    def log_dict(self, payload: Mapping[str, Scalar], step: int) -> None:
+        """Log several scalars at ``step``."""
+
+    def log_config(self, config: Any) -> None:
+        """Record the run's config (a DictConfig or a plain mapping)."""
+
+    def close(self) -> None:
+        """Flush and release files; further logging is an error."""
+
+
+class DiskLogger:
+    """Writes one JSON record per line: ``{"step": 3, "loss": 1.25, "lr": 0.0001}``.
+
+    Records are flushed as they are written, so a killed run keeps its log. Tests and tools
+    read the file back with :meth:`read`.
+
+    Args:
+        log_dir (Union[str, Path]): directory for the log; created if missing.
+        filename (Optional[str]): file name inside ``log_dir``; by default
+            ``log_<unix time in ms>.jsonl``. An existing file is appended to.
+
+    Example:
+        >>> logger = DiskLogger("/tmp/logs")
+        >>> logger.log_dict({"loss": 1.25, "lr": 1e-4}, step=1)
+        >>> logger.close()
+        >>> DiskLogger.read(logger.path)
+        [{'step': 1, 'loss': 1.25, 'lr': 0.0001}]
+    """
+
+    def __init__(self, log_dir: Union[str, Path], filename: Optional[str] = None) -> None:
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if filename is None:
+            filename = f"log_{int(time.time() * 1000)}.jsonl"
+        self.path = self.log_dir / filename
+        self._file = open(self.path, "a", encoding="utf-8")
+        log.info("Writing metric logs to %s", self.path)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self._file.closed:
+            raise RuntimeError(f"DiskLogger for {self.path} is closed")
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def log(self, name: str, data: Scalar, step: int) -> None:
+        self._write({"step": int(step), name: _to_python(data)})
+
+    def log_dict(self, payload: Mapping[str, Scalar], step: int) -> None:
+        self._write({"step": int(step), **{k: _to_python(v) for k, v in payload.items()}})
+
+    def log_config(self, config: Any) -> None:
+        """Save the resolved config as ``config.json`` next to the log."""
+        config_path = self.log_dir / "config.json"
+        text = json.dumps(_config_to_container(config), indent=2, default=str)
+        config_path.write_text(text + "\n")
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    @staticmethod
+    def read(path: Union[str, Path]) -> list[dict[str, Any]]:
+        """The records of a DiskLogger file, in the order written."""
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+
+class StdoutLogger:
+    """Prints ``Step 3 | loss:1.25 lr:0.0001`` lines to stdout.
+
+    Args:
+        log_dir (Optional[str]): ignored; accepted so a config can switch its ``_component_``
+            between loggers without removing ``log_dir``.
+    """
+
+    def __init__(self, log_dir: Optional[str] = None) -> None:
+        del log_dir
+
+    @staticmethod
+    def _format(value: Union[int, float]) -> str:
+        return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+    def log(self, name: str, data: Scalar, step: int) -> None:
+        self.log_dict({name: data}, step)
+
+    def log_dict(self, payload: Mapping[str, Scalar], step: int) -> None:
+        fields = " ".join(f"{k}:{self._format(_to_python(v))}" for k, v in payload.items())
+        sys.stdout.write(f"Step {step} | {fields}\n")
+        sys.stdout.flush()
+
+    def log_config(self, config: Any) -> None:
+        del config  # the recipe already prints its config
+
+    def close(self) -> None:
+        sys.stdout.flush()
+
+
+class TensorBoardLogger:
+    """Writes TensorBoard event files with ``torch.utils.tensorboard.SummaryWriter``.
+
+    Args:
+        log_dir (Union[str, Path]): directory for the event files (``tensorboard --logdir``).
+        **kwargs: passed on to ``SummaryWriter`` (e.g. ``flush_secs``).
+
+    Raises:
+        ImportError: if the ``tensorboard`` package is not installed.
+    """
+
+    def __init__(self, log_dir: Union[str, Path], **kwargs: Any) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            raise ImportError(
+                "TensorBoardLogger needs the tensorboard package: pip install tensorboard"
+            ) from e
+        self.log_dir = str(log_dir)
+        os.makedirs(self.log_dir, exist_ok=True)
+        self._writer = SummaryWriter(log_dir=self.log_dir, **kwargs)
+        log.info("Writing TensorBoard logs to %s", self.log_dir)
+
+    def log(self, name: str, data: Scalar, step: int) -> None:
+        self._writer.add_scalar(name, _to_python(data), global_step=step)
+
+    def log_dict(self, payload: Mapping[str, Scalar], step: int) -> None:
+        for name, data in payload.items():
+            self.log(name, data, step)
+
+    def log_config(self, config: Any) -> None:
+        text = json.dumps(_config_to_container(config), indent=2, default=str)
+        # Markdown code block so TensorBoard's text tab keeps the indentation.
+        self._writer.add_text("config", f"```\n{text}\n```")
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class WandBLogger:
+    """Logs to Weights & Biases.
+
+    Args:
+        project (str): the W&B project.
+        entity (Optional[str]): the W&B user or team.
+        group (Optional[str]): a group for related runs.
+        log_dir (Optional[str]): local directory for W&B files.
+        **kwargs: passed on to ``wandb.init``.
+
+    Raises:
+        ImportError: if the ``wandb`` package is not installed.
+    """
+
+    def __init__(
+        self,
+        project: str = "torchtune",
+        entity: Optional[str] = None,
+        group: Optional[str] = None,
+        log_dir: Optional[str] = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            import wandb
+        except ImportError as e:
+            raise ImportError("WandBLogger needs the wandb package: pip install wandb") from e
+        self._wandb = wandb
+        self._run = wandb.run or wandb.init(
+            project=project, entity=entity, group=group, dir=log_dir, **kwargs
+        )
+
+    def log(self, name: str, data: Scalar, step: int) -> None:
+        self._run.log({name: _to_python(data)}, step=step)
+
+    def log_dict(self, payload: Mapping[str, Scalar], step: int) -> None:
+        self._run.log({k: _to_python(v) for k, v in payload.items()}, step=step)
+
+    def log_config(self, config: Any) -> None:
+        self._run.config.update(_config_to_container(config), allow_val_change=True)
+
+    def close(self) -> None:
+        if self._run is not None:
+            self._run.finish()
+            self._run = None
