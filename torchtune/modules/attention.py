@@ -1,0 +1,129 @@
+"""Multi-head attention with grouped-query attention (GQA) and an optional KV cache."""
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchtune.modules.kv_cache import KVCache
+
+
+class MultiHeadAttention(nn.Module):
+    """Causal self-attention on ``F.scaled_dot_product_attention``.
+
+    With ``num_kv_heads < num_heads`` each key/value head serves a group of
+    ``num_heads // num_kv_heads`` consecutive query heads (GQA, Ainslie et al. 2023);
+    ``num_kv_heads == num_heads`` is ordinary multi-head attention::
+
+        query heads   q0 q1 | q2 q3 | q4 q5 | q6 q7
+        kv heads        k0  |   k1  |   k2  |   k3      (n_h = 8, n_kv = 4)
+
+    Args:
+        embed_dim (int): d.
+        num_heads (int): n_h.
+        num_kv_heads (int): n_kv; must divide ``num_heads``.
+        head_dim (int): h_d.
+        q_proj (nn.Module): d -> n_h * h_d.
+        k_proj (nn.Module): d -> n_kv * h_d.
+        v_proj (nn.Module): d -> n_kv * h_d.
+        output_proj (nn.Module): n_h * h_d -> d.
+        pos_embeddings (nn.Module): applied to q and k, called as ``(x, input_pos)``.
+        max_seq_len (int): cache length used by ``setup_cache``.
+        attn_dropout (float): dropout on the attention weights while training.
+
+    Raises:
+        ValueError: if ``num_kv_heads`` does not divide ``num_heads``.
+    """
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        q_proj: nn.Module,
+        k_proj: nn.Module,
+        v_proj: nn.Module,
+        output_proj: nn.Module,
+        pos_embeddings: nn.Module,
+        max_seq_len: int = 4096,
+        attn_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if num_kv_heads <= 0 or num_heads % num_kv_heads:
+            raise ValueError(
+                f"num_kv_heads ({num_kv_heads}) must divide num_heads ({num_heads})"
+            )
+        if not 0.0 <= attn_dropout <= 1.0:
+            raise ValueError(f"attn_dropout ({attn_dropout}) must be in [0, 1]")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.max_seq_len = max_seq_len
+        self.attn_dropout = attn_dropout
+        self.q_proj = q_proj
+        self.k_proj = k_proj
+        self.v_proj = v_proj
+        self.output_proj = output_proj
+        self.pos_embeddings = pos_embeddings
+        self.kv_cache: Optional[KVCache] = None
+
+    def setup_cache(self, batch_size: int, dtype: torch.dtype) -> None:
+        """Allocate a KV cache of ``max_seq_len`` slots on the device of the weights."""
+        device = next(self.parameters()).device
+        self.kv_cache = KVCache(
+            batch_size, self.max_seq_len, self.num_kv_heads, self.head_dim, dtype, device
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        mask: Optional[torch.Tensor] = None,
+        input_pos: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            x (torch.Tensor): [b, s, d].
+            mask (Optional[torch.Tensor]): bool, True = may attend; [b, s, s] without a cache,
+                [b, s, max_seq_len] with one. None means causal (required with a cache).
+            input_pos (Optional[torch.Tensor]): [b, s] positions; with a cache also the
+                slots written. None means ``0 .. s-1``.
+
+        Returns:
+            torch.Tensor: [b, s, d].
+        """
+        b, s, _ = x.shape
+        q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim)  # [b, s, n_h, h_d]
+        k = self.k_proj(x).view(b, s, self.num_kv_heads, self.head_dim)  # [b, s, n_kv, h_d]
+        v = self.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim)  # [b, s, n_kv, h_d]
+        q = self.pos_embeddings(q, input_pos)
+        k = self.pos_embeddings(k, input_pos)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [b, n, s, h_d]
+
+        if self.kv_cache is not None:
+            if mask is None:
+                raise ValueError("MultiHeadAttention with a KV cache needs an explicit mask")
+            if input_pos is None:
+                input_pos = torch.arange(s, device=x.device)
+            k, v = self.kv_cache.update(input_pos, k, v)  # [b, n_kv, max_seq_len, h_d]
+
+        if self.num_kv_heads != self.num_heads:
+            # Repeat each kv head for its group of query heads (Meta's repeat_kv).
+            group = self.num_heads // self.num_kv_heads
+            k = k.repeat_interleave(group, dim=1)  # [b, n_h, s_kv, h_d]
+            v = v.repeat_interleave(group, dim=1)  # [b, n_h, s_kv, h_d]
+
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=None if mask is None else mask[:, None, :, :],  # [b, 1, s, s_kv]
+            dropout_p=self.attn_dropout if self.training else 0.0,
+            is_causal=mask is None,
+        )  # [b, n_h, s, h_d]
+        out = out.transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim)  # [b, s, n_h*h_d]
+        return self.output_proj(out)

@@ -1,0 +1,141 @@
+"""Helpers for models with adapters: list, freeze, validate and merge."""
+
+from typing import Dict, Iterable, Optional, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+
+@runtime_checkable
+class AdapterModule(Protocol):
+    """A module that owns adapter parameters, listed by name relative to itself."""
+
+    def adapter_params(self) -> list:
+        ...
+
+
+def get_adapter_params(model: nn.Module) -> Dict[str, nn.Parameter]:
+    """Collect the adapter parameters of every ``AdapterModule`` in ``model``.
+
+    Args:
+        model (nn.Module): a model containing adapter modules (e.g. ``LoRALinear``).
+
+    Returns:
+        Dict[str, nn.Parameter]: full parameter name (as in ``model.named_parameters()``)
+        to parameter.
+    """
+    params = {}
+    for module_name, module in model.named_modules():
+        if isinstance(module, AdapterModule) and callable(module.adapter_params):
+            for name in module.adapter_params():
+                full = f"{module_name}.{name}" if module_name else name
+                params[full] = module.get_parameter(name)
+    return params
+
+
+def set_trainable_params(model: nn.Module, adapter_params: Iterable[str]) -> None:
+    """Make exactly the named parameters trainable and freeze all others.
+
+    Args:
+        model (nn.Module): the model, modified in place.
+        adapter_params (Iterable[str]): parameter names to train (e.g. the keys of
+            ``get_adapter_params(model)``).
+
+    Raises:
+        ValueError: if a name is not a parameter of ``model``.
+    """
+    names = set(adapter_params)
+    all_names = {n for n, _ in model.named_parameters()}
+    unknown = sorted(names - all_names)
+    if unknown:
+        raise ValueError(f"set_trainable_params: {unknown[0]!r} is not a parameter of the model")
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in names)
+
+
+def validate_missing_and_unexpected_for_lora(
+    model: nn.Module,
+    *,
+    base_missing: Optional[Iterable[str]] = None,
+    base_unexpected: Optional[Iterable[str]] = None,
+    lora_missing: Optional[Iterable[str]] = None,
+    lora_unexpected: Optional[Iterable[str]] = None,
+) -> None:
+    """Check the key lists returned by ``load_state_dict(..., strict=False)`` on a LoRA model.
+
+    Typical use::
+
+        base_missing, base_unexpected = model.load_state_dict(base_sd, strict=False)
+        lora_missing, lora_unexpected = model.load_state_dict(adapter_sd, strict=False)
+        validate_missing_and_unexpected_for_lora(
+            model, base_missing=base_missing, base_unexpected=base_unexpected,
+            lora_missing=lora_missing, lora_unexpected=lora_unexpected)
+
+    The base checkpoint may miss only adapter keys; the adapter checkpoint (if loaded) may
+    miss only base keys; neither may bring keys the model lacks.
+
+    Args:
+        model (nn.Module): the LoRA model the state dicts were loaded into.
+        base_missing (Optional[Iterable[str]]): missing keys from loading the base weights.
+        base_unexpected (Optional[Iterable[str]]): unexpected keys from the base weights.
+        lora_missing (Optional[Iterable[str]]): missing keys from loading the adapter
+            weights; None if no adapter checkpoint was loaded.
+        lora_unexpected (Optional[Iterable[str]]): unexpected keys from the adapter weights.
+
+    Raises:
+        ValueError: naming the first offending key.
+    """
+    adapter_keys = set(get_adapter_params(model))
+    for key in sorted(base_missing or []):
+        if key not in adapter_keys:
+            raise ValueError(f"Base checkpoint is missing the non-adapter key {key!r}")
+    for key in sorted(base_unexpected or []):
+        raise ValueError(f"Base checkpoint has the key {key!r}, which the model does not have")
+    for key in sorted(lora_missing or []):
+        if key in adapter_keys:
+            raise ValueError(f"Adapter checkpoint is missing the adapter key {key!r}")
+    for key in sorted(lora_unexpected or []):
+        raise ValueError(f"Adapter checkpoint has the key {key!r}, which the model does not have")
+
+
+def get_merged_lora_ckpt(
+    state_dict: Dict[str, torch.Tensor], rank: int, alpha: float
+) -> Dict[str, torch.Tensor]:
+    """Fold every LoRA adapter into its base weight: ``W + (alpha / rank) * B @ A``.
+
+    The input is not modified. The product is computed in fp32 and cast to the base
+    weight's dtype, so a bf16 merge does not lose the small update to rounding twice.
+
+    Args:
+        state_dict (Dict[str, torch.Tensor]): a LoRA model's state dict, with
+            ``<m>.weight``, ``<m>.lora_a.weight`` and ``<m>.lora_b.weight``.
+        rank (int): LoRA rank r.
+        alpha (float): LoRA alpha.
+
+    Returns:
+        Dict[str, torch.Tensor]: the base model's state dict, without any ``lora_`` key.
+
+    Raises:
+        ValueError: if an adapter lacks its other half or its base weight, or the rank differs.
+    """
+    merged = {k: v for k, v in state_dict.items() if ".lora_a." not in k and ".lora_b." not in k}
+    for key, lora_a in state_dict.items():
+        if not key.endswith(".lora_a.weight"):
+            continue
+        prefix = key[: -len(".lora_a.weight")]
+        b_key, w_key = f"{prefix}.lora_b.weight", f"{prefix}.weight"
+        for needed in (b_key, w_key):
+            if needed not in state_dict:
+                raise ValueError(f"Cannot merge LoRA adapter {key!r}: {needed!r} is missing")
+        if lora_a.shape[0] != rank:
+            raise ValueError(
+                f"Cannot merge {key!r}: its rank is {lora_a.shape[0]}, but rank={rank} was given"
+            )
+        weight = state_dict[w_key]
+        delta = state_dict[b_key].float() @ lora_a.float()  # [out, r] @ [r, in] -> [out, in]
+        merged[w_key] = (weight.float() + (alpha / rank) * delta).to(weight.dtype)
+    orphans = [k for k in state_dict if k.endswith(".lora_b.weight")
+               and k.replace(".lora_b.", ".lora_a.") not in state_dict]
+    if orphans:
+        raise ValueError(f"Cannot merge LoRA adapter {orphans[0]!r}: its lora_a is missing")
+    return merged

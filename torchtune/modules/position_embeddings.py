@@ -1,0 +1,65 @@
+"""Rotary positional embeddings (RoPE, Su et al. 2021) in meta-llama's interleaved layout."""
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+class RotaryPositionalEmbeddings(nn.Module):
+    """Rotate interleaved pairs ``(x_{2j}, x_{2j+1})`` of each head by ``pos * theta_j``.
+
+    This is meta-llama/llama's ``apply_rotary_emb`` written with real arithmetic instead of
+    ``torch.view_as_complex`` (complex tensors work poorly with ``torch.compile`` and bf16).
+    As there, the rotation is computed in fp32 and cast back to the input dtype.
+    ``theta_j = base ** (-2j / dim)``.
+
+    The cos/sin cache is a non-persistent buffer: it never appears in a state dict, and
+    after building on the meta device it must be recomputed with ``reset_parameters()``.
+
+    Args:
+        dim (int): per-head dimension ``h_d`` (even).
+        max_seq_len (int): number of positions to cache.
+        base (int): the RoPE base (10000 for Llama 2).
+    """
+
+    def __init__(self, dim: int, max_seq_len: int = 4096, base: int = 10_000) -> None:
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"RotaryPositionalEmbeddings needs an even head dim, got {dim}")
+        self.dim = dim
+        self.max_seq_len = max_seq_len
+        self.base = base
+        self.register_buffer("cache", self._build_cache(), persistent=False)
+
+    def _build_cache(self, device: Optional[torch.device] = None) -> torch.Tensor:
+        exponents = torch.arange(0, self.dim, 2, device=device)[: self.dim // 2].float() / self.dim
+        theta = 1.0 / (self.base**exponents)  # [h_d/2]
+        positions = torch.arange(self.max_seq_len, device=device).float()
+        angles = torch.outer(positions, theta)  # [max_seq_len, h_d/2]
+        return torch.stack([angles.cos(), angles.sin()], dim=-1)  # [max_seq_len, h_d/2, 2]
+
+    def reset_parameters(self) -> None:
+        """Recompute the cache in place (e.g. after ``to_empty`` from the meta device)."""
+        self.cache = self._build_cache(self.cache.device)
+
+    def forward(self, x: torch.Tensor, input_pos: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """
+        Args:
+            x (torch.Tensor): [b, s, n_h, h_d] queries or keys.
+            input_pos (Optional[torch.Tensor]): [b, s] (or [s]) position of each token;
+                None means positions ``0 .. s-1``.
+
+        Returns:
+            torch.Tensor: rotated tensor, shape and dtype of ``x``.
+        """
+        s = x.size(1)
+        rope = self.cache[:s] if input_pos is None else self.cache[input_pos]
+        # rope: [s, h_d/2, 2] or [b, s, h_d/2, 2]; add the head dim -> [(b,) s, 1, h_d/2, 2]
+        rope = rope.unsqueeze(-3)
+        pairs = x.float().reshape(*x.shape[:-1], -1, 2)  # [b, s, n_h, h_d/2, 2]
+        cos, sin = rope[..., 0], rope[..., 1]
+        x0, x1 = pairs[..., 0], pairs[..., 1]
+        # (x0 + i x1) * (cos + i sin), as Meta's complex multiply.
+        out = torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], dim=-1)
+        return out.flatten(-2).type_as(x)  # [b, s, n_h, h_d]

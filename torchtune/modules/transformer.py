@@ -1,0 +1,157 @@
+"""The transformer decoder layer and the decoder-only transformer."""
+
+from typing import Iterable, Optional
+
+import torch
+from torch import nn
+
+from torchtune.modules.attention import MultiHeadAttention
+
+
+class TransformerDecoderLayer(nn.Module):
+    """Pre-norm residual block::
+
+        x ──┬─ sa_norm ─ attn ─(+)──┬─ mlp_norm ─ mlp ─(+)── out
+            └──────────────────────┘└──────────────────────┘
+
+    Args:
+        attn (MultiHeadAttention): self-attention.
+        mlp (nn.Module): feed-forward block.
+        sa_norm (nn.Module): norm before attention.
+        mlp_norm (nn.Module): norm before the feed-forward block.
+    """
+
+    def __init__(
+        self,
+        *,
+        attn: MultiHeadAttention,
+        mlp: nn.Module,
+        sa_norm: nn.Module,
+        mlp_norm: nn.Module,
+    ) -> None:
+        super().__init__()
+        self.sa_norm = sa_norm
+        self.attn = attn
+        self.mlp_norm = mlp_norm
+        self.mlp = mlp
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        mask: Optional[torch.Tensor] = None,
+        input_pos: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            x (torch.Tensor): [b, s, d].
+            mask (Optional[torch.Tensor]): see ``MultiHeadAttention.forward``.
+            input_pos (Optional[torch.Tensor]): see ``MultiHeadAttention.forward``.
+
+        Returns:
+            torch.Tensor: [b, s, d].
+        """
+        h = x + self.attn(self.sa_norm(x), mask=mask, input_pos=input_pos)
+        return h + self.mlp(self.mlp_norm(h))
+
+
+class TransformerDecoder(nn.Module):
+    """Decoder-only transformer: embedding, layers, final norm and output projection.
+
+    Args:
+        tok_embeddings (nn.Embedding): v -> d.
+        layers (Iterable[TransformerDecoderLayer]): the layers, in order.
+        max_seq_len (int): longest sequence the model accepts (and the KV-cache length).
+        norm (nn.Module): final norm.
+        output (nn.Module): d -> v projection (not tied to ``tok_embeddings``).
+    """
+
+    def __init__(
+        self,
+        *,
+        tok_embeddings: nn.Embedding,
+        layers: Iterable[TransformerDecoderLayer],
+        max_seq_len: int,
+        norm: nn.Module,
+        output: nn.Module,
+    ) -> None:
+        super().__init__()
+        self.tok_embeddings = tok_embeddings
+        self.layers = nn.ModuleList(layers)
+        self.norm = norm
+        self.output = output
+        self.max_seq_len = max_seq_len
+        # Built by setup_caches; non-persistent, so the state dict is the same with caches.
+        self.register_buffer("causal_mask", None, persistent=False)
+
+    def setup_caches(self, batch_size: int, dtype: torch.dtype) -> None:
+        """Allocate a KV cache of ``max_seq_len`` slots in every layer (for generation).
+
+        Args:
+            batch_size (int): rows decoded together.
+            dtype (torch.dtype): dtype of the caches.
+        """
+        for layer in self.layers:
+            layer.attn.setup_cache(batch_size, dtype)
+        device = self.tok_embeddings.weight.device
+        causal = torch.ones(self.max_seq_len, self.max_seq_len, dtype=torch.bool, device=device)
+        self.causal_mask = torch.tril(causal)  # [L, L]
+
+    def reset_caches(self) -> None:
+        """Zero every KV cache (start a new generation with the same batch size).
+
+        Raises:
+            RuntimeError: if ``setup_caches`` has not been called.
+        """
+        if not self.caches_are_enabled():
+            raise RuntimeError("reset_caches() called before setup_caches()")
+        for layer in self.layers:
+            layer.attn.kv_cache.reset()
+
+    def teardown_caches(self) -> None:
+        """Free every KV cache (back to training mode; ``caches_are_enabled()`` is False)."""
+        for layer in self.layers:
+            layer.attn.kv_cache = None
+        self.causal_mask = None
+
+    def caches_are_enabled(self) -> bool:
+        """Whether ``setup_caches`` has been called."""
+        return self.layers[0].attn.kv_cache is not None
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        *,
+        mask: Optional[torch.Tensor] = None,
+        input_pos: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            tokens (torch.Tensor): [b, s] token ids.
+            mask (Optional[torch.Tensor]): bool, True = may attend: [b, s, s] without caches
+                (e.g. block-causal for packed rows), [b, s, max_seq_len] with caches.
+                None means causal; with caches it is built from ``input_pos``.
+            input_pos (Optional[torch.Tensor]): [b, s] position ids (restarting per packed
+                document); with caches also the slots written. None means ``0 .. s-1``.
+
+        Returns:
+            torch.Tensor: logits [b, s, v], in the dtype of the output projection.
+
+        Raises:
+            ValueError: if ``s`` exceeds ``max_seq_len``.
+        """
+        b, s = tokens.shape
+        if s > self.max_seq_len:
+            raise ValueError(
+                f"Sequence length {s} exceeds the model's max_seq_len {self.max_seq_len}"
+            )
+        if self.caches_are_enabled() and mask is None:
+            if input_pos is None:
+                input_pos = torch.arange(s, device=tokens.device)
+            # Token at position p sees cache slots 0..p.
+            mask = self.causal_mask[input_pos].expand(b, s, self.max_seq_len)  # [b, s, L]
+
+        h = self.tok_embeddings(tokens)  # [b, s, d]
+        for layer in self.layers:
+            h = layer(h, mask=mask, input_pos=input_pos)
+        return self.output(self.norm(h))  # [b, s, v]
