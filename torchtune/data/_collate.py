@@ -1,0 +1,109 @@
+from typing import Dict, List, Mapping, Sequence
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from torchtune.data._common import CROSS_ENTROPY_IGNORE_IDX
+
+
+def _as_long(x) -> torch.Tensor:
+    return torch.as_tensor(x, dtype=torch.long)
+
+
+def padded_collate(
+    batch: Sequence[Mapping[str, List[int]]],
+    padding_idx: int = 0,
+    ignore_idx: int = CROSS_ENTROPY_IGNORE_IDX,
+) -> Dict[str, torch.Tensor]:
+    """Batch samples, right-padding tokens and labels to the longest sample.
+
+    Packed items (with "seq_lens", from ``PackedDataset``) are all ``max_seq_len`` long
+    already and go to ``packed_collate``, which adds ``input_pos`` and the block-causal mask.
+
+    Args:
+        batch (Sequence[Mapping[str, List[int]]]): items with "tokens" and "labels".
+        padding_idx (int): id that pads tokens.
+        ignore_idx (int): label that pads labels (no loss).
+
+    Returns:
+        Dict[str, torch.Tensor]: "tokens" and "labels", both long ``[b, s]``.
+
+    Example:
+        >>> padded_collate([{"tokens": [1, 2], "labels": [3, 4]}, {"tokens": [5], "labels": [6]}])
+        {'tokens': tensor([[1, 2], [5, 0]]), 'labels': tensor([[3, 4], [6, -100]])}
+    """
+    if not batch:
+        raise ValueError("padded_collate: empty batch")
+    if "seq_lens" in batch[0]:
+        return packed_collate(batch)
+    for i, item in enumerate(batch):
+        if len(item["tokens"]) != len(item["labels"]):
+            raise ValueError(
+                f"padded_collate: item {i} has {len(item['tokens'])} tokens but "
+                f"{len(item['labels'])} labels"
+            )
+    tokens = pad_sequence(
+        [_as_long(x["tokens"]) for x in batch], batch_first=True, padding_value=padding_idx
+    )
+    labels = pad_sequence(
+        [_as_long(x["labels"]) for x in batch], batch_first=True, padding_value=ignore_idx
+    )
+    return {"tokens": tokens, "labels": labels}
+
+
+def block_causal_mask(seq_lens: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Attention mask for packed rows: causal inside each document, nothing across.
+
+    Args:
+        seq_lens (Sequence[Sequence[int]]): per row, the document lengths (summing to the
+            same ``s`` for every row).
+
+    Returns:
+        torch.Tensor: bool ``[b, s, s]``, True where query i may attend to key j.
+
+    Example::
+
+        seq_lens [[2, 3]] ->  1 0 0 0 0
+                              1 1 0 0 0
+                              0 0 1 0 0
+                              0 0 1 1 0
+                              0 0 1 1 1
+    """
+    doc_ids = torch.stack(
+        [
+            torch.repeat_interleave(torch.arange(len(row)), _as_long(row))
+            for row in seq_lens
+        ]
+    )  # [b, s]
+    s = doc_ids.shape[1]
+    same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]  # [b, s, s]
+    causal = torch.ones(s, s, dtype=torch.bool).tril()
+    return same_doc & causal
+
+
+def packed_collate(batch: Sequence[Mapping[str, List[int]]]) -> Dict[str, torch.Tensor]:
+    """Batch packed rows (items of ``PackedDataset``).
+
+    Args:
+        batch (Sequence[Mapping[str, List[int]]]): items with "tokens", "labels",
+            "input_pos" and "seq_lens", all rows of the same length.
+
+    Returns:
+        Dict[str, torch.Tensor]: "tokens", "labels", "input_pos" long ``[b, s]`` and
+        "mask" bool ``[b, s, s]`` (block-causal, True = may attend).
+    """
+    lengths = {len(x["tokens"]) for x in batch}
+    if len(lengths) != 1:
+        raise ValueError(f"packed_collate: rows of different lengths {sorted(lengths)}")
+    for i, x in enumerate(batch):
+        if int(sum(x["seq_lens"])) != len(x["tokens"]):
+            raise ValueError(
+                f"packed_collate: item {i} seq_lens sum to {int(sum(x['seq_lens']))}, "
+                f"not its length {len(x['tokens'])}"
+            )
+    return {
+        "tokens": torch.stack([_as_long(x["tokens"]) for x in batch]),
+        "labels": torch.stack([_as_long(x["labels"]) for x in batch]),
+        "input_pos": torch.stack([_as_long(x["input_pos"]) for x in batch]),
+        "mask": block_causal_mask([x["seq_lens"] for x in batch]),
+    }

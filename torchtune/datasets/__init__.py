@@ -1,0 +1,23 @@
+"""Dataset builders (alpaca, instruct, chat, text completion) and packing.
+
+Builders load with Hugging Face ``datasets`` (imported only when a builder runs) and
+return map-style torch datasets whose items follow docs/design.md.
+"""
+
+from torchtune.datasets._alpaca import alpaca_cleaned_dataset, alpaca_dataset
+from torchtune.datasets._chat import chat_dataset
+from torchtune.datasets._instruct import instruct_dataset
+from torchtune.datasets._packed import PackedDataset
+from torchtune.datasets._text_completion import text_completion_dataset
+from torchtune.datasets._tokenized import TokenizedDataset, truncate
+
+__all__ = [
+    "PackedDataset",
+    "TokenizedDataset",
+    "alpaca_cleaned_dataset",
+    "alpaca_dataset",
+    "chat_dataset",
+    "instruct_dataset",
+    "text_completion_dataset",
+    "truncate",
+]

@@ -1,0 +1,135 @@
+from typing import Dict, List, Mapping, Optional, Type, Union
+
+from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, ChatFormat, Llama2ChatFormat, Message
+from torchtune.datasets._instruct import resolve_class
+from torchtune.datasets._packed import PackedDataset
+from torchtune.datasets._tokenized import (
+    check_columns,
+    load_hf_dataset,
+    tokenize,
+    TokenizedDataset,
+    truncate,
+)
+from torchtune.tokenizers import Tokenizer
+
+# conversation style -> (role key, content key, {their role name: our role})
+_STYLES = {
+    "sharegpt": ("from", "value", {"system": "system", "human": "user", "gpt": "assistant"}),
+    "openai": ("role", "content", {"system": "system", "user": "user", "assistant": "assistant"}),
+}
+
+
+def _to_messages(conversation, style: str) -> List[Message]:
+    role_key, content_key, roles = _STYLES[style]
+    if not isinstance(conversation, list):
+        raise ValueError(
+            f"the conversation is of type {type(conversation).__name__}, not a list of turns"
+        )
+    messages = []
+    for i, turn in enumerate(conversation):
+        if not isinstance(turn, Mapping) or not isinstance(turn.get(content_key), str):
+            raise ValueError(f"turn {i} has no text {content_key!r}")
+        if turn.get(role_key) not in roles:
+            raise ValueError(
+                f"turn {i} has {role_key}={turn.get(role_key)!r}, expected one of "
+                f"{', '.join(roles)}"
+            )
+        messages.append(Message(roles[turn[role_key]], turn[content_key]))
+    return messages
+
+
+class _ChatTransform:
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        chat_format: Type[ChatFormat],
+        column: str,
+        style: str,
+        train_on_input: bool,
+        max_seq_len: Optional[int],
+    ):
+        self.tokenizer = tokenizer
+        self.chat_format = chat_format
+        self.column = column
+        self.style = style
+        self.train_on_input = train_on_input
+        self.max_seq_len = max_seq_len
+
+    def __call__(self, batch: Mapping[str, list], indices: List[int]) -> Dict[str, list]:
+        out: Dict[str, list] = {"tokens": [], "labels": [], "truncated": []}
+        for conversation, row in zip(batch[self.column], indices):
+            try:
+                segments = self.chat_format.format(_to_messages(conversation, self.style))
+            except ValueError as e:
+                raise ValueError(f"row {row}: column {self.column!r}: {e}") from None
+            tokens, labels = [], []
+            for m in segments:
+                is_user = m.role == "user"
+                ids = self.tokenizer.encode(m.content, add_bos=is_user, add_eos=not is_user)
+                tokens += ids
+                if is_user and not self.train_on_input:
+                    labels += [CROSS_ENTROPY_IGNORE_IDX] * len(ids)
+                else:
+                    labels += ids
+            tokens, labels, cut = truncate(
+                tokens, labels, self.max_seq_len, self.tokenizer.eos_id
+            )
+            out["tokens"].append(tokens)
+            out["labels"].append(labels)
+            out["truncated"].append(cut)
+        return out
+
+
+def chat_dataset(
+    tokenizer: Tokenizer,
+    source: str,
+    conversation_column: str = "conversations",
+    conversation_style: str = "sharegpt",
+    chat_format: Union[str, Type[ChatFormat]] = Llama2ChatFormat,
+    max_seq_len: Optional[int] = None,
+    train_on_input: bool = False,
+    packed: bool = False,
+    num_proc: int = 1,
+    **load_dataset_kwargs,
+) -> Union[TokenizedDataset, PackedDataset]:
+    """Multi-turn conversations in a chat format (Llama 2's by default).
+
+    Each record's ``conversation_column`` is a list of turns: ShareGPT style
+    (``{"from": "system"|"human"|"gpt", "value": ...}``) or OpenAI style
+    (``{"role": "system"|"user"|"assistant", "content": ...}``). ``chat_format`` turns it
+    into user and assistant segments; user segments are encoded with BOS, assistant
+    segments with EOS (for Llama 2 this reproduces Meta's ``chat_completion`` ids). By
+    default only the assistant turns are learned.
+
+    Args:
+        tokenizer (Tokenizer): the tokenizer.
+        source (str): Hub dataset name, or "json" with ``data_files``.
+        conversation_column (str): the column holding the list of turns.
+        conversation_style (str): "sharegpt" or "openai".
+        chat_format (Union[str, Type[ChatFormat]]): the format class or its dotted path.
+        max_seq_len (Optional[int]): truncate samples to this length (keeping EOS last).
+        train_on_input (bool): also learn the user (and system) segments.
+        packed (bool): pack into rows of exactly ``max_seq_len``.
+        num_proc (int): processes for tokenizing.
+        **load_dataset_kwargs: passed to ``datasets.load_dataset``.
+
+    Returns:
+        Union[TokenizedDataset, PackedDataset]: the items.
+    """
+    if conversation_style not in _STYLES:
+        raise ValueError(
+            f"conversation_style {conversation_style!r} is not one of {', '.join(_STYLES)}"
+        )
+    if packed and max_seq_len is None:
+        raise ValueError("packed=True needs max_seq_len")
+    chat_format = resolve_class(chat_format, "chat_format")
+    ds = load_hf_dataset(source, **load_dataset_kwargs)
+    check_columns(ds, [conversation_column], source)
+    transform = _ChatTransform(
+        tokenizer, chat_format, conversation_column, conversation_style, train_on_input, max_seq_len
+    )
+    name = f"chat_dataset({source!r})"
+    tokenized = tokenize(ds, transform, name=name, max_seq_len=max_seq_len, num_proc=num_proc)
+    if packed:
+        return PackedDataset(tokenized, max_seq_len, padding_idx=tokenizer.pad_id)
+    return tokenized

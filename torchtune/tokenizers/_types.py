@@ -1,0 +1,30 @@
+from typing import List, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What datasets and recipes need from a tokenizer (see docs/design.md).
+
+    Attributes:
+        bos_id (int): id prepended when ``add_bos=True``.
+        eos_id (int): id appended when ``add_eos=True``.
+        pad_id (int): id used to pad batches and packed rows.
+        vocab_size (int): number of ids the model's embedding must cover.
+    """
+
+    bos_id: int
+    eos_id: int
+    pad_id: int
+    vocab_size: int
+
+    def encode(
+        self,
+        text: str,
+        add_bos: bool = True,
+        add_eos: bool = True,
+        trim_leading_whitespace: bool = False,
+    ) -> List[int]:
+        ...
+
+    def decode(self, ids: List[int]) -> str:
+        ...
