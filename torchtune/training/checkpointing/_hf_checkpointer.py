@@ -1,0 +1,211 @@
+"""Checkpointer for transformers' Llama layout: ``.bin`` or ``.safetensors``, sharded or not.
+
+See ``_core`` for what a save writes and the shared load/save contract.
+"""
+
+import glob
+import os
+from typing import Any, Dict, List, Optional, Union
+
+import torch
+
+from torchtune.training.checkpointing import _io
+from torchtune.training.checkpointing._core import (
+    CheckpointerCore,
+    as_tensor_dict,
+    heads_from_hf_config,
+)
+from torchtune.training.checkpointing._utils import HF_MODEL_TYPES, MODEL_KEY, ModelType
+
+# Copied next to the weights so from_pretrained and llama.cpp's converter take the folder as is.
+_HF_EXTRA_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
+
+
+class FullModelHFCheckpointer:
+    """Read and write transformers' Llama layout: ``.bin`` or ``.safetensors``, sharded or not.
+
+    Head counts come from ``config.json`` beside the weights. Saves mirror the input: same
+    file names, same tensor->file assignment, same format, and the index json (written
+    whenever there is more than one shard, so ``from_pretrained`` can read the folder).
+
+    Args:
+        checkpoint_dir (str): folder with the weights, config.json and tokenizer files.
+        checkpoint_files (List[str]): the weight files (an ``*.index.json`` entry is expanded
+            to the shards it names).
+        model_type (Union[ModelType, str]): e.g. ``"LLAMA2"``.
+        output_dir (str): where saves go.
+        adapter_checkpoint (Optional[str]): adapter file to load when resuming.
+        recipe_checkpoint (Optional[str]): ``recipe_state.pt`` to load when resuming.
+        resume_from_checkpoint (bool): also return the recipe state (and adapter).
+        keep_last_n_checkpoints (Optional[int]): step folders to keep; None keeps all.
+
+    Raises:
+        FileNotFoundError: if a weight file or config.json is missing.
+        ValueError: on mixed formats, an index naming shards not listed, config.json of a
+            different model type, or resuming without recipe_checkpoint.
+    """
+
+    def __init__(
+        self,
+        checkpoint_dir: str,
+        checkpoint_files: List[str],
+        model_type: Union[ModelType, str],
+        output_dir: str,
+        adapter_checkpoint: Optional[str] = None,
+        recipe_checkpoint: Optional[str] = None,
+        resume_from_checkpoint: bool = False,
+        keep_last_n_checkpoints: Optional[int] = None,
+    ) -> None:
+        files = list(checkpoint_files) if not isinstance(checkpoint_files, str) else [checkpoint_files]
+        index_names = [f for f in files if str(f).endswith(".index.json")]
+        self._index_path = None
+        if index_names:
+            # Listing the index alone (or with its shards) means "the shards it names".
+            folder = os.path.dirname(os.path.join(str(checkpoint_dir), str(index_names[0])))
+            self._index_path = os.path.join(str(checkpoint_dir), str(index_names[0]))
+            index = _io.load_json(self._index_path, what="index file")
+            shards = list(dict.fromkeys(index.get("weight_map", {}).values()))
+            files = [os.path.relpath(os.path.join(folder, s), str(checkpoint_dir)) for s in shards]
+        self._c = CheckpointerCore(
+            checkpoint_dir, files, model_type, output_dir, adapter_checkpoint,
+            recipe_checkpoint, resume_from_checkpoint, keep_last_n_checkpoints,
+        )
+        exts = {os.path.splitext(f)[1] for f in self._c.files}
+        if len(exts) > 1 or not exts <= {".bin", ".pt", ".pth", ".safetensors"}:
+            raise ValueError(
+                f"checkpoint_files must all be .bin/.pt/.pth or all .safetensors, got {sorted(exts)}"
+            )
+        self._safetensors = exts == {".safetensors"}
+        self._shard_names = [os.path.basename(f) for f in self._c.files]
+        if self._index_path is None:
+            self._index_path = self._find_index()
+
+        config_path = self._c.find_beside("config.json") or _io.require_file(
+            os.path.join(self._c.checkpoint_dir, "config.json"), "config.json"
+        )
+        self._config = _io.load_json(config_path, what="config.json")
+        hf_type = self._config.get("model_type")
+        if hf_type is not None and hf_type not in HF_MODEL_TYPES[self._c.model_type]:
+            raise ValueError(
+                f"{config_path} has model_type {hf_type!r}, which does not match "
+                f"model_type {self._c.model_type.name} (expected one of "
+                f"{HF_MODEL_TYPES[self._c.model_type]})"
+            )
+        self._heads = heads_from_hf_config(config_path)
+        self._weight_map: Optional[Dict[str, str]] = None
+        self._metadata: Dict[str, Optional[Dict[str, str]]] = {}
+
+    def _find_index(self) -> Optional[str]:
+        """The ``*.index.json`` beside the shards that maps tensors into them, if any."""
+        folder = os.path.dirname(self._c.files[0])
+        for path in sorted(glob.glob(os.path.join(folder, "*.index.json"))):
+            shards = set(_io.load_json(path, what="index file").get("weight_map", {}).values())
+            if shards & set(self._shard_names):
+                unlisted = sorted(shards - set(self._shard_names))
+                if unlisted:
+                    raise ValueError(
+                        f"Index {path} maps tensors to {unlisted}, which checkpoint_files does "
+                        f"not list (it lists {self._shard_names})"
+                    )
+                return path
+        return None
+
+    def _read_shard(self, path: str) -> Dict[str, torch.Tensor]:
+        """All tensors of one shard, memory-mapped; remembers a safetensors file's metadata."""
+        if self._safetensors:
+            self._metadata[os.path.basename(path)] = _io.safetensors_metadata(path)
+            return _io.safetensors_load(path)
+        return as_tensor_dict(_io.torch_load(path), path)
+
+    def load_checkpoint(self) -> Dict[str, Any]:
+        """Returns ``{"model": internal state dict}`` (+ recipe state/adapter when resuming)."""
+        merged: Dict[str, torch.Tensor] = {}
+        weight_map: Dict[str, str] = {}
+        for path in self._c.files:
+            name = os.path.basename(path)
+            for key, value in self._read_shard(path).items():
+                if key in merged:
+                    raise ValueError(f"Tensor {key!r} appears in both {weight_map[key]} and {name}")
+                merged[key] = value
+                weight_map[key] = name
+        self._weight_map = weight_map
+        source = ", ".join(self._shard_names)
+        model = self._c.convert(self._c.converter.hf_to_tune, merged, source, **self._heads)
+        del merged
+        out = {MODEL_KEY: model}
+        out.update(self._c.load_training_state())
+        return out
+
+    def _ensure_weight_map(self) -> Dict[str, str]:
+        if self._weight_map is None:  # saving without loading first: read the key lists only
+            self._weight_map = {}
+            for path in self._c.files:
+                for key in _io.checkpoint_keys(path):
+                    self._weight_map[key] = os.path.basename(path)
+        return self._weight_map
+
+    def _write_model_folder(self, folder: str, model_sd: Dict[str, torch.Tensor]) -> None:
+        hf = self._c.convert(self._c.converter.tune_to_hf, model_sd, "state_dict['model']", **self._heads)
+        weight_map = self._ensure_weight_map()
+        unmapped = [k for k in hf if k not in weight_map]
+        if unmapped:
+            raise ValueError(
+                f"Cannot save tensor {unmapped[0]!r}: it is in none of the input shards "
+                f"{self._shard_names}"
+            )
+        out_map: Dict[str, str] = {}
+        total = 0
+        for shard in self._shard_names:
+            tensors = {k: v for k, v in hf.items() if weight_map[k] == shard}
+            out_map.update({k: shard for k in tensors})
+            total += sum(v.numel() * v.element_size() for v in tensors.values())
+            path = os.path.join(folder, shard)
+            if self._safetensors:
+                _io.safetensors_save(tensors, path, self._metadata.get(shard))
+            else:
+                _io.torch_save(tensors, path)
+        if self._index_path is not None or len(self._shard_names) > 1:
+            index: Dict[str, Any] = {"metadata": {}, "weight_map": {}}
+            if self._index_path is not None:
+                index = _io.load_json(self._index_path, what="index file")
+                name = os.path.basename(self._index_path)
+            else:
+                name = "model.safetensors.index.json" if self._safetensors else "pytorch_model.bin.index.json"
+            index.setdefault("metadata", {})["total_size"] = total
+            index["weight_map"] = {k: out_map[k] for k in hf}
+            _io.json_save(index, os.path.join(folder, name))
+        for name in _HF_EXTRA_FILES:
+            src = self._c.find_beside(name)
+            if src is not None:
+                _io.copy_file(src, os.path.join(folder, name))
+
+    def save_checkpoint(
+        self,
+        state_dict: Dict[str, Any],
+        epoch: int,
+        intermediate_checkpoint: bool = False,
+        adapter_only: bool = False,
+        step: Optional[int] = None,
+    ) -> None:
+        """Write the model into ``output_dir/epoch_{epoch}/`` (or the step folder) and the
+        rest (the full list is in ``torchtune.training.checkpointing._core``)."""
+
+        def write_model(root: str, is_step: bool) -> None:
+            if is_step:
+                self._write_model_folder(root, state_dict[MODEL_KEY])
+            else:
+                with _io.atomic_dir(os.path.join(root, f"epoch_{epoch}")) as tmp:
+                    self._write_model_folder(tmp, state_dict[MODEL_KEY])
+
+        self._c.save(
+            state_dict, epoch, step, None if adapter_only else write_model,
+            lambda: dict(self._heads), intermediate_checkpoint,
+        )

@@ -1,0 +1,143 @@
+"""Model types, state-dict validation and resume checks shared by the checkpointers."""
+
+import importlib
+from enum import Enum
+from types import ModuleType
+from typing import Any, Callable, Dict, Mapping, Optional, Union
+
+import torch
+from torch import nn
+
+# Recipe-state keys (docs/design.md). The checkpointers pass every key through unchanged;
+# these names are listed so recipes and tests agree on spelling.
+MODEL_KEY = "model"
+ADAPTER_KEY = "adapter"
+ADAPTER_CONFIG_KEY = "adapter_config"
+SEED_KEY = "seed"
+EPOCHS_KEY = "epochs_run"
+TOTAL_EPOCHS_KEY = "total_epochs"
+MAX_STEPS_KEY = "max_steps_per_epoch"
+STEPS_KEY = "steps_run"
+OPT_KEY = "optimizer"
+LR_SCHEDULER_KEY = "lr_scheduler"
+RNG_KEY = "rng_state"
+
+
+class ModelType(Enum):
+    """Model families the checkpointers can convert. Configs pass the name: ``LLAMA2``."""
+
+    LLAMA2 = "llama2"
+
+    @classmethod
+    def coerce(cls, value: Union["ModelType", str]) -> "ModelType":
+        """Accept a ``ModelType``, its name (``"LLAMA2"``) or its value (``"llama2"``)."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            for member in cls:
+                if value.upper() == member.name or value.lower() == member.value:
+                    return member
+        raise ValueError(
+            f"Unknown model_type {value!r}; expected one of {[m.name for m in cls]}"
+        )
+
+
+# Each family keeps its key maps next to its model code; the checkpointers look them up.
+_CONVERTERS = {ModelType.LLAMA2: "torchtune.models.llama2._convert_weights"}
+
+# The "model_type" written by transformers in config.json for each family.
+HF_MODEL_TYPES = {ModelType.LLAMA2: ("llama",)}
+
+
+def get_converter(model_type: ModelType) -> ModuleType:
+    """Module with ``meta_to_tune``/``tune_to_meta``/``hf_to_tune``/``tune_to_hf`` for a type."""
+    return importlib.import_module(_CONVERTERS[model_type])
+
+
+def _shapes(obj: Union[nn.Module, Mapping[str, Any]]) -> Dict[str, tuple]:
+    sd = obj.state_dict() if isinstance(obj, nn.Module) else obj
+    return {k: tuple(v.shape) for k, v in sd.items()}
+
+
+def validate_state_dict(
+    model: Union[nn.Module, Mapping[str, torch.Tensor]],
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    ignore_missing: Optional[Callable[[str], bool]] = None,
+    source: str = "checkpoint",
+) -> None:
+    """Check that ``state_dict`` fits ``model`` exactly, before ``load_state_dict``.
+
+    Args:
+        model (Union[nn.Module, Mapping[str, torch.Tensor]]): the model, or its state dict.
+        state_dict (Mapping[str, torch.Tensor]): the weights about to be loaded.
+        ignore_missing (Optional[Callable[[str], bool]]): names for which being absent from
+            ``state_dict`` is fine; e.g. ``lambda k: "lora_" in k`` when loading a base
+            checkpoint into a LoRA model.
+        source (str): what ``state_dict`` came from, for the error message.
+
+    Raises:
+        ValueError: listing the unexpected names, the missing names, and every shape
+            mismatch as ``name: checkpoint (a, b) vs model (c, d)``.
+
+    Example:
+        >>> validate_state_dict(model, ckpt["model"], ignore_missing=lambda k: "lora_" in k)
+        >>> model.load_state_dict(ckpt["model"], strict=False, assign=True)
+    """
+    expected = _shapes(model)
+    got = _shapes(state_dict)
+    unexpected = [k for k in got if k not in expected]
+    missing = [k for k in expected if k not in got and not (ignore_missing and ignore_missing(k))]
+    mismatched = [
+        f"{k}: {source} {got[k]} vs model {expected[k]}"
+        for k in got
+        if k in expected and got[k] != expected[k]
+    ]
+    problems = []
+    if unexpected:
+        problems.append(f"unexpected tensors {_head(unexpected)}")
+    if missing:
+        problems.append(f"missing tensors {_head(missing)}")
+    if mismatched:
+        problems.append(f"shape mismatches {_head(mismatched)}")
+    if problems:
+        raise ValueError(f"The {source} does not fit the model: " + "; ".join(problems))
+
+
+def _head(items: list, n: int = 8) -> str:
+    shown = ", ".join(items[:n])
+    return f"[{shown}{', ...' if len(items) > n else ''}] ({len(items)} in all)"
+
+
+def check_resume_matches(
+    saved_state: Mapping[str, Any], current: Mapping[str, Any], source: str = "recipe_state.pt"
+) -> None:
+    """Fail if the config contradicts the saved recipe state.
+
+    Args:
+        saved_state (Mapping[str, Any]): the recipe state loaded from the checkpoint.
+        current (Mapping[str, Any]): the values the config asks for now, e.g.
+            ``{"seed": cfg.seed, "total_epochs": cfg.epochs, "batch_size": cfg.batch_size}``.
+        source (str): where ``saved_state`` came from, for the message.
+
+    Raises:
+        ValueError: naming the first key whose values differ (both values), or a key the
+            saved state lacks.
+
+    Example:
+        >>> check_resume_matches({"seed": 1}, {"seed": 2})
+        Traceback (most recent call last):
+        ...
+        ValueError: Cannot resume: config seed=2 but recipe_state.pt has seed=1
+    """
+    for key, value in current.items():
+        if key not in saved_state:
+            raise ValueError(
+                f"Cannot resume: {source} has no {key!r} to compare with config "
+                f"{key}={value!r} (keys there: {sorted(saved_state)})"
+            )
+        if saved_state[key] != value:
+            raise ValueError(
+                f"Cannot resume: config {key}={value!r} but {source} has "
+                f"{key}={saved_state[key]!r}"
+            )
