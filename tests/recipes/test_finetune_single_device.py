@@ -1,0 +1,186 @@
+"""End-to-end runs of the single-device recipes through `tune run`, on the bundled
+stories260K model: determinism, accumulation, resume, checkpoint formats, bad loss."""
+
+import shutil
+
+import pytest
+import torch
+
+from recipe_helpers import (
+    STORIES,
+    alpaca_dataset_overrides,
+    assert_state_dicts_equal,
+    common_overrides,
+    copy_meta_checkpoint,
+    kill_when,
+    load_meta,
+    losses,
+    run_recipe,
+    start_recipe,
+    write_hf_checkpoint,
+)
+
+FULL = ("full_finetune_single_device", "stories260K/full_single_device")
+LORA = ("lora_finetune_single_device", "stories260K/lora_single_device")
+LORA_EXTRA = {"sample_prompt": "null", "model.lora_dropout": 0.1}  # dropout makes RNG matter
+
+
+def overrides_for(recipe, output_dir, **extra):
+    if recipe == LORA:
+        extra = {**LORA_EXTRA, **extra}
+    return common_overrides(output_dir, **extra)
+
+
+def test_loss_falls_on_real_alpaca(tmp_path):
+    """40 steps over the same 32 real records (5 epochs): the epoch-mean loss must fall."""
+    out = tmp_path / "run"
+    run_recipe(*FULL, overrides_for(FULL, out, epochs=5, max_steps_per_epoch="null", batch_size=4, **{
+        "optimizer.lr": 3e-3, "lr_scheduler.num_warmup_steps": 3, "dataset.split": "train[:32]",
+    }) + alpaca_dataset_overrides())
+    loss = losses(out)
+    assert sorted(loss) == list(range(1, 41))
+    first = sum(loss[s] for s in range(1, 9)) / 8
+    last = sum(loss[s] for s in range(33, 41)) / 8
+    assert last < 0.8 * first, (first, last)
+
+
+@pytest.mark.parametrize("recipe", [FULL, LORA], ids=["full", "lora"])
+def test_same_seed_same_losses(tmp_path, recipe):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_recipe(*recipe, overrides_for(recipe, a))
+    run_recipe(*recipe, overrides_for(recipe, b))
+    assert losses(a) == losses(b) and len(losses(a)) == 4
+    c = tmp_path / "c"
+    run_recipe(*recipe, overrides_for(recipe, c, seed=99))
+    assert losses(c) != losses(a)
+
+
+def test_gradient_accumulation_equals_bigger_batch(tmp_path):
+    """Batch 4 x 1 step == batch 2 x 2 accumulation steps: the loss is normalised by the
+    target tokens of the whole window (padding differs between the two: it must not matter)."""
+    big, accum = tmp_path / "big", tmp_path / "accum"
+    run_recipe(*FULL, overrides_for(FULL, big, batch_size=4, gradient_accumulation_steps=1)
+               + alpaca_dataset_overrides())
+    run_recipe(*FULL, overrides_for(FULL, accum, batch_size=2, gradient_accumulation_steps=2)
+               + alpaca_dataset_overrides())
+    lb, la = losses(big), losses(accum)
+    assert lb.keys() == la.keys() and len(lb) == 4
+    for step in lb:
+        assert abs(lb[step] - la[step]) < 1e-5, (step, lb[step], la[step])
+    assert_state_dicts_equal(load_meta(big / "meta_model_0.pt"), load_meta(accum / "meta_model_0.pt"), atol=1e-5)
+
+
+def resume_overrides(recipe, run_dir, base_dir, epoch):
+    """Point the checkpointer at what an interrupted run left behind."""
+    if recipe == FULL:
+        ckpt = [f"checkpointer.checkpoint_dir={run_dir}", f"checkpointer.checkpoint_files=[meta_model_{epoch}.pt]"]
+    else:  # LoRA keeps reading the base model; the adapter holds the training
+        ckpt = [
+            f"checkpointer.checkpoint_dir={run_dir}",
+            f"checkpointer.checkpoint_files=[{base_dir}/consolidated.00.pth]",
+            f"checkpointer.adapter_checkpoint=adapter_{epoch}.pt",
+        ]
+    return ckpt + ["checkpointer.recipe_checkpoint=recipe_state.pt", "resume_from_checkpoint=True"]
+
+
+@pytest.mark.parametrize("recipe", [FULL, LORA], ids=["full", "lora"])
+def test_resume_after_epoch_is_bit_exact(tmp_path, recipe):
+    """2 epochs straight == the first epoch's checkpoint resumed for the second epoch."""
+    base = tmp_path / "base"
+    copy_meta_checkpoint(base)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    ckpt = [f"checkpointer.checkpoint_dir={base}"]
+    run_recipe(*recipe, overrides_for(recipe, straight, epochs=2) + ckpt)
+    assert (straight / "recipe_state.pt").exists()
+    state = torch.load(straight / "recipe_state.pt", weights_only=True)
+    assert state["epochs_run"] == 1 and state["total_epochs"] == 2
+
+    run_recipe(*recipe, overrides_for(recipe, resumed, epochs=2)
+               + resume_overrides(recipe, straight, base, epoch=0))
+    ls, lr = losses(straight), losses(resumed)
+    assert sorted(lr) == [5, 6, 7, 8]
+    assert all(lr[s] == ls[s] for s in lr), (ls, lr)  # bit for bit
+    assert_state_dicts_equal(load_meta(straight / "meta_model_1.pt"), load_meta(resumed / "meta_model_1.pt"))
+    if recipe == LORA:
+        assert_state_dicts_equal(
+            torch.load(straight / "adapter_1.pt", weights_only=True),
+            torch.load(resumed / "adapter_1.pt", weights_only=True),
+        )
+
+
+def test_resume_with_contradicting_config_names_both_values(tmp_path):
+    base, run = tmp_path / "base", tmp_path / "run"
+    copy_meta_checkpoint(base)
+    run_recipe(*FULL, overrides_for(FULL, run, epochs=2, **{"checkpointer.checkpoint_dir": base}))
+    out = run_recipe(*FULL, overrides_for(FULL, tmp_path / "r", epochs=2, seed=7)
+                     + resume_overrides(FULL, run, base, epoch=0), expect_ok=False)
+    assert out.returncode != 0
+    assert "seed=7" in out.stderr and "seed=1234" in out.stderr
+
+
+@pytest.mark.parametrize("fmt", ["meta", "hf"])
+def test_killed_mid_epoch_resumes_exactly(tmp_path, fmt):
+    """SIGKILL a run after a step checkpoint; resuming from it gives the uninterrupted result."""
+    base = tmp_path / "base"
+    if fmt == "meta":
+        copy_meta_checkpoint(base)
+        ckpt = [f"checkpointer.checkpoint_dir={base}"]
+        model_file = "meta_model_0.pt"
+    else:
+        names = write_hf_checkpoint(base, shards=2)
+        ckpt = [
+            "checkpointer._component_=torchtune.utils.FullModelHFCheckpointer",
+            f"checkpointer.checkpoint_dir={base}",
+            f"checkpointer.checkpoint_files=[{','.join(names)}]",
+        ]
+    settings = dict(max_steps_per_epoch=8, save_every_n_steps=2)
+    straight = tmp_path / "straight"
+    run_recipe(*FULL, overrides_for(FULL, straight, **settings) + ckpt)
+
+    # The same run, slowed by a validation pass per step (it changes no training state),
+    # killed once its step-4 checkpoint is in place.
+    killed = tmp_path / "killed"
+    slow = [
+        "validation_dataset={_component_: torchtune.datasets.text_completion_dataset, source: text, "
+        "data_files: assets/tinyshakespeare.txt, sample_by: paragraph, max_seq_len: 512, packed: True}",
+        "validate_every_n_steps=1",
+    ]
+    proc = start_recipe(*FULL, overrides_for(FULL, killed, **settings) + ckpt + slow)
+    kill_when(proc, killed / "step_4" / "recipe_state.pt")
+    last = max(killed.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    step = int(last.name.split("_")[1])
+    assert 4 <= step < 8 and not (killed / "meta_model_0.pt").exists()
+
+    resumed = tmp_path / "resumed"
+    if fmt == "meta":
+        resume = [f"checkpointer.checkpoint_dir={last}", "checkpointer.checkpoint_files=[meta_model_0.pt]"]
+    else:
+        resume = [f"checkpointer.checkpoint_dir={last}"]  # same shard names as the input
+        shutil.copy(base / "config.json", last / "config.json") if not (last / "config.json").exists() else None
+    run_recipe(*FULL, overrides_for(FULL, resumed, **settings) + ckpt + resume
+               + ["checkpointer.recipe_checkpoint=recipe_state.pt", "resume_from_checkpoint=True"])
+    ls, lr = losses(straight), losses(resumed)
+    assert sorted(lr) == list(range(step + 1, 9))
+    assert all(lr[s] == ls[s] for s in lr), (ls, lr)
+    if fmt == "meta":
+        assert_state_dicts_equal(load_meta(straight / model_file), load_meta(resumed / model_file))
+    else:
+        from safetensors.torch import load_file  # noqa: F401  (bin shards below)
+
+        for name in names:
+            a = torch.load(straight / "epoch_0" / name, weights_only=True)
+            b = torch.load(resumed / "epoch_0" / name, weights_only=True)
+            assert_state_dicts_equal(a, b)
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    result = run_recipe(*FULL, overrides_for(FULL, out, save_every_n_steps=1, **{
+        "optimizer.lr": ".inf", "lr_scheduler": "null", "clip_grad_norm": "null",
+    }), expect_ok=False)
+    assert result.returncode != 0
+    assert "loss is nan" in result.stderr.lower()
+    assert (out / "step_1" / "recipe_state.pt").exists()
+    assert not (out / "step_2").exists() and not (out / "meta_model_0.pt").exists()
+    step1 = load_meta(out / "step_1" / "meta_model_0.pt")
+    assert set(step1) == set(load_meta(STORIES / "consolidated.00.pth"))
