@@ -177,6 +177,12 @@ def remove_stale_temporaries(folder: str) -> None:
                 os.remove(path)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(final: str) -> Iterator[str]:
     """Yield a temporary path beside ``final``; on success fsync it and rename it into place.
@@ -190,6 +196,9 @@ def atomic_path(final: str) -> Iterator[str]:
     tmp = _tmp_name(final)
     try:
         yield tmp
+        # Some writers (safetensors) create files readable by the owner only; give every
+        # checkpoint file the permissions an ordinary open() would.
+        os.chmod(tmp, 0o666 & ~_current_umask())
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)

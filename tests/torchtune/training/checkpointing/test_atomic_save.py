@@ -151,3 +151,19 @@ def test_folder_replace_fallback_and_recovery(tmp_path, monkeypatch):
     _io.remove_stale_temporaries(str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == ["epoch_0"]
     assert json.loads((final / "w.json").read_text()) == 2
+
+
+def test_saved_files_get_ordinary_permissions(tmp_path):
+    """Every writer goes through the same atomic path, whatever mode its library creates
+    files with (safetensors makes them owner-only)."""
+    from torchtune.training.checkpointing import _io
+
+    old = os.umask(0o022)
+    try:
+        _io.safetensors_save({"w": torch.zeros(2)}, str(tmp_path / "a.safetensors"))
+        _io.torch_save({"w": torch.zeros(2)}, str(tmp_path / "b.pt"))
+        _io.json_save({"a": 1}, str(tmp_path / "c.json"))
+    finally:
+        os.umask(old)
+    for name in ("a.safetensors", "b.pt", "c.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
