@@ -405,7 +405,12 @@ class LoRAFinetuneRecipeSingleDevice:
                 pbar.update(1)
                 pbar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:.0f}")
                 if self.global_step % self._log_every_n_steps == 0:
-                    metrics = {"loss": loss.item(), "lr": lr, "tokens_per_second": tokens_per_second}
+                    metrics = {
+                        "loss": loss.item(),
+                        "lr": lr,
+                        "num_tokens": window_input_tokens,
+                        "tokens_per_second": tokens_per_second,
+                    }
                     if grad_norm is not None:
                         metrics["grad_norm"] = grad_norm.item()
                     if self._log_peak_memory_stats:

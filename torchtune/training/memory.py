@@ -10,6 +10,14 @@ _GIB = 1024**3
 
 
 def _peak_rss_bytes() -> int:
+    # On Linux, a child's ru_maxrss starts at its parent's peak; VmHWM is this process's own.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # ru_maxrss is in kilobytes on Linux and in bytes on macOS (getrusage(2)).
     return peak if sys.platform == "darwin" else peak * 1024
