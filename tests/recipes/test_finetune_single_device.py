@@ -3,9 +3,11 @@ stories260K model: determinism, accumulation, resume, checkpoint formats, bad lo
 
 import shutil
 
+
 import pytest
 import torch
 
+from torchtune.training.metric_logging import DiskLogger
 from recipe_helpers import (
     STORIES,
     alpaca_dataset_overrides,
@@ -184,3 +186,27 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
     assert not (out / "step_2").exists() and not (out / "meta_model_0.pt").exists()
     step1 = load_meta(out / "step_1" / "meta_model_0.pt")
     assert set(step1) == set(load_meta(STORIES / "consolidated.00.pth"))
+
+
+def test_activation_checkpointing_and_validation_change_no_training_numbers(tmp_path):
+    plain, options = tmp_path / "plain", tmp_path / "options"
+    run_recipe(*LORA, overrides_for(LORA, plain))
+    run_recipe(*LORA, overrides_for(LORA, options, enable_activation_checkpointing=True, validate_every_n_steps=2)
+               + ["validation_dataset={_component_: torchtune.datasets.text_completion_dataset, source: text, "
+                  "data_files: assets/tinyshakespeare.txt, sample_by: paragraph, max_seq_len: 64, packed: True, "
+                  "split: 'train[:40]'}"])
+    assert losses(plain) == losses(options)
+    records = DiskLogger.read(options / "logs" / "log.jsonl")
+    val = {r["step"]: r["val_loss"] for r in records if "val_loss" in r}
+    assert sorted(val) == [2, 4] and all(0 < v < 10 for v in val.values())
+    assert all("num_tokens" in r for r in records if "loss" in r)
+
+
+def test_bf16_run(tmp_path):
+    out = tmp_path / "run"
+    run_recipe(*FULL, overrides_for(FULL, out, dtype="bf16", log_peak_memory_stats=True))
+    records = DiskLogger.read(out / "logs" / "log.jsonl")
+    assert len(records) == 4 and all(0 < r["loss"] < 10 for r in records)
+    assert all(r["peak_memory_rss"] > 0 for r in records)
+    saved = load_meta(out / "meta_model_0.pt")
+    assert all(v.dtype == torch.bfloat16 for v in saved.values())
