@@ -63,7 +63,10 @@ def run(argv: Sequence[str]) -> int:
         try:
             runpy.run_path(str(recipe_path), run_name="__main__")
         except SystemExit as e:
-            return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if e.code is None or isinstance(e.code, int):
+                return e.code or 0
+            print(e.code, file=sys.stderr)  # sys.exit("message"), as Python itself would
+            return 1
         return 0
     launcher_args.training_script = str(recipe_path)
     torchrun.run(launcher_args)

@@ -131,3 +131,10 @@ def test_run_script_path_with_overrides(tmp_path):
     out = tune("run", str(script), "--config", str(cfg), "b.c=3", "~a", "d=[1,2]")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["b:", "c:", "3", "d:", "-", "1", "-", "2"]
+
+
+def test_run_reports_recipe_config_errors():
+    out = tune("run", "full_finetune_single_device", "--config", "stories260K/full_single_device",
+               "batch_size=two", "typo_key=1")
+    assert out.returncode == 1
+    assert "batch_size: expected int" in out.stderr and "typo_key: unknown key" in out.stderr
