@@ -3,11 +3,11 @@ stories260K model: determinism, accumulation, resume, checkpoint formats, bad lo
 
 import shutil
 
-
 import pytest
 import torch
 
 from torchtune.training.metric_logging import DiskLogger
+
 from recipe_helpers import (
     STORIES,
     alpaca_dataset_overrides,
@@ -144,7 +144,8 @@ def test_killed_mid_epoch_resumes_exactly(tmp_path, fmt):
     killed = tmp_path / "killed"
     slow = [
         "validation_dataset={_component_: torchtune.datasets.text_completion_dataset, source: text, "
-        "data_files: assets/tinyshakespeare.txt, sample_by: paragraph, max_seq_len: 512, packed: True}",
+        "data_files: assets/tinyshakespeare.txt, sample_by: paragraph, max_seq_len: 512, packed: True, "
+        "split: 'train[:400]'}",
         "validate_every_n_steps=1",
     ]
     proc = start_recipe(*FULL, overrides_for(FULL, killed, **settings) + ckpt + slow)

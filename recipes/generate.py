@@ -1,0 +1,213 @@
+"""Generate text from a model checkpoint, to talk to a base or fine-tuned model.
+
+Features (the whole budget; anything else belongs in another recipe):
+    - any checkpoint the configured checkpointer reads: a base model, a full fine-tune, or
+      the merged model a LoRA run writes (Meta, HF or torchtune format)
+    - the prompt as plain text (``prompt: "Once upon a time"``), or
+    - through an instruct template: ``instruct_template: torchtune.data.AlpacaInstructTemplate``
+      with the template's columns, ``prompt: {instruction: ..., input: ...}``, or
+    - through a chat format: ``chat_format: torchtune.data.Llama2ChatFormat`` with
+      ``prompt: "a user message"`` or ``prompt: {system: ..., user: ...}``
+    - sampling with ``temperature`` (0 = greedy) and ``top_k``, at most ``max_new_tokens``,
+      stopping at EOS, with the decoder's KV cache; seed, device, dtype
+    - prints the prompt and its continuation, then logs tokens per second
+
+    tune run generate --config stories260K/generation prompt="Once upon a time"
+"""
+
+import contextlib
+import sys
+import time
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Optional, Union
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from torchtune import config, generation, training, utils
+from torchtune.config import Component
+from torchtune.data import Message
+from torchtune.training.checkpointing import validate_state_dict
+
+log = utils.get_logger("INFO")
+
+
+@dataclass
+class GenerateParams:
+    """Every key a config for this recipe has; `tune validate` checks configs against it."""
+
+    model: Component
+    tokenizer: Component
+    checkpointer: Component
+    device: str
+    dtype: str
+    seed: Optional[int]
+    prompt: Union[str, dict]
+    instruct_template: Optional[str]
+    chat_format: Optional[str]
+    max_new_tokens: int
+    temperature: float
+    top_k: Optional[int]
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+class GenerateRecipe:
+    """Load a model, encode one prompt and sample a continuation. See the module docstring.
+
+    Args:
+        cfg (DictConfig): the merged config, already validated against GenerateParams.
+    """
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self._device = torch.device(cfg.device)
+        self._dtype = training.get_dtype(cfg.dtype, device=self._device)
+        self._max_new_tokens = cfg.max_new_tokens
+        self._temperature = cfg.temperature
+        self._top_k = cfg.top_k
+        if cfg.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 is greedy), got {cfg.temperature}")
+        if cfg.top_k is not None and cfg.top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or null, got {cfg.top_k}")
+        if cfg.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {cfg.max_new_tokens}")
+        self.seed = training.set_seed(cfg.seed)
+
+    def setup(self, cfg: DictConfig) -> None:
+        """Build every component, in dependency order; every input problem surfaces here.
+        The prompt comes first: a mistake in it should fail before a large model loads."""
+        self._tokenizer = config.instantiate(cfg.tokenizer)
+        self._prompt_tokens = self._setup_prompt(
+            OmegaConf.to_container(cfg.prompt) if isinstance(cfg.prompt, DictConfig) else cfg.prompt,
+            cfg.instruct_template,
+            cfg.chat_format,
+        )
+        checkpoint = config.instantiate(cfg.checkpointer).load_checkpoint()
+        self._model = self._setup_model(cfg.model, checkpoint["model"])
+        if len(self._prompt_tokens) + self._max_new_tokens > self._model.max_seq_len:
+            raise ValueError(
+                f"prompt ({len(self._prompt_tokens)} tokens) + max_new_tokens ({self._max_new_tokens}) "
+                f"exceeds the model's max_seq_len ({self._model.max_seq_len})"
+            )
+
+    def _setup_model(
+        self, cfg_model: DictConfig, model_state_dict: dict[str, torch.Tensor]
+    ) -> torch.nn.Module:
+        with _default_dtype(self._dtype), self._device:
+            model = config.instantiate(cfg_model)
+        validate_state_dict(model, model_state_dict)
+        model.load_state_dict(model_state_dict)
+        model.eval()
+        # Set up once here, so that generate() reuses the cache instead of building its own.
+        model.setup_caches(batch_size=1, dtype=self._dtype)
+        log.info(
+            f"Model: {sum(p.numel() for p in model.parameters()):,} parameters, "
+            f"{self._dtype} on {self._device}"
+        )
+        return model
+
+    def _setup_prompt(
+        self,
+        prompt: Union[str, Mapping[str, str]],
+        instruct_template: Optional[str],
+        chat_format: Optional[str],
+    ) -> list[int]:
+        """The prompt's token ids (BOS first, no EOS); each way it can be wrong is one line."""
+        if instruct_template and chat_format:
+            raise ValueError("set at most one of instruct_template and chat_format, not both")
+        if instruct_template:
+            template = config.resolve_component(instruct_template, key="instruct_template")
+            if not isinstance(prompt, Mapping):
+                raise ValueError(
+                    f"prompt: with instruct_template, give the template's columns as a "
+                    f"mapping, e.g. {{instruction: ..., input: ...}}; got {prompt!r}"
+                )
+            known = set(template.required_columns) | set(template.optional_columns)
+            unknown = sorted(set(prompt) - known)
+            if unknown:
+                raise ValueError(f"prompt: {unknown} are not columns of {instruct_template} "
+                                 f"(it takes {sorted(known)})")
+            for column in template.required_columns:
+                if not str(prompt.get(column) or "").strip():
+                    raise ValueError(f"prompt is empty: prompt.{column} is required by {instruct_template}")
+            text = template.format(prompt)
+        elif chat_format:
+            fmt = config.resolve_component(chat_format, key="chat_format")
+            turns = {"user": prompt} if isinstance(prompt, str) else dict(prompt)
+            unknown = sorted(set(turns) - {"system", "user"})
+            if unknown:
+                raise ValueError(f"prompt: {unknown} are not allowed with chat_format; "
+                                 "give a string or {system: ..., user: ...}")
+            if not str(turns.get("user") or "").strip():
+                raise ValueError("prompt is empty: chat_format needs a user message (prompt.user)")
+            messages = [Message(role, turns[role]) for role in ("system", "user") if turns.get(role)]
+            # One user turn formats to exactly one segment: the text the answer follows.
+            text = fmt.format(messages)[0].content
+        else:
+            if not isinstance(prompt, str):
+                raise ValueError("prompt: a mapping needs instruct_template or chat_format; "
+                                 "otherwise give plain text")
+            if not prompt.strip():
+                raise ValueError("prompt is empty: give some text to continue")
+            text = prompt
+        return self._tokenizer.encode(text, add_bos=True, add_eos=False)
+
+    def generate(self) -> list[int]:
+        """Sample a continuation of the prompt; print the text and log tokens per second.
+
+        Returns:
+            list[int]: the prompt's ids followed by the generated ids (ending with EOS if the
+            model produced one within ``max_new_tokens``).
+        """
+        prompt = torch.tensor(self._prompt_tokens, device=self._device)
+        start = time.perf_counter()
+        tokens = generation.generate(
+            self._model,
+            prompt,
+            max_new_tokens=self._max_new_tokens,
+            temperature=self._temperature,
+            top_k=self._top_k,
+            stop_tokens=[self._tokenizer.eos_id],
+            pad_id=self._tokenizer.pad_id,
+        ).tolist()
+        elapsed = time.perf_counter() - start
+        num_new = len(tokens) - len(self._prompt_tokens)
+        print(self._tokenizer.decode(tokens), flush=True)
+        log.info(
+            f"{num_new} tokens in {elapsed:.2f} s: {num_new / elapsed:.1f} tokens/s "
+            f"(seed {self.seed})"
+        )
+        return tokens
+
+
+def _exit_with_errors(problems: list[str]) -> None:
+    # Printed here rather than passed to sys.exit, so the message shows however we were run.
+    print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
+    sys.exit(1)
+
+
+@config.parse
+def recipe_main(cfg: DictConfig) -> None:
+    """Validate the config, then load the model and generate."""
+    try:
+        config.validate(cfg, GenerateParams)
+        recipe = GenerateRecipe(cfg)
+        recipe.setup(cfg)
+    except config.ConfigError as e:
+        _exit_with_errors(e.problems)
+    except (ValueError, FileNotFoundError) as e:
+        # Bad input (prompt, template, checkpoint vs model): one line, no traceback.
+        _exit_with_errors([str(e)])
+    recipe.generate()
+
+
+if __name__ == "__main__":
+    sys.exit(recipe_main())
