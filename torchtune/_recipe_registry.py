@@ -44,6 +44,18 @@ _RECIPES = [
             "stories260K/lora_single_device",
         ),
     ),
+    Recipe(
+        name="generate",
+        file_path="generate.py",
+        params="recipes.generate.GenerateParams",
+        configs=_configs("generation", "stories260K/generation"),
+    ),
+    Recipe(
+        name="eleuther_eval",
+        file_path="eleuther_eval.py",
+        params="recipes.eleuther_eval.EleutherEvalParams",
+        configs=_configs("eleuther_evaluation", "stories260K/eleuther_evaluation"),
+    ),
 ]
 
 
