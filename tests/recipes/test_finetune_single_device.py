@@ -1,8 +1,6 @@
 """End-to-end runs of the single-device recipes through `tune run`, on the bundled
 stories260K model: determinism, accumulation, resume, checkpoint formats, bad loss."""
 
-import shutil
-
 import pytest
 import torch
 
@@ -120,14 +118,13 @@ def test_resume_with_contradicting_config_names_both_values(tmp_path):
     assert "seed=7" in out.stderr and "seed=1234" in out.stderr
 
 
-@pytest.mark.parametrize("fmt", ["meta", "hf"])
-def test_killed_mid_epoch_resumes_exactly(tmp_path, fmt):
+@pytest.mark.parametrize("recipe,fmt", [(FULL, "meta"), (LORA, "hf")], ids=["full-meta", "lora-hf"])
+def test_killed_mid_epoch_resumes_exactly(tmp_path, recipe, fmt):
     """SIGKILL a run after a step checkpoint; resuming from it gives the uninterrupted result."""
     base = tmp_path / "base"
     if fmt == "meta":
         copy_meta_checkpoint(base)
         ckpt = [f"checkpointer.checkpoint_dir={base}"]
-        model_file = "meta_model_0.pt"
     else:
         names = write_hf_checkpoint(base, shards=2)
         ckpt = [
@@ -137,7 +134,7 @@ def test_killed_mid_epoch_resumes_exactly(tmp_path, fmt):
         ]
     settings = dict(max_steps_per_epoch=8, save_every_n_steps=2)
     straight = tmp_path / "straight"
-    run_recipe(*FULL, overrides_for(FULL, straight, **settings) + ckpt)
+    run_recipe(*recipe, overrides_for(recipe, straight, **settings) + ckpt)
 
     # The same run, slowed by a validation pass per step (it changes no training state),
     # killed once its step-4 checkpoint is in place.
@@ -148,32 +145,34 @@ def test_killed_mid_epoch_resumes_exactly(tmp_path, fmt):
         "split: 'train[:400]'}",
         "validate_every_n_steps=1",
     ]
-    proc = start_recipe(*FULL, overrides_for(FULL, killed, **settings) + ckpt + slow)
+    proc = start_recipe(*recipe, overrides_for(recipe, killed, **settings) + ckpt + slow)
     kill_when(proc, killed / "step_4" / "recipe_state.pt")
     last = max(killed.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
     step = int(last.name.split("_")[1])
-    assert 4 <= step < 8 and not (killed / "meta_model_0.pt").exists()
+    assert 4 <= step < 8 and not (killed / "epoch_0").exists() and not (killed / "meta_model_0.pt").exists()
 
-    resumed = tmp_path / "resumed"
-    if fmt == "meta":
-        resume = [f"checkpointer.checkpoint_dir={last}", "checkpointer.checkpoint_files=[meta_model_0.pt]"]
+    # Resume from the step folder: a full fine-tune reads the model written there; LoRA keeps
+    # reading the base model and takes the adapter from the step folder.
+    resume = [f"checkpointer.checkpoint_dir={last}", "checkpointer.recipe_checkpoint=recipe_state.pt",
+              "resume_from_checkpoint=True"]
+    if recipe == FULL:
+        resume.append("checkpointer.checkpoint_files=[meta_model_0.pt]")
     else:
-        resume = [f"checkpointer.checkpoint_dir={last}"]  # same shard names as the input
-        shutil.copy(base / "config.json", last / "config.json") if not (last / "config.json").exists() else None
-    run_recipe(*FULL, overrides_for(FULL, resumed, **settings) + ckpt + resume
-               + ["checkpointer.recipe_checkpoint=recipe_state.pt", "resume_from_checkpoint=True"])
+        resume += [f"checkpointer.checkpoint_files=[{','.join(str(base / n) for n in names)}]",
+                   "checkpointer.adapter_checkpoint=adapter_0.pt"]
+    resumed = tmp_path / "resumed"
+    run_recipe(*recipe, overrides_for(recipe, resumed, **settings) + ckpt + resume)
     ls, lr = losses(straight), losses(resumed)
     assert sorted(lr) == list(range(step + 1, 9))
-    assert all(lr[s] == ls[s] for s in lr), (ls, lr)
+    assert all(lr[s] == ls[s] for s in lr), (ls, lr)  # bit for bit
     if fmt == "meta":
-        assert_state_dicts_equal(load_meta(straight / model_file), load_meta(resumed / model_file))
+        assert_state_dicts_equal(load_meta(straight / "meta_model_0.pt"), load_meta(resumed / "meta_model_0.pt"))
     else:
-        from safetensors.torch import load_file  # noqa: F401  (bin shards below)
-
-        for name in names:
-            a = torch.load(straight / "epoch_0" / name, weights_only=True)
-            b = torch.load(resumed / "epoch_0" / name, weights_only=True)
-            assert_state_dicts_equal(a, b)
+        for name in names:  # the merged model, in the input's shards
+            assert_state_dicts_equal(torch.load(straight / "epoch_0" / name, weights_only=True),
+                                     torch.load(resumed / "epoch_0" / name, weights_only=True))
+        assert_state_dicts_equal(torch.load(straight / "adapter_0.pt", weights_only=True),
+                                 torch.load(resumed / "adapter_0.pt", weights_only=True))
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
