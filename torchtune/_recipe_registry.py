@@ -56,6 +56,28 @@ _RECIPES = [
         params="recipes.eleuther_eval.EleutherEvalParams",
         configs=_configs("eleuther_evaluation", "stories260K/eleuther_evaluation"),
     ),
+    Recipe(
+        name="full_finetune_distributed",
+        file_path="full_finetune_distributed.py",
+        params="recipes.full_finetune_distributed.FullFinetuneParams",
+        configs=_configs(
+            "llama2/7B_full",
+            "stories260K/full_distributed",
+        ),
+        supports_distributed=True,
+    ),
+    Recipe(
+        name="lora_finetune_distributed",
+        file_path="lora_finetune_distributed.py",
+        params="recipes.lora_finetune_distributed.LoRAFinetuneParams",
+        configs=_configs(
+            "llama2/7B_lora",
+            "llama2/13B_lora",
+            "llama2/70B_lora",
+            "stories260K/lora_distributed",
+        ),
+        supports_distributed=True,
+    ),
 ]
 
 

@@ -2,6 +2,17 @@
 memory readings and metric loggers. Checkpointers live in ``torchtune.training.checkpointing``.
 """
 
+from torchtune.training._distributed import (
+    backend_for_device,
+    gather_full_model_state_dict,
+    gather_full_optimizer_state_dict,
+    get_world_size_and_rank,
+    init_distributed,
+    is_rank_zero,
+    load_full_model_state_dict,
+    load_full_optimizer_state_dict,
+    shard_model,
+)
 from torchtune.training._grad_scaler import scale_grads_
 from torchtune.training.lr_schedulers import get_cosine_schedule_with_warmup
 from torchtune.training.memory import format_memory_stats, get_memory_stats
@@ -9,6 +20,15 @@ from torchtune.training.precision import get_dtype, is_bf16_supported
 from torchtune.training.seed import get_rng_state, set_rng_state, set_seed
 
 __all__ = [
+    "backend_for_device",
+    "gather_full_model_state_dict",
+    "gather_full_optimizer_state_dict",
+    "get_world_size_and_rank",
+    "init_distributed",
+    "is_rank_zero",
+    "load_full_model_state_dict",
+    "load_full_optimizer_state_dict",
+    "shard_model",
     "format_memory_stats",
     "get_cosine_schedule_with_warmup",
     "get_dtype",

@@ -1,0 +1,252 @@
+"""End-to-end runs of the distributed recipes through `tune run --nproc_per_node N` on CPU
+(gloo), on the bundled stories260K model: 2 ranks x batch 2 equal 1 rank x batch 4, two
+"machines" meeting at a rendezvous endpoint, a killed rank, and resume across recipes and
+numbers of processes.
+
+Each run here costs a few seconds of process start-up, so the runs that several tests compare
+against are made once per module.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from recipe_helpers import REPO, STORIES, assert_state_dicts_equal, common_overrides, load_meta, losses, run_recipe
+
+FULL_SD = ("full_finetune_single_device", "stories260K/full_single_device")
+FULL = ("full_finetune_distributed", "stories260K/full_distributed")
+LORA_SD = ("lora_finetune_single_device", "stories260K/lora_single_device")
+LORA = ("lora_finetune_distributed", "stories260K/lora_distributed")
+# 2 epochs of 3 steps: epoch checkpoints to resume from, and a second epoch to kill.
+SCHEDULE = {"epochs": 2, "max_steps_per_epoch": 3}
+ENV = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
+
+
+def launch_command(launcher: list, recipe: str, config: str, overrides: list) -> list:
+    return [sys.executable, "-m", "torchtune._cli.tune", "run", *launcher, recipe, "--config", config, *overrides]
+
+
+def run_distributed(nproc: int, recipe: str, config: str, overrides: list, expect_ok: bool = True):
+    """`tune run --standalone --nproc_per_node N ...` (standalone: a free port of its own)."""
+    out = subprocess.run(
+        launch_command(["--standalone", "--nproc_per_node", str(nproc)], recipe, config, overrides),
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    if expect_ok and out.returncode != 0:
+        raise AssertionError(f"tune run failed ({out.returncode}):\n{out.stderr[-4000:]}")
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def resume_from(run_dir: Path, epoch: int) -> list:
+    return [
+        f"checkpointer.checkpoint_dir={run_dir}",
+        f"checkpointer.checkpoint_files=[meta_model_{epoch}.pt]",
+        "checkpointer.recipe_checkpoint=recipe_state.pt",
+        "resume_from_checkpoint=True",
+    ]
+
+
+def assert_losses_close(a: dict, b: dict, steps: list, tol: float = 1e-5) -> None:
+    assert sorted(a) == steps and sorted(b) == steps, (sorted(a), sorted(b))
+    for step in steps:
+        assert abs(a[step] - b[step]) < tol, (step, a[step], b[step])
+
+
+@pytest.fixture(scope="module")
+def full_runs(tmp_path_factory):
+    """The same full fine-tune, 2 epochs: one process with batch 4, 2 processes with batch 2."""
+    root = tmp_path_factory.mktemp("full")
+    run_recipe(*FULL_SD, common_overrides(root / "single", batch_size=4, **SCHEDULE))
+    run_distributed(2, *FULL, common_overrides(root / "two", batch_size=2, **SCHEDULE))
+    return root / "single", root / "two"
+
+
+def test_full_two_ranks_equal_one_rank_with_double_batch(full_runs):
+    single, two = full_runs
+    assert_losses_close(losses(single), losses(two), [1, 2, 3, 4, 5, 6])
+    assert_state_dicts_equal(load_meta(single / "meta_model_1.pt"), load_meta(two / "meta_model_1.pt"), atol=1e-5)
+    # The optimizer state is saved in the single-device layout (parameters numbered 0, 1, ...).
+    s = torch.load(single / "recipe_state.pt", weights_only=True)
+    t = torch.load(two / "recipe_state.pt", weights_only=True)
+    assert s["optimizer"]["state"].keys() == t["optimizer"]["state"].keys()
+    assert t["batch_size"] == 4 and t["world_size"] == 2 and t["epochs_run"] == 1
+    torch.testing.assert_close(s["optimizer"]["state"][0]["exp_avg"], t["optimizer"]["state"][0]["exp_avg"], atol=1e-6, rtol=0)
+
+
+def test_lora_two_ranks_equal_one_rank_with_double_batch_and_resume_on_one(tmp_path):
+    """2 ranks x batch 2 == 1 process x batch 4 for LoRA; the 2-rank epoch checkpoint (base
+    + adapter) resumes in the distributed recipe on 1 process x batch 4. Also on: activation
+    checkpointing (numerically a no-op) and the sample, which every rank decodes and only
+    rank 0 prints."""
+    single, two, resumed = tmp_path / "single", tmp_path / "two", tmp_path / "resumed"
+    # lr 1e-3, not the config's 1e-2: Adam divides tiny early adapter gradients by their own
+    # scale, which turns summation-order rounding (2 ranks vs 1) into ~1e-5 weight changes.
+    settings = {**SCHEDULE, "optimizer.lr": 1e-3}
+    run_recipe(*LORA_SD, common_overrides(single, batch_size=4, sample_prompt="null", **settings))
+    out = run_distributed(2, *LORA, common_overrides(
+        two, batch_size=2, enable_activation_checkpointing=True, sample_max_new_tokens=8, **settings,
+    ))
+    assert out.stderr.count("Sample after training:") == 1
+    assert_losses_close(losses(single), losses(two), [1, 2, 3, 4, 5, 6])
+    assert_state_dicts_equal(load_meta(single / "meta_model_1.pt"), load_meta(two / "meta_model_1.pt"), atol=1e-5)
+    assert_state_dicts_equal(
+        torch.load(single / "adapter_1.pt", weights_only=True),
+        torch.load(two / "adapter_1.pt", weights_only=True),
+        atol=1e-5,
+    )
+    assert (two / "adapter_1_peft" / "adapter_model.safetensors").is_file()
+
+    run_distributed(1, *LORA, common_overrides(resumed, batch_size=4, sample_prompt="null", **settings) + [
+        f"checkpointer.checkpoint_dir={two}",
+        f"checkpointer.checkpoint_files=[{STORIES / 'consolidated.00.pth'}]",
+        "checkpointer.adapter_checkpoint=adapter_0.pt",
+        "checkpointer.recipe_checkpoint=recipe_state.pt",
+        "resume_from_checkpoint=True",
+    ])
+    assert_losses_close(losses(resumed), {s: losses(two)[s] for s in (4, 5, 6)}, [4, 5, 6])
+    assert_state_dicts_equal(
+        torch.load(two / "adapter_1.pt", weights_only=True),
+        torch.load(resumed / "adapter_1.pt", weights_only=True),
+        atol=1e-5,
+    )
+
+
+def test_two_machines_meet_at_a_rendezvous_endpoint(tmp_path, full_runs):
+    """Two launches with --nnodes 2 on one host form one job of 2 ranks: it trains as the
+    single-launch job does and one checkpoint is written, once."""
+    out_dir = tmp_path / "job"
+    port = free_port()
+    procs = []
+    for node_rank in (0, 1):
+        launcher = [
+            "--nnodes", "2", "--node_rank", str(node_rank), "--nproc_per_node", "1",
+            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two_machines",
+        ]
+        cmd = launch_command(launcher, *FULL, common_overrides(out_dir, batch_size=2, **SCHEDULE))
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True))
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors[0][-3000:] + errors[1][-3000:]
+    assert sum(e.count("Saved checkpoint for epoch 1") for e in errors) == 1
+    assert losses(out_dir) == losses(full_runs[1])  # same ranks, same shards: bit for bit
+    assert sorted(p.name for p in out_dir.glob("meta_model_*.pt")) == ["meta_model_0.pt", "meta_model_1.pt"]
+    assert_state_dicts_equal(load_meta(out_dir / "meta_model_1.pt"), load_meta(full_runs[1] / "meta_model_1.pt"))
+
+
+def _logged_steps(log_file: Path) -> set:
+    """Steps with a loss in a log that may be being written (a last line may be partial)."""
+    steps = set()
+    for line in log_file.read_text().splitlines() if log_file.exists() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "loss" in record:
+            steps.add(record["step"])
+    return steps
+
+
+def _worker(tune_proc: subprocess.Popen, rank: int) -> psutil.Process:
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        for child in psutil.Process(tune_proc.pid).children(recursive=True):
+            try:
+                if child.environ().get("RANK") == str(rank):
+                    return child
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        time.sleep(0.1)
+    raise AssertionError(f"no worker process with RANK={rank}")
+
+
+def test_killed_rank_stops_the_job_and_epoch_checkpoint_resumes_exactly(tmp_path, full_runs):
+    """SIGKILL rank 1 during the second epoch: the job fails with the rank named, nothing is
+    written under the final epoch's names, and resuming from the first epoch's checkpoint
+    gives the uninterrupted run's losses and weights bit for bit."""
+    killed = tmp_path / "killed"
+    # The same run, slowed by a validation pass per step (it changes no training state).
+    slow = [
+        "validation_dataset={_component_: torchtune.datasets.text_completion_dataset, source: text, "
+        "data_files: assets/tinyshakespeare.txt, sample_by: paragraph, max_seq_len: 512, packed: True, "
+        "split: 'train[:400]'}",
+        "validate_every_n_steps=1",
+    ]
+    cmd = launch_command(["--standalone", "--nproc_per_node", "2"], *FULL,
+                         common_overrides(killed, batch_size=2, **SCHEDULE) + slow)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    rank1 = _worker(proc, rank=1)
+    log_file = killed / "logs" / "log.jsonl"
+    deadline = time.time() + 240
+    while 4 not in _logged_steps(log_file):  # a step of the second epoch done
+        assert proc.poll() is None, f"run ended before step 4:\n{proc.stderr.read()[-3000:]}"
+        assert time.time() < deadline, "step 4 never logged"
+        time.sleep(0.05)
+    rank1.send_signal(signal.SIGKILL)
+    stderr = proc.communicate(timeout=120)[1]
+    assert proc.returncode != 0
+    # torchrun's summary names the killed rank as the root cause.
+    root_cause = stderr[stderr.index("Root Cause"):]
+    assert "rank      : 1" in root_cause and "Signal 9 (SIGKILL)" in root_cause, stderr[-3000:]
+    assert max(_logged_steps(log_file)) < 6  # stopped mid-epoch
+    names = {p.name for p in killed.iterdir() if not p.name.startswith(".")}
+    assert names == {"logs", "meta_model_0.pt", "params.json", "tokenizer.model", "recipe_state.pt"}
+    assert torch.load(killed / "recipe_state.pt", weights_only=True)["epochs_run"] == 1
+
+    resumed = tmp_path / "resumed"
+    run_distributed(2, *FULL, common_overrides(resumed, batch_size=2, **SCHEDULE) + resume_from(killed, 0))
+    straight = losses(full_runs[1])
+    assert losses(resumed) == {s: straight[s] for s in (4, 5, 6)}
+    assert_state_dicts_equal(load_meta(resumed / "meta_model_1.pt"), load_meta(full_runs[1] / "meta_model_1.pt"))
+
+
+def test_single_device_resumes_a_two_rank_checkpoint(tmp_path, full_runs):
+    """The distributed run's epoch checkpoint (model, optimizer, recipe state) continues in the
+    single-device recipe with the same samples per step (1 process x batch 4)."""
+    single, two = full_runs
+    resumed = tmp_path / "resumed"
+    # recipe_state.pt is the first epoch's: the last epoch writes none.
+    run_recipe(*FULL_SD, common_overrides(resumed, batch_size=4, **SCHEDULE) + resume_from(two, 0))
+    assert_losses_close(losses(resumed), {s: losses(single)[s] for s in (4, 5, 6)}, [4, 5, 6])
+    assert_state_dicts_equal(load_meta(resumed / "meta_model_1.pt"), load_meta(single / "meta_model_1.pt"), atol=1e-5)
+
+
+def test_two_ranks_resume_a_single_device_checkpoint(tmp_path, full_runs):
+    """And the other way: the single-device epoch checkpoint continues on 2 ranks x batch 2."""
+    single, two = full_runs
+    resumed = tmp_path / "resumed"
+    run_distributed(2, *FULL, common_overrides(resumed, batch_size=2, **SCHEDULE) + resume_from(single, 0))
+    assert_losses_close(losses(resumed), {s: losses(two)[s] for s in (4, 5, 6)}, [4, 5, 6])
+    assert_state_dicts_equal(load_meta(resumed / "meta_model_1.pt"), load_meta(two / "meta_model_1.pt"), atol=1e-5)
+
+
+def test_resume_with_other_samples_per_step_is_refused(tmp_path, full_runs):
+    """1 process x batch 2 would continue at another position in the data: one clear line."""
+    out = run_distributed(1, *FULL, common_overrides(tmp_path / "r", batch_size=2, **SCHEDULE)
+                          + resume_from(full_runs[1], 0), expect_ok=False)
+    assert out.returncode != 0
+    assert ("Cannot resume: world_size 1 x batch_size 2 x gradient_accumulation_steps 1 = 2 samples "
+            "per step, but recipe_state.pt was saved with 4 x 1 = 4") in out.stderr
+
+
+def test_started_without_torchrun_says_how_to_launch(tmp_path):
+    out = run_recipe(*FULL, common_overrides(tmp_path / "run"), expect_ok=False)
+    assert out.returncode != 0 and not (tmp_path / "run").exists()
+    assert out.stderr.strip().splitlines()[-1].endswith(
+        "This recipe runs one process per rank: launch it with "
+        "`tune run --nproc_per_node N RECIPE --config CONFIG` (torchrun); RANK is not set"
+    )
