@@ -202,6 +202,10 @@ def test_killed_rank_stops_the_job_and_epoch_checkpoint_resumes_exactly(tmp_path
     # torchrun's summary names the killed rank as the root cause.
     root_cause = stderr[stderr.index("Root Cause"):]
     assert "rank      : 1" in root_cause and "Signal 9 (SIGKILL)" in root_cause, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == (
+        "error: the job stopped: rank 1 failed with signal SIGKILL (report above)"
+    )
+    assert "Traceback" not in stderr.split("Root Cause")[1]
     assert max(_logged_steps(log_file)) < 6  # stopped mid-epoch
     names = {p.name for p in killed.iterdir() if not p.name.startswith(".")}
     assert names == {"logs", "meta_model_0.pt", "params.json", "tokenizer.model", "recipe_state.pt"}

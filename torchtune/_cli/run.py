@@ -26,10 +26,14 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def _builtin(name: str):
+    return next((r for r in get_all_recipes() if r.name == name), None)
+
+
 def _recipe_path(name: str) -> Path:
-    for recipe in get_all_recipes():
-        if recipe.name == name:
-            return builtin_configs_dir().parent / recipe.file_path
+    recipe = _builtin(name)
+    if recipe is not None:
+        return builtin_configs_dir().parent / recipe.file_path
     path = Path(name)
     if path.suffix == ".py" and path.is_file():
         return path
@@ -68,6 +72,25 @@ def run(argv: Sequence[str]) -> int:
             print(e.code, file=sys.stderr)  # sys.exit("message"), as Python itself would
             return 1
         return 0
+    recipe = _builtin(launcher_args.training_script)
+    if recipe is not None and not recipe.supports_distributed:
+        distributed = [r.name for r in get_all_recipes() if r.supports_distributed]
+        print(
+            f"error: {recipe.name} runs on one device; launcher arguments need a distributed "
+            f"recipe ({', '.join(distributed)})",
+            file=sys.stderr,
+        )
+        return 2
     launcher_args.training_script = str(recipe_path)
-    torchrun.run(launcher_args)
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    try:
+        torchrun.run(launcher_args)
+    except ChildFailedError as e:
+        # torchrun's per-rank report, then one line that says what happened; no traceback.
+        print(e.format_msg(), file=sys.stderr)
+        rank, failure = e.get_first_failure()
+        cause = f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"exit code {failure.exitcode}"
+        print(f"error: the job stopped: rank {rank} failed with {cause} (report above)", file=sys.stderr)
+        return 1
     return 0

@@ -139,3 +139,11 @@ def test_run_reports_recipe_config_errors():
                "batch_size=two", "typo_key=1")
     assert out.returncode == 1
     assert "batch_size: expected int" in out.stderr and "typo_key: unknown key" in out.stderr
+
+
+def test_run_refuses_launcher_args_for_single_device_recipe():
+    out = tune("run", "--nproc_per_node", "2", "full_finetune_single_device", "--config",
+               "stories260K/full_single_device")
+    assert out.returncode == 2
+    assert "full_finetune_single_device runs on one device" in out.stderr
+    assert "full_finetune_distributed" in out.stderr
