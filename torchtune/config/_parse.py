@@ -93,6 +93,21 @@ def _parse_value(text: str) -> Any:
         return text  # e.g. an unquoted string with a colon: keep it as written
 
 
+def _copy_interpolated_parents(cfg: DictConfig, key: str) -> None:
+    """Before setting ``a.b.c``, replace an interpolated ``a`` or ``a.b`` (``val: ${dataset}``)
+    by a copy of what it points to, so the override changes ``val`` and not ``dataset``."""
+    parts = key.split(".")
+    for i in range(1, len(parts)):
+        parent_key, leaf = ".".join(parts[: i - 1]), parts[i - 1]
+        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+        if not isinstance(parent, DictConfig) or leaf not in parent:
+            return
+        if OmegaConf.is_interpolation(parent, leaf):
+            target = parent[leaf]
+            if isinstance(target, DictConfig):
+                parent[leaf] = OmegaConf.create(OmegaConf.to_container(target, resolve=False))
+
+
 def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     """Apply command-line overrides (see module docstring) to ``cfg`` in place.
 
@@ -111,6 +126,7 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
         key, sep, value = item.partition("=")
         if not sep or not key or key.startswith("-"):
             raise ConfigError(f"override '{item}' must look like key=value or ~key")
+        _copy_interpolated_parents(cfg, key)
         try:
             OmegaConf.update(cfg, key, _parse_value(value), merge=False, force_add=True)
         except OmegaConfBaseException as e:

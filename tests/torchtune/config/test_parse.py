@@ -126,3 +126,18 @@ def test_parse_decorator_runs_recipe_main(tmp_path, capsys):
         recipe_main(["--config", str(path), "~nothing.here"])
     assert e.value.code == 2
     assert "nothing.here" in capsys.readouterr().err
+
+
+def test_override_under_an_interpolated_node_leaves_the_source_alone(cfg):
+    apply_overrides(cfg, ["val_dataset=${dataset}", "val_dataset.split=test", "val_dataset.columns=[c]"])
+    assert cfg.val_dataset.split == "test" and list(cfg.val_dataset.columns) == ["c"]
+    assert "split" not in cfg.dataset and list(cfg.dataset.columns) == ["a", "b"]
+
+
+def test_float_in_yaml_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 2e-5\neps: 1.0e-8\nname: 1e\n")
+    cfg = load_config(str(path))
+    assert cfg.lr == pytest.approx(2e-5) and isinstance(cfg.lr, float)
+    assert cfg.eps == pytest.approx(1e-8)
+    assert cfg.name == "1e"
