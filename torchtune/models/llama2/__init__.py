@@ -11,6 +11,7 @@ from torchtune.models.llama2._model_builders import (
     llama2_7b,
     llama2_tokenizer,
     lora_llama2_13b,
+    lora_llama2_70b,
     lora_llama2_7b,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "lora_llama2",
     "lora_llama2_7b",
     "lora_llama2_13b",
+    "lora_llama2_70b",
     "scale_hidden_dim_for_mlp",
 ]

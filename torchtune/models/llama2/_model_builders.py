@@ -107,6 +107,34 @@ def lora_llama2_13b(
     )
 
 
+def lora_llama2_70b(
+    lora_attn_modules: List[str],
+    apply_lora_to_mlp: bool = False,
+    apply_lora_to_output: bool = False,
+    lora_rank: int = 8,
+    lora_alpha: float = 16,
+    lora_dropout: float = 0.05,
+) -> TransformerDecoder:
+    """Llama 2 70B with LoRA adapters; arguments as in ``lora_llama2``."""
+    return lora_llama2(
+        lora_attn_modules=lora_attn_modules,
+        apply_lora_to_mlp=apply_lora_to_mlp,
+        apply_lora_to_output=apply_lora_to_output,
+        vocab_size=32_000,
+        num_layers=80,
+        num_heads=64,
+        num_kv_heads=8,
+        embed_dim=8192,
+        intermediate_dim=28672,
+        max_seq_len=4096,
+        attn_dropout=0.0,
+        norm_eps=1e-5,
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+    )
+
+
 def llama2_tokenizer(path: str):
     """The Llama 2 SentencePiece tokenizer stored at ``path`` (``tokenizer.model``).
 

@@ -116,3 +116,14 @@ def test_lora_model_builders_at_published_sizes():
     assert n_adapter_7 == 32 * 2 * (8 * 4096 + 4096 * 8)  # 4,194,304: the LoRA paper's count
     assert sum(p.numel() for n, p in m7.named_parameters() if "lora_" not in n) == 6_738_415_616
     assert sum(p.numel() for n, p in m13.named_parameters() if "lora_" not in n) == 13_015_864_320
+
+
+def test_lora_llama2_70b_at_published_size():
+    from torchtune.models.llama2 import lora_llama2_70b
+
+    with torch.device("meta"):
+        m70 = lora_llama2_70b(["q_proj", "v_proj"], lora_rank=16)
+    assert sum(p.numel() for n, p in m70.named_parameters() if "lora_" not in n) == 68_976_648_192
+    # q: 8192 -> 8192, v: 8192 -> 1024 (8 kv heads of 128)
+    n_adapter = sum(p.numel() for p in get_adapter_params(m70).values())
+    assert n_adapter == 80 * (16 * 8192 + 8192 * 16 + 16 * 8192 + 1024 * 16)
