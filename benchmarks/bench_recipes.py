@@ -7,8 +7,9 @@ For full fine-tuning and LoRA it runs, alternately (ours, baseline, baseline, ou
 
 - ours: ``tune run <recipe> --config <config>`` in a subprocess, the config being the
   shipped stories260K config with only the workload replaced (model sizes, data, batch,
-  steps, lr); everything else (loss chunking, compile, activation checkpointing ...)
-  stays at the recipe's defaults. Timings come from the recipe's DiskLogger records.
+  steps, lr); everything else (the loss, the optimizer's options, compile, activation
+  checkpointing ...) stays at the config's defaults, and ``packed`` at the dataset
+  builder's. Timings come from the recipe's DiskLogger records.
 - baseline: ``transformers.LlamaForCausalLM`` (+ ``peft`` LoRA) with the same initial
   weights, fed the same batches (torchtune's dataset, sampler and collate), AdamW, in a
   plain loop in its own subprocess (``_bench_workers.py baseline``).

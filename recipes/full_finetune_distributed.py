@@ -24,7 +24,11 @@ Features (the whole budget; anything else belongs in another recipe):
     - epochs, max_steps_per_epoch, batch size (per rank), gradient accumulation
     - optimizer and lr scheduler as config components, gradient clipping
     - seed, device, dtype (fp32 / bf16), activation checkpointing, torch.compile (per layer)
-    - chunked cross-entropy (fp32 logits one chunk at a time)
+    - chunked cross-entropy (fp32 logits one chunk at a time), or the output projection
+      fused with it (``LinearCrossEntropyLoss``, the shipped default: no full logits,
+      no projection of positions without a target)
+    - padding-free batches: unpacked samples go end to end in one row, attention runs per
+      sample (``padding_free_collate``); packed datasets keep their rows
     - metric logger component, a tqdm bar (loss, lr, tokens/s), peak memory (rank 0)
     - optional validation dataset, its loss logged every ``validate_every_n_steps``
     - checkpoints at each epoch end and every ``save_every_n_steps``; exact resume
@@ -46,7 +50,7 @@ from tqdm import tqdm
 
 from torchtune import config, modules, training, utils
 from torchtune.config import Component
-from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, ResumableSampler, padded_collate
+from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, ResumableSampler, padding_free_collate
 from torchtune.training.checkpointing import check_resume_matches, validate_state_dict
 
 log = utils.get_logger("INFO")
@@ -236,7 +240,7 @@ class FullFinetuneRecipeDistributed:
         )
         self._tokenizer = config.instantiate(cfg.tokenizer)
         self._optimizer = self._setup_optimizer(cfg.optimizer)
-        self._loss_fn = config.instantiate(cfg.loss)
+        self._loss_fn = self._setup_loss(cfg.loss)
         self._sampler, self._dataloader = self._setup_data(cfg.dataset, cfg.shuffle)
         self._val_dataloader = None
         if cfg.validation_dataset is not None:
@@ -300,6 +304,14 @@ class FullFinetuneRecipeDistributed:
         optimizer = config.instantiate(cfg_optimizer, self._model.parameters())
         return optimizer
 
+    def _setup_loss(self, cfg_loss: DictConfig) -> torch.nn.Module:
+        loss_fn = config.instantiate(cfg_loss)
+        if hasattr(loss_fn, "set_model_output"):
+            # The loss applies the output projection itself, a chunk of target positions at
+            # a time; the model's forward then returns its final hidden states.
+            loss_fn.set_model_output(self._model)
+        return loss_fn
+
     def _setup_lr_scheduler(
         self, cfg_lr_scheduler: Optional[DictConfig], num_training_steps: int
     ) -> Optional[torch.optim.lr_scheduler.LRScheduler]:
@@ -327,8 +339,9 @@ class FullFinetuneRecipeDistributed:
             # Its own generator: starting an epoch must not draw from the global RNG,
             # whose state a mid-epoch resume restores.
             generator=torch.Generator().manual_seed(self.seed),
+            # Unpacked samples go end to end in one row: no compute on padding, same loss.
             collate_fn=partial(
-                padded_collate,
+                padding_free_collate,
                 padding_idx=self._tokenizer.pad_id,
                 ignore_idx=CROSS_ENTROPY_IGNORE_IDX,
             ),

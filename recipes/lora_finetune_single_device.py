@@ -8,7 +8,11 @@ Features (the whole budget; anything else belongs in another recipe):
     - epochs, max_steps_per_epoch, batch size, gradient accumulation
     - optimizer and lr scheduler as config components, gradient clipping
     - seed, device, dtype (fp32 / bf16), activation checkpointing, torch.compile
-    - chunked cross-entropy (fp32 logits one chunk at a time)
+    - chunked cross-entropy (fp32 logits one chunk at a time), or the output projection
+      fused with it (``LinearCrossEntropyLoss``, the shipped default: no full logits,
+      no projection of positions without a target)
+    - padding-free batches: unpacked samples go end to end in one row, attention runs per
+      sample (``padding_free_collate``); packed datasets keep their rows
     - metric logger component, a tqdm bar (loss, lr, tokens/s), peak memory
     - optional validation dataset, its loss logged every ``validate_every_n_steps``
     - checkpoints at each epoch end and every ``save_every_n_steps``; exact resume
@@ -32,7 +36,7 @@ from tqdm import tqdm
 
 from torchtune import config, modules, training, utils
 from torchtune.config import Component
-from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, ResumableSampler, padded_collate
+from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, ResumableSampler, padding_free_collate
 from torchtune.generation import generate
 from torchtune.modules.peft import (
     get_adapter_params,
@@ -210,7 +214,7 @@ class LoRAFinetuneRecipeSingleDevice:
         }
         self._tokenizer = config.instantiate(cfg.tokenizer)
         self._optimizer = self._setup_optimizer(cfg.optimizer)
-        self._loss_fn = config.instantiate(cfg.loss)
+        self._loss_fn = self._setup_loss(cfg.loss)
         self._sampler, self._dataloader = self._setup_data(cfg.dataset, cfg.shuffle)
         self._val_dataloader = None
         if cfg.validation_dataset is not None:
@@ -288,6 +292,14 @@ class LoRAFinetuneRecipeSingleDevice:
         optimizer = config.instantiate(cfg_optimizer, trainable)
         return optimizer
 
+    def _setup_loss(self, cfg_loss: DictConfig) -> torch.nn.Module:
+        loss_fn = config.instantiate(cfg_loss)
+        if hasattr(loss_fn, "set_model_output"):
+            # The loss applies the output projection itself, a chunk of target positions at
+            # a time; the model's forward then returns its final hidden states.
+            loss_fn.set_model_output(self._model)
+        return loss_fn
+
     def _setup_lr_scheduler(
         self, cfg_lr_scheduler: Optional[DictConfig], num_training_steps: int
     ) -> Optional[torch.optim.lr_scheduler.LRScheduler]:
@@ -306,8 +318,9 @@ class LoRAFinetuneRecipeSingleDevice:
             # Its own generator: starting an epoch must not draw from the global RNG,
             # whose state a mid-epoch resume restores.
             generator=torch.Generator().manual_seed(self.seed),
+            # Unpacked samples go end to end in one row: no compute on padding, same loss.
             collate_fn=partial(
-                padded_collate,
+                padding_free_collate,
                 padding_idx=self._tokenizer.pad_id,
                 ignore_idx=CROSS_ENTROPY_IGNORE_IDX,
             ),
@@ -343,13 +356,18 @@ class LoRAFinetuneRecipeSingleDevice:
         if not self._sample_prompt:
             return
         prompt = self._tokenizer.encode(self._sample_prompt, add_bos=True, add_eos=False)
-        tokens = generate(
-            self._model,
-            torch.tensor(prompt, device=self._device),
-            max_new_tokens=self._sample_max_new_tokens,
-            temperature=0.0,
-            stop_tokens=[self._tokenizer.eos_id],
-        )
+        # Generation needs logits, which the model leaves to the loss while training.
+        skip_output_layer, self._model.skip_output_layer = self._model.skip_output_layer, False
+        try:
+            tokens = generate(
+                self._model,
+                torch.tensor(prompt, device=self._device),
+                max_new_tokens=self._sample_max_new_tokens,
+                temperature=0.0,
+                stop_tokens=[self._tokenizer.eos_id],
+            )
+        finally:
+            self._model.skip_output_layer = skip_output_layer
         text = self._tokenizer.decode(tokens.flatten().tolist())
         log.info(f"Sample {when} training:\n{text}")
 

@@ -210,3 +210,21 @@ def test_bf16_run(tmp_path):
     assert all(r["peak_memory_rss"] > 0 for r in records)
     saved = load_meta(out / "meta_model_0.pt")
     assert all(v.dtype == torch.bfloat16 for v in saved.values())
+
+
+@pytest.mark.parametrize("recipe", [FULL, LORA])
+def test_fused_output_loss_trains_like_logits_and_chunked_loss(tmp_path, recipe):
+    """The shipped LinearCrossEntropyLoss (the output projection inside the loss, only on
+    target positions) and fused AdamW train as ChunkedCrossEntropyLoss on full logits and
+    the per-tensor AdamW do, on padding-free alpaca batches (prompt masked)."""
+    fused, plain = tmp_path / "fused", tmp_path / "plain"
+    run_recipe(*recipe, overrides_for(recipe, fused, batch_size=4) + alpaca_dataset_overrides())
+    run_recipe(*recipe, overrides_for(recipe, plain, batch_size=4) + alpaca_dataset_overrides()
+               + ["loss._component_=torchtune.modules.loss.ChunkedCrossEntropyLoss",
+                  "optimizer.fused=False"])
+    lf, lp = losses(fused), losses(plain)
+    assert lf.keys() == lp.keys() and len(lf) == 4
+    for step in lf:
+        assert abs(lf[step] - lp[step]) < 1e-5, (step, lf[step], lp[step])
+    name = "meta_model_0.pt"
+    assert_state_dicts_equal(load_meta(fused / name), load_meta(plain / name), atol=1e-5)

@@ -1,7 +1,12 @@
 """Prompt templates, chat formats, collate functions, the resumable sampler and constants."""
 
 from torchtune.data._chat_formats import ChatFormat, Llama2ChatFormat, Message
-from torchtune.data._collate import block_causal_mask, packed_collate, padded_collate
+from torchtune.data._collate import (
+    block_causal_mask,
+    packed_collate,
+    padded_collate,
+    padding_free_collate,
+)
 from torchtune.data._common import CROSS_ENTROPY_IGNORE_IDX
 from torchtune.data._sampler import ResumableSampler
 from torchtune.data._templates import AlpacaInstructTemplate, InstructTemplate
@@ -17,4 +22,5 @@ __all__ = [
     "block_causal_mask",
     "packed_collate",
     "padded_collate",
+    "padding_free_collate",
 ]

@@ -107,3 +107,54 @@ def packed_collate(batch: Sequence[Mapping[str, List[int]]]) -> Dict[str, torch.
         "input_pos": torch.stack([_as_long(x["input_pos"]) for x in batch]),
         "mask": block_causal_mask([x["seq_lens"] for x in batch]),
     }
+
+
+def padding_free_collate(
+    batch: Sequence[Mapping[str, List[int]]],
+    padding_idx: int = 0,
+    ignore_idx: int = CROSS_ENTROPY_IGNORE_IDX,
+) -> Dict[str, torch.Tensor]:
+    """Batch samples as one row, end to end, with no padding at all.
+
+    The same samples as ``padded_collate`` and the same loss: each sample is a document of
+    the row (block-causal mask, ``input_pos`` restarting at 0, its first label ignored, so
+    no target crosses a boundary, as in ``PackedDataset``). Nothing is computed for
+    padding, and attention runs per document (``MultiHeadAttention``). Packed items go to
+    ``packed_collate``, as in ``padded_collate``. The mask takes S x S bytes (S = the
+    batch's total length): 4 MB for 4 samples of 512, 1 GB for 8 of 4096; pack such
+    workloads (``packed=True``) instead.
+
+    Args:
+        batch (Sequence[Mapping[str, List[int]]]): items with "tokens" and "labels".
+        padding_idx (int): unused (no padding); kept for the ``padded_collate`` signature.
+        ignore_idx (int): label that marks a token with no loss.
+
+    Returns:
+        Dict[str, torch.Tensor]: "tokens", "labels", "input_pos" long ``[1, S]`` (S = the
+        samples' total length) and "mask" bool ``[1, S, S]``.
+
+    Example::
+
+        items  [1, 2] / [3, 4]  and  [5] / [6]      (tokens / labels)
+        ->  tokens [[1, 2, 5]]   labels [[-100, 4, -100]]   input_pos [[0, 1, 0]]
+    """
+    if not batch:
+        raise ValueError("padding_free_collate: empty batch")
+    if "seq_lens" in batch[0]:
+        return packed_collate(batch)
+    lengths = []
+    for i, item in enumerate(batch):
+        if len(item["tokens"]) != len(item["labels"]):
+            raise ValueError(
+                f"padding_free_collate: item {i} has {len(item['tokens'])} tokens but "
+                f"{len(item['labels'])} labels"
+            )
+        if not len(item["tokens"]):
+            raise ValueError(f"padding_free_collate: item {i} is empty")
+        lengths.append(len(item["tokens"]))
+    tokens = torch.cat([_as_long(x["tokens"]) for x in batch])[None]
+    labels = torch.cat([_as_long(x["labels"]) for x in batch])[None]
+    starts = torch.tensor([0] + lengths[:-1]).cumsum(0)
+    labels[0, starts] = ignore_idx  # no target across a sample boundary
+    input_pos = torch.cat([torch.arange(n) for n in lengths])[None]
+    return {"tokens": tokens, "labels": labels, "input_pos": input_pos, "mask": block_causal_mask([lengths])}

@@ -64,6 +64,11 @@ class TransformerDecoder(nn.Module):
         max_seq_len (int): longest sequence the model accepts (and the KV-cache length).
         norm (nn.Module): final norm.
         output (nn.Module): d -> v projection (not tied to ``tok_embeddings``).
+
+    Attributes:
+        skip_output_layer (bool): when True, ``forward`` returns the final normed hidden
+            states [b, s, d] instead of logits: a loss that owns the output projection
+            (``LinearCrossEntropyLoss.set_model_output``) applies it. False by default.
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class TransformerDecoder(nn.Module):
         self.norm = norm
         self.output = output
         self.max_seq_len = max_seq_len
+        self.skip_output_layer = False
         # Built by setup_caches; non-persistent, so the state dict is the same with caches.
         self.register_buffer("causal_mask", None, persistent=False)
 
@@ -135,13 +141,16 @@ class TransformerDecoder(nn.Module):
                 document); with caches also the slots written. None means ``0 .. s-1``.
 
         Returns:
-            torch.Tensor: logits [b, s, v], in the dtype of the output projection.
+            torch.Tensor: logits [b, s, v], in the dtype of the output projection (the
+            normed hidden states [b, s, d] if ``skip_output_layer``).
 
         Raises:
-            ValueError: if ``s`` exceeds ``max_seq_len``.
+            ValueError: if ``s`` exceeds ``max_seq_len`` without ``input_pos`` (or with caches).
         """
         b, s = tokens.shape
-        if s > self.max_seq_len:
+        # Rows of several documents (packed, padding-free) may be longer than max_seq_len:
+        # what is bounded is each token's position, which input_pos gives.
+        if s > self.max_seq_len and (input_pos is None or self.caches_are_enabled()):
             raise ValueError(
                 f"Sequence length {s} exceeds the model's max_seq_len {self.max_seq_len}"
             )
@@ -154,4 +163,7 @@ class TransformerDecoder(nn.Module):
         h = self.tok_embeddings(tokens)  # [b, s, d]
         for layer in self.layers:
             h = layer(h, mask=mask, input_pos=input_pos)
-        return self.output(self.norm(h))  # [b, s, v]
+        h = self.norm(h)
+        if self.skip_output_layer:
+            return h  # [b, s, d]
+        return self.output(h)  # [b, s, v]

@@ -1,5 +1,6 @@
 """Losses used by the recipes."""
 
 from torchtune.modules.loss._chunked_cross_entropy import ChunkedCrossEntropyLoss
+from torchtune.modules.loss._linear_cross_entropy import LinearCrossEntropyLoss
 
-__all__ = ["ChunkedCrossEntropyLoss"]
+__all__ = ["ChunkedCrossEntropyLoss", "LinearCrossEntropyLoss"]
