@@ -19,14 +19,13 @@ are the harness's defaults, so few-shot examples match published runs.
     tune run eleuther_eval --config stories260K/eleuther_evaluation
 """
 
-import contextlib
 import difflib
 import json
 import os
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -60,15 +59,6 @@ class EleutherEvalParams:
     batch_size: int
     max_seq_length: int
 
-
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 class _LLMEvalWrapper(TemplateLM):
@@ -257,7 +247,7 @@ class EleutherEvalRecipe:
     def _setup_model(
         self, cfg_model: DictConfig, model_state_dict: dict[str, torch.Tensor]
     ) -> torch.nn.Module:
-        with _default_dtype(self._dtype), self._device:
+        with training.set_default_dtype(self._dtype), self._device:
             model = config.instantiate(cfg_model)
         validate_state_dict(model, model_state_dict)
         model.load_state_dict(model_state_dict)

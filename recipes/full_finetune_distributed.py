@@ -34,13 +34,12 @@ Features (the whole budget; anything else belongs in another recipe):
     - checkpoints at each epoch end and every ``save_every_n_steps``; exact resume
 """
 
-import contextlib
 import math
 import sys
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
@@ -90,15 +89,6 @@ class FullFinetuneParams:
     validation_dataset: Optional[Component] = None
     validate_every_n_steps: Optional[int] = None
 
-
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -279,7 +269,7 @@ class FullFinetuneRecipeDistributed:
     ) -> torch.nn.Module:
         # Built on the meta device, so that no rank ever holds the whole model: rank 0
         # broadcasts the checkpoint one tensor at a time and each rank keeps its shard.
-        with _default_dtype(self._dtype), torch.device("meta"):
+        with training.set_default_dtype(self._dtype), torch.device("meta"):
             model = config.instantiate(cfg_model)
         if self._is_rank_zero:
             validate_state_dict(model, model_state_dict)

@@ -16,16 +16,14 @@ Features (the whole budget; anything else belongs in another recipe):
     tune run full_finetune_single_device --config stories260K/full_single_device
 """
 
-import contextlib
-import math
 import sys
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -68,15 +66,6 @@ class FullFinetuneParams:
     validation_dataset: Optional[Component] = None
     validate_every_n_steps: Optional[int] = None
 
-
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -218,7 +207,7 @@ class FullFinetuneRecipeSingleDevice:
         compile_model: bool,
         model_state_dict: dict[str, torch.Tensor],
     ) -> torch.nn.Module:
-        with _default_dtype(self._dtype), self._device:
+        with training.set_default_dtype(self._dtype), self._device:
             model = config.instantiate(cfg_model)
         validate_state_dict(model, model_state_dict)
         model.load_state_dict(model_state_dict)

@@ -15,11 +15,10 @@ Features (the whole budget; anything else belongs in another recipe):
     tune run generate --config stories260K/generation prompt="Once upon a time"
 """
 
-import contextlib
 import sys
 import time
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Optional, Union
+from typing import Mapping, Optional, Union
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -49,15 +48,6 @@ class GenerateParams:
     temperature: float
     top_k: Optional[int]
 
-
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 class GenerateRecipe:
@@ -101,7 +91,7 @@ class GenerateRecipe:
     def _setup_model(
         self, cfg_model: DictConfig, model_state_dict: dict[str, torch.Tensor]
     ) -> torch.nn.Module:
-        with _default_dtype(self._dtype), self._device:
+        with training.set_default_dtype(self._dtype), self._device:
             model = config.instantiate(cfg_model)
         validate_state_dict(model, model_state_dict)
         model.load_state_dict(model_state_dict)

@@ -42,13 +42,12 @@ Features (the whole budget; anything else belongs in another recipe):
     - an optional greedy sample from ``sample_prompt`` before and after training
 """
 
-import contextlib
 import math
 import sys
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
@@ -107,15 +106,6 @@ class LoRAFinetuneParams:
     sample_prompt: Optional[str] = None
     sample_max_new_tokens: int = 64
 
-
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -319,7 +309,7 @@ class LoRAFinetuneRecipeDistributed:
     ) -> dict[str, torch.Tensor]:
         """The initial weights, base and adapter: built on CPU as the single-device recipe
         builds them, so that fresh adapters draw the same values from the same seed."""
-        with _default_dtype(self._dtype), torch.device("cpu"):
+        with training.set_default_dtype(self._dtype), torch.device("cpu"):
             model = config.instantiate(cfg_model)
         base_missing, base_unexpected = model.load_state_dict(base_model_state_dict, strict=False)
         lora_missing = lora_unexpected = None
@@ -349,7 +339,7 @@ class LoRAFinetuneRecipeDistributed:
             )
         # The sharded model is built on the meta device: rank 0 broadcasts the weights one
         # tensor at a time and each rank keeps its shard.
-        with _default_dtype(self._dtype), torch.device("meta"):
+        with training.set_default_dtype(self._dtype), torch.device("meta"):
             model = config.instantiate(cfg_model)
         adapter_params = get_adapter_params(model)
         set_trainable_params(model, adapter_params)

@@ -21,16 +21,14 @@ Features (the whole budget; anything else belongs in another recipe):
     tune run lora_finetune_single_device --config stories260K/lora_single_device
 """
 
-import contextlib
-import math
 import sys
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -82,15 +80,6 @@ class LoRAFinetuneParams:
     sample_prompt: Optional[str] = None
     sample_max_new_tokens: int = 64
 
-
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -258,7 +247,7 @@ class LoRAFinetuneRecipeSingleDevice:
         base_model_state_dict: dict[str, torch.Tensor],
         adapter_state_dict: Optional[dict[str, torch.Tensor]],
     ) -> torch.nn.Module:
-        with _default_dtype(self._dtype), self._device:
+        with training.set_default_dtype(self._dtype), self._device:
             model = config.instantiate(cfg_model)
         base_missing, base_unexpected = model.load_state_dict(base_model_state_dict, strict=False)
         lora_missing = lora_unexpected = None

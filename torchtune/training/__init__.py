@@ -16,7 +16,7 @@ from torchtune.training._distributed import (
 from torchtune.training._grad_scaler import scale_grads_
 from torchtune.training.lr_schedulers import get_cosine_schedule_with_warmup
 from torchtune.training.memory import format_memory_stats, get_memory_stats
-from torchtune.training.precision import get_dtype, is_bf16_supported
+from torchtune.training.precision import get_dtype, is_bf16_supported, set_default_dtype
 from torchtune.training.seed import get_rng_state, set_rng_state, set_seed
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "get_rng_state",
     "is_bf16_supported",
     "scale_grads_",
+    "set_default_dtype",
     "set_rng_state",
     "set_seed",
 ]

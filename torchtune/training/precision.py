@@ -1,6 +1,7 @@
 """Mapping config dtype names to torch dtypes, with a check that the device supports them."""
 
-from typing import Optional, Union
+import contextlib
+from typing import Iterator, Optional, Union
 
 import torch
 
@@ -80,3 +81,19 @@ def get_dtype(
             f"bf16 is not supported on device {torch.device(device)}; use dtype fp32"
         )
     return torch_dtype
+
+
+@contextlib.contextmanager
+def set_default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Build modules in ``dtype`` inside the block, then restore the previous default.
+
+    Example:
+        >>> with set_default_dtype(torch.bfloat16), torch.device("cuda"):
+        ...     model = llama2_7b()
+    """
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)

@@ -35,3 +35,16 @@ def test_bf16_on_missing_cuda_device_is_a_clear_error():
     with pytest.raises(RuntimeError, match="bf16 is not supported on device cuda"):
         get_dtype("bf16", device="cuda")
     assert get_dtype("fp32", device="cuda") is torch.float32
+
+
+def test_set_default_dtype_restores_previous():
+    from torchtune.training import set_default_dtype
+
+    before = torch.get_default_dtype()
+    with set_default_dtype(torch.bfloat16):
+        assert torch.nn.Linear(2, 2).weight.dtype == torch.bfloat16
+    assert torch.get_default_dtype() == before
+    with pytest.raises(RuntimeError):
+        with set_default_dtype(torch.float64):
+            raise RuntimeError("boom")
+    assert torch.get_default_dtype() == before
