@@ -3,6 +3,9 @@
 Features (the whole budget; anything else belongs in another recipe):
     - epochs, max_steps_per_epoch, batch size, gradient accumulation
     - optimizer and lr scheduler as config components, gradient clipping
+    - optimizer step in backward (``optimizer_in_bwd``): each parameter is updated as soon
+      as its gradient exists and the gradient is dropped, so no full set of gradients is
+      ever held (no clipping or accumulation then)
     - seed, device, dtype (fp32 / bf16), activation checkpointing, torch.compile
     - chunked cross-entropy (fp32 logits one chunk at a time), or the output projection
       fused with it (``LinearCrossEntropyLoss``, the shipped default: no full logits,
@@ -20,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from omegaconf import DictConfig
@@ -65,6 +68,26 @@ class FullFinetuneParams:
     save_every_n_steps: Optional[int]
     validation_dataset: Optional[Component] = None
     validate_every_n_steps: Optional[int] = None
+    optimizer_in_bwd: bool = False
+
+    @staticmethod
+    def combination_problems(cfg: DictConfig) -> list[str]:
+        """Settings that are each valid but cannot work together."""
+        problems = []
+        if cfg.get("optimizer_in_bwd", False):
+            if cfg.clip_grad_norm is not None:
+                problems.append(
+                    "optimizer_in_bwd: True steps each parameter before the global gradient "
+                    f"norm exists; set clip_grad_norm: null (it is {cfg.clip_grad_norm}) or "
+                    "optimizer_in_bwd: False"
+                )
+            if cfg.gradient_accumulation_steps != 1:
+                problems.append(
+                    "optimizer_in_bwd: True steps during every backward, so it cannot "
+                    "accumulate gradients; set gradient_accumulation_steps: 1 (it is "
+                    f"{cfg.gradient_accumulation_steps}) or optimizer_in_bwd: False"
+                )
+        return problems
 
 
 
@@ -91,6 +114,7 @@ class FullFinetuneRecipeSingleDevice:
         self._gradient_accumulation_steps = cfg.gradient_accumulation_steps
         self._clip_grad_norm = cfg.clip_grad_norm
         self._batch_size = cfg.batch_size
+        self._optimizer_in_bwd = cfg.get("optimizer_in_bwd", False)
 
         if cfg.validation_dataset is not None and not cfg.validate_every_n_steps:
             raise ValueError("validate_every_n_steps: must be a positive int when validation_dataset is set")
@@ -118,13 +142,14 @@ class FullFinetuneRecipeSingleDevice:
         if self._seed_from_config is None:
             self.seed = checkpoint["seed"]  # a random seed was drawn: keep the run's own
         check_resume_matches(
-            checkpoint,
+            {"optimizer_in_bwd": False, **checkpoint},  # states written before the option
             {
                 "seed": self.seed,
                 "total_epochs": self.total_epochs,
                 "max_steps_per_epoch": self.max_steps_per_epoch,
                 "batch_size": self._batch_size,
                 "gradient_accumulation_steps": self._gradient_accumulation_steps,
+                "optimizer_in_bwd": self._optimizer_in_bwd,
             },
         )
         self.epochs_run = checkpoint["epochs_run"]
@@ -148,6 +173,7 @@ class FullFinetuneRecipeSingleDevice:
             "max_steps_per_epoch": self.max_steps_per_epoch,
             "batch_size": self._batch_size,
             "gradient_accumulation_steps": self._gradient_accumulation_steps,
+            "optimizer_in_bwd": self._optimizer_in_bwd,
             "optimizer": self._optimizer.state_dict(),
             "lr_scheduler": self._lr_scheduler.state_dict() if self._lr_scheduler else None,
             "rng_state": training.get_rng_state(),
@@ -221,9 +247,15 @@ class FullFinetuneRecipeSingleDevice:
             model.compile()
         return model
 
-    def _setup_optimizer(self, cfg_optimizer: DictConfig) -> torch.optim.Optimizer:
-        optimizer = config.instantiate(cfg_optimizer, self._model.parameters())
-        return optimizer
+    def _setup_optimizer(
+        self, cfg_optimizer: DictConfig
+    ) -> Union[torch.optim.Optimizer, training.OptimizerInBackward]:
+        if self._optimizer_in_bwd:
+            return training.OptimizerInBackward(
+                self._model.named_parameters(),
+                lambda params: config.instantiate(cfg_optimizer, params),
+            )
+        return config.instantiate(cfg_optimizer, self._model.parameters())
 
     def _setup_loss(self, cfg_loss: DictConfig) -> torch.nn.Module:
         loss_fn = config.instantiate(cfg_loss)
@@ -238,7 +270,10 @@ class FullFinetuneRecipeSingleDevice:
     ) -> Optional[torch.optim.lr_scheduler.LRScheduler]:
         if cfg_lr_scheduler is None:
             return None
-        return config.instantiate(cfg_lr_scheduler, self._optimizer, num_training_steps=num_training_steps)
+        # With the optimizer in backward the scheduler drives the lead optimizer, whose
+        # hyperparameters every other parameter's optimizer copies before it steps.
+        optimizer = self._optimizer.lead if self._optimizer_in_bwd else self._optimizer
+        return config.instantiate(cfg_lr_scheduler, optimizer, num_training_steps=num_training_steps)
 
     def _setup_data(self, cfg_dataset: DictConfig, shuffle: bool) -> tuple[ResumableSampler, DataLoader]:
         dataset = config.instantiate(cfg_dataset, self._tokenizer)
@@ -284,6 +319,13 @@ class FullFinetuneRecipeSingleDevice:
         self._model.train()
         return total / max(count, 1)
 
+    def _check_finite(self, loss: torch.Tensor, epoch: int) -> None:
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at epoch {epoch + 1}, step {self.global_step + 1}; "
+                "stopping (the last checkpoint written is intact)"
+            )
+
     def train(self) -> None:
         """The training loop: forward, loss, backward; on an accumulation boundary scale,
         clip, step, zero, schedule, log and checkpoint."""
@@ -300,23 +342,26 @@ class FullFinetuneRecipeSingleDevice:
             for idx, batch in enumerate(self._dataloader):
                 if self.steps_run == self._steps_per_epoch:
                     break
-                loss_sum, num_tokens = self._forward_loss(batch)
-                loss_sum.backward()
+                with training.activations_in_own_pages(self._device):
+                    loss_sum, num_tokens = self._forward_loss(batch)
                 window_loss += loss_sum.detach()
                 window_tokens += num_tokens
                 window_input_tokens += self._num_input_tokens(batch)
-                if (idx + 1) % grad_accum != 0:
-                    continue
-
-                # Normalise by the target tokens of the whole window, so that
-                # batch 4 x 1 and batch 2 x 2 give the same update.
-                training.scale_grads_(self._model, 1 / window_tokens.clamp(min=1))
-                loss = window_loss / window_tokens.clamp(min=1)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"loss is {loss.item()} at epoch {epoch + 1}, step {self.global_step + 1}; "
-                        "stopping (the last checkpoint written is intact)"
-                    )
+                if self._optimizer_in_bwd:
+                    # Parameters are stepped inside backward (from the second step on), so
+                    # the loss is normalised and checked before backward reaches the weights.
+                    loss = window_loss / window_tokens.clamp(min=1)
+                    self._check_finite(loss, epoch)
+                    (loss_sum / num_tokens.clamp(min=1)).backward()
+                else:
+                    loss_sum.backward()
+                    if (idx + 1) % grad_accum != 0:
+                        continue
+                    # Normalise by the target tokens of the whole window, so that
+                    # batch 4 x 1 and batch 2 x 2 give the same update.
+                    training.scale_grads_(self._model, 1 / window_tokens.clamp(min=1))
+                    loss = window_loss / window_tokens.clamp(min=1)
+                    self._check_finite(loss, epoch)
                 grad_norm = None
                 if self._clip_grad_norm is not None:
                     grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -325,6 +370,7 @@ class FullFinetuneRecipeSingleDevice:
                 lr = self._optimizer.param_groups[0]["lr"]  # the lr this step uses
                 self._optimizer.step()
                 self._optimizer.zero_grad(set_to_none=True)
+                training.release_free_heap(self._device)
                 if self._lr_scheduler is not None:
                     self._lr_scheduler.step()
                 self.steps_run += 1

@@ -57,11 +57,14 @@ def test_same_seed_same_losses(tmp_path, recipe):
 
 def test_gradient_accumulation_equals_bigger_batch(tmp_path):
     """Batch 4 x 1 step == batch 2 x 2 accumulation steps: the loss is normalised by the
-    target tokens of the whole window (padding differs between the two: it must not matter)."""
+    target tokens of the whole window (padding differs between the two: it must not matter).
+    Accumulating means one optimizer step after several backward passes, with clipping
+    over the whole window's gradients: the shipped optimizer_in_bwd is turned off."""
     big, accum = tmp_path / "big", tmp_path / "accum"
-    run_recipe(*FULL, overrides_for(FULL, big, batch_size=4, gradient_accumulation_steps=1)
+    plain_step = {"optimizer_in_bwd": False, "clip_grad_norm": 1.0}
+    run_recipe(*FULL, overrides_for(FULL, big, batch_size=4, gradient_accumulation_steps=1, **plain_step)
                + alpaca_dataset_overrides())
-    run_recipe(*FULL, overrides_for(FULL, accum, batch_size=2, gradient_accumulation_steps=2)
+    run_recipe(*FULL, overrides_for(FULL, accum, batch_size=2, gradient_accumulation_steps=2, **plain_step)
                + alpaca_dataset_overrides())
     lb, la = losses(big), losses(accum)
     assert lb.keys() == la.keys() and len(lb) == 4
@@ -227,4 +230,47 @@ def test_fused_output_loss_trains_like_logits_and_chunked_loss(tmp_path, recipe)
     for step in lf:
         assert abs(lf[step] - lp[step]) < 1e-5, (step, lf[step], lp[step])
     name = "meta_model_0.pt"
-    assert_state_dicts_equal(load_meta(fused / name), load_meta(plain / name), atol=1e-5)
+    # 3e-5 on the weights: the two losses round differently (softmax as exp(x - max) / sum
+    # vs log-softmax), and AdamW's normalised step turns a 1e-7 gradient difference on a
+    # near-zero gradient into a visible one after 4 steps.
+    assert_state_dicts_equal(load_meta(fused / name), load_meta(plain / name), atol=3e-5)
+
+
+def test_optimizer_in_backward_trains_like_a_step_after_backward(tmp_path):
+    """The shipped optimizer_in_bwd (each parameter stepped inside backward, its gradient
+    dropped) gives the losses and weights of one fused AdamW step after backward."""
+    in_bwd, after = tmp_path / "in_bwd", tmp_path / "after"
+    run_recipe(*FULL, overrides_for(FULL, in_bwd, batch_size=4) + alpaca_dataset_overrides())
+    run_recipe(*FULL, overrides_for(FULL, after, batch_size=4, optimizer_in_bwd=False)
+               + alpaca_dataset_overrides())
+    lb, la = losses(in_bwd), losses(after)
+    assert lb.keys() == la.keys() and len(lb) == 4
+    for step in lb:
+        assert abs(lb[step] - la[step]) < 1e-6, (step, lb[step], la[step])
+    name = "meta_model_0.pt"
+    assert_state_dicts_equal(load_meta(in_bwd / name), load_meta(after / name), atol=1e-6)
+
+
+def test_optimizer_in_backward_refuses_clipping_and_accumulation_in_one_line_each(tmp_path):
+    out = run_recipe(*FULL, overrides_for(FULL, tmp_path / "run", clip_grad_norm=1.0,
+                                          gradient_accumulation_steps=2), expect_ok=False)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert lines == [
+        "error: optimizer_in_bwd: True steps each parameter before the global gradient norm "
+        "exists; set clip_grad_norm: null (it is 1.0) or optimizer_in_bwd: False",
+        "error: optimizer_in_bwd: True steps during every backward, so it cannot accumulate "
+        "gradients; set gradient_accumulation_steps: 1 (it is 2) or optimizer_in_bwd: False",
+    ]
+
+
+def test_resume_across_optimizer_in_backward_settings_names_both_values(tmp_path):
+    """The two settings save the optimizer state differently (one state per parameter vs
+    one optimizer): resuming with the other setting stops with both values named."""
+    base, run = tmp_path / "base", tmp_path / "run"
+    copy_meta_checkpoint(base)
+    run_recipe(*FULL, overrides_for(FULL, run, epochs=2, **{"checkpointer.checkpoint_dir": base}))
+    out = run_recipe(*FULL, overrides_for(FULL, tmp_path / "r", epochs=2, optimizer_in_bwd=False)
+                     + resume_overrides(FULL, run, base, epoch=0), expect_ok=False)
+    assert out.returncode != 0
+    assert "optimizer_in_bwd=False" in out.stderr and "optimizer_in_bwd=True" in out.stderr

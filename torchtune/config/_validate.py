@@ -90,6 +90,10 @@ def check_params(cfg: DictConfig, params_cls: type) -> list[str]:
             problems.append(
                 f"{name}: expected {_type_name(hints[name])}, got {value!r} ({type(value).__name__})"
             )
+    # Keys that are each fine but cannot work together: the dataclass may say which.
+    combinations = getattr(params_cls, "combination_problems", None)
+    if combinations is not None and not problems:
+        problems += combinations(cfg)
     return problems
 
 

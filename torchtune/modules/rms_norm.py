@@ -4,12 +4,45 @@ import torch
 from torch import nn
 
 
+class _RMSNormFn(torch.autograd.Function):
+    """``(x * rsqrt(mean(x^2) + eps)).type_as(x) * scale``, keeping only ``x`` and the
+    per-row ``rsqrt`` for backward.
+
+    Autograd on the plain expression also keeps the normalised ``x`` (one more [.., d]
+    tensor per norm, two per transformer layer); it is recomputed here from ``x`` and
+    ``rstd``, an element-wise product.
+    """
+
+    @staticmethod
+    def forward(ctx, x, scale, eps: float):  # type: ignore[override]
+        x_fp32 = x.float()
+        rstd = torch.rsqrt(x_fp32.pow(2).mean(-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, rstd, scale)
+        return (x_fp32 * rstd).type_as(x) * scale
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        x, rstd, scale = ctx.saved_tensors
+        x_fp32 = x.float()
+        grad_x = grad_scale = None
+        if ctx.needs_input_grad[1]:
+            normed = (x_fp32 * rstd).type_as(x)
+            grad_scale = (grad_out * normed).reshape(-1, normed.size(-1)).sum(0)
+        if ctx.needs_input_grad[0]:
+            grad_normed = (grad_out * scale).float()
+            # d/dx of x * rstd(x), with d rstd / dx = -rstd^3 * x / dim
+            dot = (grad_normed * x_fp32).mean(-1, keepdim=True)
+            grad_x = (rstd * (grad_normed - x_fp32 * (rstd * rstd * dot))).type_as(x)
+        return grad_x, grad_scale, None
+
+
 class RMSNorm(nn.Module):
     """Scale each vector by the inverse of its root mean square, then by a learned ``scale``.
 
     The normalisation is computed in fp32 and cast back to the input dtype, as
     meta-llama/llama's ``RMSNorm._norm(x.float()).type_as(x)`` does: in bf16 the mean of
-    squares loses enough precision to change the logits noticeably.
+    squares loses enough precision to change the logits noticeably. When training, backward
+    recomputes the normalised input instead of keeping it (``_RMSNormFn``).
 
     Args:
         dim (int): size of the last dimension.
@@ -29,6 +62,8 @@ class RMSNorm(nn.Module):
         Returns:
             torch.Tensor: normalised tensor, same shape and dtype as ``x``.
         """
+        if torch.is_grad_enabled() and (x.requires_grad or self.scale.requires_grad):
+            return _RMSNormFn.apply(x, self.scale, self.eps)
         x_fp32 = x.float()
         normed = x_fp32 * torch.rsqrt(x_fp32.pow(2).mean(-1, keepdim=True) + self.eps)
         # Meta casts back before multiplying by the weight; we do the same for parity.

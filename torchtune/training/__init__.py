@@ -1,5 +1,6 @@
-"""Pure helpers that recipes share: seeding, precision, lr schedules, gradient scaling,
-memory readings and metric loggers. Checkpointers live in ``torchtune.training.checkpointing``.
+"""Helpers that recipes share: seeding, precision, lr schedules, gradient scaling, the
+optimizer step in backward, CPU heap hygiene, memory readings and metric loggers.
+Checkpointers live in ``torchtune.training.checkpointing``.
 """
 
 from torchtune.training._distributed import (
@@ -13,13 +14,18 @@ from torchtune.training._distributed import (
     load_full_optimizer_state_dict,
     shard_model,
 )
+from torchtune.training._cpu_heap import activations_in_own_pages, release_free_heap
 from torchtune.training._grad_scaler import scale_grads_
+from torchtune.training._optimizer_in_backward import OptimizerInBackward
 from torchtune.training.lr_schedulers import get_cosine_schedule_with_warmup
 from torchtune.training.memory import format_memory_stats, get_memory_stats
 from torchtune.training.precision import get_dtype, is_bf16_supported, set_default_dtype
 from torchtune.training.seed import get_rng_state, set_rng_state, set_seed
 
 __all__ = [
+    "OptimizerInBackward",
+    "activations_in_own_pages",
+    "release_free_heap",
     "backend_for_device",
     "gather_full_model_state_dict",
     "gather_full_optimizer_state_dict",

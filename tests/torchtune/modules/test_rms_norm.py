@@ -23,3 +23,55 @@ def test_bf16_input_is_normalised_in_fp32():
     x32 = x.float()
     expected = (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-6)).to(torch.bfloat16)
     torch.testing.assert_close(out, expected, atol=0, rtol=0)
+
+
+def _saved_bytes(fn) -> int:
+    """Bytes of distinct storages autograd keeps for backward while ``fn`` runs."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+def test_training_gradients_match_fp64_truth_as_closely_as_autograd():
+    """The training path (backward from x and rstd only) is as accurate as autograd on
+    the plain expression: both within 1e-6 of fp64, for the input and for the scale."""
+    torch.manual_seed(0)
+    x, scale, grad = torch.randn(300, 256) * 3, torch.randn(256), torch.randn(300, 256)
+
+    x64, s64 = x.double().requires_grad_(), scale.double().requires_grad_()
+    (x64 * torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + 1e-5) * s64).backward(grad.double())
+
+    norm = RMSNorm(256, eps=1e-5)
+    with torch.no_grad():
+        norm.scale.copy_(scale)
+    xa = x.clone().requires_grad_()
+    out = norm(xa)
+    out.backward(grad)
+    with torch.no_grad():
+        assert torch.equal(out, norm(x))  # the same forward as inference
+    xb, sb = x.clone().requires_grad_(), scale.clone().requires_grad_()
+    (xb * torch.rsqrt(xb.pow(2).mean(-1, keepdim=True) + 1e-5) * sb).backward(grad)
+    for ours, plain, truth in [(xa.grad, xb.grad, x64.grad), (norm.scale.grad, sb.grad, s64.grad)]:
+        ours_err = (ours.double() - truth).abs().max().item()
+        plain_err = (plain.double() - truth).abs().max().item()
+        assert ours_err < 1e-6 * truth.abs().max().item() * 10 and ours_err <= 2 * plain_err + 1e-7
+
+
+def test_training_keeps_only_the_input_and_one_value_per_row():
+    norm = RMSNorm(256)
+    x = torch.randn(300, 256, requires_grad=True)
+    kept = _saved_bytes(lambda: norm(x))
+    assert kept == (300 * 256 + 300 + 256) * 4  # x, rstd, scale: not the normalised x
+
+
+def test_frozen_scale_gets_no_gradient_and_input_still_does():
+    norm = RMSNorm(8).requires_grad_(False)
+    x = torch.randn(3, 8, requires_grad=True)
+    norm(x).sum().backward()
+    assert norm.scale.grad is None and x.grad is not None and x.grad.abs().sum() > 0

@@ -29,10 +29,15 @@ class _LinearCrossEntropyFn(torch.autograd.Function):
             h = hidden[start : start + chunk_size]  # [c, d]
             t = targets[start : start + chunk_size]  # [c]
             logits = (h @ weight.t()).float()  # [c, v], fp32 as the loss needs
-            lse = torch.logsumexp(logits, dim=-1)  # [c]
-            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            target_logits = logits.gather(1, t[:, None]).squeeze(1)  # [c]
+            # log-sum-exp and softmax in place of the logits: the chunk's [c, v] is the
+            # largest tensor alive at the end of the forward, so no second one is made.
+            row_max = logits.amax(dim=-1, keepdim=True)  # [c, 1]
+            exp_sum = logits.sub_(row_max).exp_().sum(dim=-1, keepdim=True)  # [c, 1]
+            lse = (row_max + exp_sum.log()).squeeze(1)  # [c]
+            total += (lse - target_logits).sum()
             if need_h or need_w:
-                grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+                grad = logits.div_(exp_sum)  # softmax
                 grad.scatter_add_(1, t[:, None], grad.new_full((t.numel(), 1), -1.0))
                 grad = grad.to(weight.dtype)
                 if need_h:
