@@ -376,8 +376,7 @@ class LoRAFinetuneRecipeSingleDevice:
             for idx, batch in enumerate(self._dataloader):
                 if self.steps_run == self._steps_per_epoch:
                     break
-                with training.activations_in_own_pages(self._device):
-                    loss_sum, num_tokens = self._forward_loss(batch)
+                loss_sum, num_tokens = self._forward_loss(batch)
                 loss_sum.backward()
                 window_loss += loss_sum.detach()
                 window_tokens += num_tokens
@@ -403,7 +402,6 @@ class LoRAFinetuneRecipeSingleDevice:
                 lr = self._optimizer.param_groups[0]["lr"]  # the lr this step uses
                 self._optimizer.step()
                 self._optimizer.zero_grad(set_to_none=True)
-                training.release_free_heap(self._device)
                 if self._lr_scheduler is not None:
                     self._lr_scheduler.step()
                 self.steps_run += 1

@@ -55,6 +55,17 @@ def test_same_seed_same_losses(tmp_path, recipe):
     assert losses(c) != losses(a)
 
 
+def assert_runs_agree(a, b, loss_tol: float, weight_tol: float) -> None:
+    """Two 4-step runs: the same steps, losses within ``loss_tol``, final weights within
+    ``weight_tol``."""
+    la, lb = losses(a), losses(b)
+    assert la.keys() == lb.keys() and len(la) == 4
+    for step in la:
+        assert abs(la[step] - lb[step]) < loss_tol, (step, la[step], lb[step])
+    name = "meta_model_0.pt"
+    assert_state_dicts_equal(load_meta(a / name), load_meta(b / name), atol=weight_tol)
+
+
 def test_gradient_accumulation_equals_bigger_batch(tmp_path):
     """Batch 4 x 1 step == batch 2 x 2 accumulation steps: the loss is normalised by the
     target tokens of the whole window (padding differs between the two: it must not matter).
@@ -66,11 +77,7 @@ def test_gradient_accumulation_equals_bigger_batch(tmp_path):
                + alpaca_dataset_overrides())
     run_recipe(*FULL, overrides_for(FULL, accum, batch_size=2, gradient_accumulation_steps=2, **plain_step)
                + alpaca_dataset_overrides())
-    lb, la = losses(big), losses(accum)
-    assert lb.keys() == la.keys() and len(lb) == 4
-    for step in lb:
-        assert abs(lb[step] - la[step]) < 1e-5, (step, lb[step], la[step])
-    assert_state_dicts_equal(load_meta(big / "meta_model_0.pt"), load_meta(accum / "meta_model_0.pt"), atol=1e-5)
+    assert_runs_agree(big, accum, loss_tol=1e-5, weight_tol=1e-5)
 
 
 def resume_overrides(recipe, run_dir, base_dir, epoch):
@@ -225,15 +232,10 @@ def test_fused_output_loss_trains_like_logits_and_chunked_loss(tmp_path, recipe)
     run_recipe(*recipe, overrides_for(recipe, plain, batch_size=4) + alpaca_dataset_overrides()
                + ["loss._component_=torchtune.modules.loss.ChunkedCrossEntropyLoss",
                   "optimizer.fused=False"])
-    lf, lp = losses(fused), losses(plain)
-    assert lf.keys() == lp.keys() and len(lf) == 4
-    for step in lf:
-        assert abs(lf[step] - lp[step]) < 1e-5, (step, lf[step], lp[step])
-    name = "meta_model_0.pt"
     # 3e-5 on the weights: the two losses round differently (softmax as exp(x - max) / sum
     # vs log-softmax), and AdamW's normalised step turns a 1e-7 gradient difference on a
     # near-zero gradient into a visible one after 4 steps.
-    assert_state_dicts_equal(load_meta(fused / name), load_meta(plain / name), atol=3e-5)
+    assert_runs_agree(fused, plain, loss_tol=1e-5, weight_tol=3e-5)
 
 
 def test_optimizer_in_backward_trains_like_a_step_after_backward(tmp_path):
@@ -243,12 +245,7 @@ def test_optimizer_in_backward_trains_like_a_step_after_backward(tmp_path):
     run_recipe(*FULL, overrides_for(FULL, in_bwd, batch_size=4) + alpaca_dataset_overrides())
     run_recipe(*FULL, overrides_for(FULL, after, batch_size=4, optimizer_in_bwd=False)
                + alpaca_dataset_overrides())
-    lb, la = losses(in_bwd), losses(after)
-    assert lb.keys() == la.keys() and len(lb) == 4
-    for step in lb:
-        assert abs(lb[step] - la[step]) < 1e-6, (step, lb[step], la[step])
-    name = "meta_model_0.pt"
-    assert_state_dicts_equal(load_meta(in_bwd / name), load_meta(after / name), atol=1e-6)
+    assert_runs_agree(in_bwd, after, loss_tol=1e-6, weight_tol=1e-6)
 
 
 def test_optimizer_in_backward_refuses_clipping_and_accumulation_in_one_line_each(tmp_path):
