@@ -103,6 +103,16 @@ def test_validate_lists_every_problem(tmp_path):
     assert len(lines) == 5
 
 
+def test_validate_reports_keys_that_cannot_work_together(capsys):
+    from torchtune._cli.tune import main
+
+    code = main(["validate", "stories260K/full_single_device", "gradient_accumulation_steps=4"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "optimizer_in_bwd: True steps during every backward" in err
+    assert "set gradient_accumulation_steps: 1 (it is 4) or optimizer_in_bwd: False" in err
+
+
 def test_validate_yaml_syntax_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("a: [1, 2\n")
