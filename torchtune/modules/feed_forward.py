@@ -18,7 +18,7 @@ class _SwiGLUDownFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gate, up, weight):  # type: ignore[override]
         ctx.save_for_backward(gate, up, weight)
-        return F.linear(F.silu(gate) * up, weight)
+        return F.linear(F.silu(gate).mul_(up), weight)  # in place: one [.., hidden] fewer
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]

@@ -57,9 +57,38 @@ class RotaryPositionalEmbeddings(nn.Module):
         rope = self.cache[:s] if input_pos is None else self.cache[input_pos]
         # rope: [s, h_d/2, 2] or [b, s, h_d/2, 2]; add the head dim -> [(b,) s, 1, h_d/2, 2]
         rope = rope.unsqueeze(-3)
-        pairs = x.float().reshape(*x.shape[:-1], -1, 2)  # [b, s, n_h, h_d/2, 2]
         cos, sin = rope[..., 0], rope[..., 1]
-        x0, x1 = pairs[..., 0], pairs[..., 1]
-        # (x0 + i x1) * (cos + i sin), as Meta's complex multiply.
-        out = torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], dim=-1)
-        return out.flatten(-2).type_as(x)  # [b, s, n_h, h_d]
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _RotateFn.apply(x, cos, sin)
+        return _rotate(x, cos, sin)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """(x0 + i x1) * (cos + i sin) for each pair (x0, x1) of the last dim, as Meta's complex
+    multiply, in fp32; written into one output tensor (the four products and the two sums
+    of a plain ``torch.stack`` would each be a new tensor)."""
+    pairs = x.float().reshape(*x.shape[:-1], -1, 2)  # [b, s, n_h, h_d/2, 2]
+    x0, x1 = pairs[..., 0], pairs[..., 1]
+    out = torch.empty_like(pairs)
+    torch.mul(x0, cos, out=out[..., 0]).sub_(x1 * sin)
+    torch.mul(x1, cos, out=out[..., 1]).add_(x0 * sin)
+    return out.flatten(-2).type_as(x)  # [b, s, n_h, h_d]
+
+
+class _RotateFn(torch.autograd.Function):
+    """``_rotate`` with its gradient: the rotation by the opposite angle."""
+
+    @staticmethod
+    def forward(ctx, x, cos, sin):  # type: ignore[override]
+        ctx.save_for_backward(cos, sin)
+        return _rotate(x, cos, sin)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        cos, sin = ctx.saved_tensors
+        pairs = grad_out.float().reshape(*grad_out.shape[:-1], -1, 2)
+        g0, g1 = pairs[..., 0], pairs[..., 1]
+        grad = torch.empty_like(pairs)
+        torch.mul(g0, cos, out=grad[..., 0]).add_(g1 * sin)
+        torch.mul(g1, cos, out=grad[..., 1]).sub_(g0 * sin)
+        return grad.flatten(-2).type_as(grad_out), None, None

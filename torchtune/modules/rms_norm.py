@@ -18,7 +18,7 @@ class _RMSNormFn(torch.autograd.Function):
         x_fp32 = x.float()
         rstd = torch.rsqrt(x_fp32.pow(2).mean(-1, keepdim=True) + eps)
         ctx.save_for_backward(x, rstd, scale)
-        return (x_fp32 * rstd).type_as(x) * scale
+        return (x_fp32 * rstd).type_as(x).mul_(scale)  # in place: one [.., d] tensor fewer
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
