@@ -25,6 +25,16 @@ ALPACA = REPO / "tests" / "assets" / "alpaca_1000.json"
 SIZES = dict(num_heads=8, num_kv_heads=4, dim=64)
 
 
+# Overrides that slow every step with a validation pass (no training state changes), so a
+# test can kill a run between two checkpoints.
+SLOW_STEPS = [
+    "validation_dataset={_component_: torchtune.datasets.text_completion_dataset, source: text, "
+    "data_files: assets/tinyshakespeare.txt, sample_by: paragraph, max_seq_len: 512, packed: True, "
+    "split: 'train[:400]'}",
+    "validate_every_n_steps=1",
+]
+
+
 def tune_command(recipe: str, config: str, overrides: list) -> list:
     return [sys.executable, "-m", "torchtune._cli.tune", "run", recipe, "--config", config, *overrides]
 

@@ -20,7 +20,7 @@ import psutil
 import pytest
 import torch
 
-from recipe_helpers import REPO, STORIES, assert_state_dicts_equal, common_overrides, load_meta, losses, run_recipe
+from recipe_helpers import REPO, SLOW_STEPS, STORIES, assert_state_dicts_equal, common_overrides, load_meta, losses, run_recipe
 
 FULL_SD = ("full_finetune_single_device", "stories260K/full_single_device")
 FULL = ("full_finetune_distributed", "stories260K/full_distributed")
@@ -183,14 +183,8 @@ def test_killed_rank_stops_the_job_and_epoch_checkpoint_resumes_exactly(tmp_path
     gives the uninterrupted run's losses and weights bit for bit."""
     killed = tmp_path / "killed"
     # The same run, slowed by a validation pass per step (it changes no training state).
-    slow = [
-        "validation_dataset={_component_: torchtune.datasets.text_completion_dataset, source: text, "
-        "data_files: assets/tinyshakespeare.txt, sample_by: paragraph, max_seq_len: 512, packed: True, "
-        "split: 'train[:400]'}",
-        "validate_every_n_steps=1",
-    ]
     cmd = launch_command(["--standalone", "--nproc_per_node", "2"], *FULL,
-                         common_overrides(killed, batch_size=2, **SCHEDULE) + slow)
+                         common_overrides(killed, batch_size=2, **SCHEDULE) + SLOW_STEPS)
     proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     rank1 = _worker(proc, rank=1)
     log_file = killed / "logs" / "log.jsonl"

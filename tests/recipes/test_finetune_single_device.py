@@ -7,6 +7,7 @@ import torch
 from torchtune.training.metric_logging import DiskLogger
 
 from recipe_helpers import (
+    SLOW_STEPS,
     STORIES,
     alpaca_dataset_overrides,
     assert_state_dicts_equal,
@@ -149,13 +150,7 @@ def test_killed_mid_epoch_resumes_exactly(tmp_path, recipe, fmt):
     # The same run, slowed by a validation pass per step (it changes no training state),
     # killed once its step-4 checkpoint is in place.
     killed = tmp_path / "killed"
-    slow = [
-        "validation_dataset={_component_: torchtune.datasets.text_completion_dataset, source: text, "
-        "data_files: assets/tinyshakespeare.txt, sample_by: paragraph, max_seq_len: 512, packed: True, "
-        "split: 'train[:400]'}",
-        "validate_every_n_steps=1",
-    ]
-    proc = start_recipe(*recipe, overrides_for(recipe, killed, **settings) + ckpt + slow)
+    proc = start_recipe(*recipe, overrides_for(recipe, killed, **settings) + ckpt + SLOW_STEPS)
     kill_when(proc, killed / "step_4" / "recipe_state.pt")
     last = max(killed.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
     step = int(last.name.split("_")[1])

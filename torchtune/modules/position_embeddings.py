@@ -86,9 +86,4 @@ class _RotateFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         cos, sin = ctx.saved_tensors
-        pairs = grad_out.float().reshape(*grad_out.shape[:-1], -1, 2)
-        g0, g1 = pairs[..., 0], pairs[..., 1]
-        grad = torch.empty_like(pairs)
-        torch.mul(g0, cos, out=grad[..., 0]).add_(g1 * sin)
-        torch.mul(g1, cos, out=grad[..., 1]).sub_(g0 * sin)
-        return grad.flatten(-2).type_as(grad_out), None, None
+        return _rotate(grad_out, cos, -sin), None, None

@@ -4,6 +4,15 @@ import torch
 from torch import nn
 
 
+def _normalise(x: torch.Tensor, scale: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x * rstd).type_as(x) * scale`` and ``rstd = rsqrt(mean(x^2) + eps)``, in fp32."""
+    x_fp32 = x.float()
+    rstd = torch.rsqrt(x_fp32.pow(2).mean(-1, keepdim=True) + eps)
+    # Meta casts back before multiplying by the weight; we do the same for parity. In
+    # place: one [.., d] tensor fewer.
+    return (x_fp32 * rstd).type_as(x).mul_(scale), rstd
+
+
 class _RMSNormFn(torch.autograd.Function):
     """``(x * rsqrt(mean(x^2) + eps)).type_as(x) * scale``, keeping only ``x`` and the
     per-row ``rsqrt`` for backward.
@@ -15,10 +24,9 @@ class _RMSNormFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, scale, eps: float):  # type: ignore[override]
-        x_fp32 = x.float()
-        rstd = torch.rsqrt(x_fp32.pow(2).mean(-1, keepdim=True) + eps)
+        out, rstd = _normalise(x, scale, eps)
         ctx.save_for_backward(x, rstd, scale)
-        return (x_fp32 * rstd).type_as(x).mul_(scale)  # in place: one [.., d] tensor fewer
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
@@ -64,7 +72,4 @@ class RMSNorm(nn.Module):
         """
         if torch.is_grad_enabled() and (x.requires_grad or self.scale.requires_grad):
             return _RMSNormFn.apply(x, self.scale, self.eps)
-        x_fp32 = x.float()
-        normed = x_fp32 * torch.rsqrt(x_fp32.pow(2).mean(-1, keepdim=True) + self.eps)
-        # Meta casts back before multiplying by the weight; we do the same for parity.
-        return normed.type_as(x) * self.scale
+        return _normalise(x, self.scale, self.eps)[0]
