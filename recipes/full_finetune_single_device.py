@@ -6,8 +6,8 @@ Features (the whole budget; anything else belongs in another recipe):
     - optimizer step in backward (``optimizer_in_bwd``): each parameter is updated as soon
       as its gradient exists and the gradient is dropped, so no full set of gradients is
       ever held (no clipping or accumulation then)
-    - on CPU (glibc), the forward's activations get pages of their own and the heap is
-      trimmed after each step, so freed activations do not stay resident as heap holes
+    - on CPU (glibc), the forward's activations get pages of their own, so freed
+      activations do not stay resident as heap holes
     - seed, device, dtype (fp32 / bf16), activation checkpointing, torch.compile
     - chunked cross-entropy (fp32 logits one chunk at a time), or the output projection
       fused with it (``LinearCrossEntropyLoss``, the shipped default: no full logits,
@@ -372,7 +372,6 @@ class FullFinetuneRecipeSingleDevice:
                 lr = self._optimizer.param_groups[0]["lr"]  # the lr this step uses
                 self._optimizer.step()
                 self._optimizer.zero_grad(set_to_none=True)
-                training.release_free_heap(self._device)
                 if self._lr_scheduler is not None:
                     self._lr_scheduler.step()
                 self.steps_run += 1

@@ -14,7 +14,7 @@ from torchtune.training._distributed import (
     load_full_optimizer_state_dict,
     shard_model,
 )
-from torchtune.training._cpu_heap import activations_in_own_pages, release_free_heap
+from torchtune.training._cpu_heap import activations_in_own_pages
 from torchtune.training._grad_scaler import scale_grads_
 from torchtune.training._optimizer_in_backward import OptimizerInBackward
 from torchtune.training.lr_schedulers import get_cosine_schedule_with_warmup
@@ -25,7 +25,6 @@ from torchtune.training.seed import get_rng_state, set_rng_state, set_seed
 __all__ = [
     "OptimizerInBackward",
     "activations_in_own_pages",
-    "release_free_heap",
     "backend_for_device",
     "gather_full_model_state_dict",
     "gather_full_optimizer_state_dict",

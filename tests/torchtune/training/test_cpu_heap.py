@@ -1,6 +1,6 @@
 """CPU heap hygiene: inside ``activations_in_own_pages`` mid-size tensors are mmapped on
 their own (so freeing them gives the memory back), outside it they come from the heap as
-before; ``release_free_heap`` hands the heap's free pages back. glibc only."""
+before. glibc only."""
 
 import ctypes
 import platform
@@ -27,11 +27,6 @@ def mmapped_bytes() -> int:
     return _cpu_heap._LIBC.mallinfo2().hblkhd
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
-
-
 @pytest.fixture(autouse=True)
 def known_threshold():
     """Leaving the block pins glibc's threshold at 32 MiB (a fresh process starts at
@@ -56,23 +51,10 @@ def test_mid_size_tensors_are_mmapped_only_inside_the_block():
     del outside
 
 
-def test_release_free_heap_returns_freed_heap_pages():
-    cpu = torch.device("cpu")
-    training.release_free_heap(cpu)
-    blocks = [torch.ones(256 * 1024) for _ in range(256)]  # 256 MiB of 1 MiB heap blocks
-    keep = blocks[::16]  # pins a few blocks so the heap top cannot simply shrink
-    del blocks
-    held = rss_bytes()
-    training.release_free_heap(cpu)
-    assert held - rss_bytes() > 128 * 2**20
-    assert all(float(t[0]) == 1.0 for t in keep)  # live tensors untouched
-
-
 def test_other_devices_are_left_alone():
     meta = torch.device("meta")
     before = mmapped_bytes()
     with training.activations_in_own_pages(meta):
         x = torch.ones(256 * 1024)
     assert mmapped_bytes() - before < 2**20
-    training.release_free_heap(meta)  # no-op, no error
     del x
