@@ -391,6 +391,9 @@ class FullFinetuneRecipeDistributed:
                 loss_sum, num_tokens = self._forward_loss(batch)
                 loss_sum.backward()  # FSDP sums the gradients over ranks
                 window_loss += loss_sum.detach()
+                # Frees the step's graph now rather than when the next forward returns:
+                # its small blocks would sit among that forward's activations in the heap.
+                del loss_sum
                 window_tokens += num_tokens
                 window_input_tokens += self._num_input_tokens(batch)
                 if (idx + 1) % grad_accum != 0:

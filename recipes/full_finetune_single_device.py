@@ -355,8 +355,13 @@ class FullFinetuneRecipeSingleDevice:
                     loss = window_loss / window_tokens.clamp(min=1)
                     self._check_finite(loss, epoch)
                     (loss_sum / num_tokens.clamp(min=1)).backward()
+                    # Frees the step's graph now rather than when the next forward returns:
+                    # its small blocks would sit among that forward's activations in the
+                    # heap and keep the holes between them from merging (~0.1 GiB of peak).
+                    del loss_sum
                 else:
                     loss_sum.backward()
+                    del loss_sum  # the graph's blocks, now (see above)
                     if (idx + 1) % grad_accum != 0:
                         continue
                     # Normalise by the target tokens of the whole window, so that
