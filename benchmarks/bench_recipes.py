@@ -74,7 +74,7 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     r.add_argument("--quick", action="store_true",
                    help="tiny smoke setting: d=64, 2 layers, seq 128, batch 2, 1+3 steps, 1 repeat")
     r.add_argument("--recipes", default="full,lora", help="comma-separated subset of full,lora")
-    r.add_argument("--repeats", type=int, default=2, help="runs of each trainer per recipe")
+    r.add_argument("--repeats", type=int, default=3, help="runs of each trainer per recipe")
     r.add_argument("--matmul-size", type=int, default=4096, help="n of the n x n x n torch.mm")
     r.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="extra `tune run` override for ours only (repeatable), e.g. compile=True")

@@ -24,8 +24,10 @@ class OptimizerInBackward:
     Call ``step()`` after every backward, as with any optimizer. The very first update
     happens there, after backward: that is when the optimizer allocates its state (AdamW:
     two tensors per parameter), and there it is allocated once the activations are freed
-    rather than between them (on CPU this measured only a few MiB of peak RSS for a
-    134M-parameter model; the heap's larger holes come from the activations themselves).
+    rather than between them. (On CPU the state's small blocks, step counters and tensor
+    headers, still land in the holes that freed activations leave in glibc's heap, and
+    keep them apart; the full recipe keeps its activations out of that heap instead:
+    ``training.activations_in_own_pages``.)
     From then on each parameter is updated, and its gradient dropped, inside backward;
     ``step()`` and ``zero_grad()`` find nothing left to do. Loading a state dict counts as
     the first step.
