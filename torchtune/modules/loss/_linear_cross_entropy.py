@@ -23,8 +23,10 @@ class _LinearCrossEntropyFn(torch.autograd.Function):
     def forward(ctx, hidden, weight, targets, chunk_size: int):  # type: ignore[override]
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hidden = torch.empty_like(hidden) if need_h else None
-        # Written whole by the first chunk's product (no zero fill), then accumulated into.
-        grad_weight = torch.empty_like(weight, dtype=torch.float32) if need_w else None
+        grad_weight = None
+        if need_w:  # fp32: the first chunk's addmm_ (beta=0) writes it whole, no zero fill
+            allocate = torch.empty_like if weight.dtype == torch.float32 else torch.zeros_like
+            grad_weight = allocate(weight, dtype=torch.float32)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.size(0), chunk_size):
             h = hidden[start : start + chunk_size]  # [c, d]
@@ -44,16 +46,10 @@ class _LinearCrossEntropyFn(torch.autograd.Function):
                 if need_h:
                     torch.mm(grad, weight, out=grad_hidden[start : start + chunk_size])
                 if need_w:
-                    if grad_weight.dtype != grad.dtype:  # bf16 weights: accumulate in fp32
-                        chunk_grad = grad.t() @ h
-                        if start == 0:
-                            grad_weight.copy_(chunk_grad)
-                        else:
-                            grad_weight += chunk_grad
-                    elif start == 0:
-                        torch.mm(grad.t(), h, out=grad_weight)
-                    else:
-                        grad_weight.addmm_(grad.t(), h)
+                    if grad_weight.dtype == grad.dtype:
+                        grad_weight.addmm_(grad.t(), h, beta=1 if start else 0)
+                    else:  # bf16 weights: accumulate the chunks' products in fp32
+                        grad_weight += grad.t() @ h
         # Not inputs or outputs of the graph: kept on ctx rather than saved and unpacked.
         ctx.grad_hidden = grad_hidden
         ctx.grad_weight = None if grad_weight is None else grad_weight.to(weight.dtype)
