@@ -1,7 +1,9 @@
 """Errors raised while reading, validating and instantiating configs."""
 
+from torchtune._errors import UserValueError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserValueError):
     """A config problem a user must fix. Each line of the message names one fault.
 
     Args:
