@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from torchtune import config, generation, training, utils
+from torchtune import UserError, UserValueError, config, generation, training, utils
 from torchtune.config import Component
 from torchtune.training.checkpointing import validate_state_dict
 
@@ -161,7 +161,7 @@ class _LLMEvalWrapper(TemplateLM):
         if kwargs:
             log.warning(f"generate_until: ignoring unsupported generation kwargs {sorted(kwargs)}")
         if max_new >= self.max_length:
-            raise ValueError(f"max_gen_toks {max_new} leaves no room for a prompt in "
+            raise UserValueError(f"max_gen_toks {max_new} leaves no room for a prompt in "
                              f"max_seq_length {self.max_length}")
         return until, max_new, temperature, top_k
 
@@ -205,13 +205,13 @@ class EleutherEvalRecipe:
 
     def __init__(self, cfg: DictConfig) -> None:
         if TemplateLM is object:
-            raise ImportError("eleuther_eval needs the lm-eval package: pip install 'lm-eval>=0.4.13,<0.5'")
+            raise UserError("eleuther_eval needs the lm-eval package: pip install 'lm-eval>=0.4.13,<0.5'")
         self._device = torch.device(cfg.device)
         self._dtype = training.get_dtype(cfg.dtype, device=self._device)
         self._output_dir = cfg.output_dir
         self._limit = cfg.limit
         if cfg.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+            raise UserValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
 
     def setup(self, cfg: DictConfig) -> None:
         """Build every component, in dependency order; every input problem surfaces here.
@@ -221,7 +221,7 @@ class EleutherEvalRecipe:
         checkpoint = config.instantiate(cfg.checkpointer).load_checkpoint()
         self._model = self._setup_model(cfg.model, checkpoint["model"])
         if not 1 < cfg.max_seq_length <= self._model.max_seq_len:
-            raise ValueError(f"max_seq_length must be in [2, {self._model.max_seq_len}] (the "
+            raise UserValueError(f"max_seq_length must be in [2, {self._model.max_seq_len}] (the "
                              f"model's max_seq_len), got {cfg.max_seq_length}")
         self._lm = _LLMEvalWrapper(self._model, self._tokenizer, device=self._device,
                                    max_seq_length=cfg.max_seq_length, batch_size=cfg.batch_size)
@@ -232,15 +232,15 @@ class EleutherEvalRecipe:
         from lm_eval.tasks import TaskManager
 
         if not tasks:
-            raise ValueError("tasks: list at least one lm-eval task name")
+            raise UserValueError("tasks: list at least one lm-eval task name")
         if include_path is not None and not os.path.isdir(include_path):
-            raise ValueError(f"include_path: {include_path} is not a folder")
+            raise UserValueError(f"include_path: {include_path} is not a folder")
         manager = TaskManager(include_path=include_path)
         for name in tasks:
             if name not in manager.all_tasks and not os.path.isfile(name):
                 close = difflib.get_close_matches(name, manager.all_tasks, n=3)
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
-                raise ValueError(f"tasks: unknown lm-eval task {name!r}{hint} (`lm-eval ls tasks` "
+                raise UserValueError(f"tasks: unknown lm-eval task {name!r}{hint} (`lm-eval ls tasks` "
                                  "lists them; include_path adds a folder of task yamls)")
         return manager, tasks
 
@@ -278,24 +278,13 @@ class EleutherEvalRecipe:
         return output
 
 
-def _exit_with_errors(problems: list[str]) -> None:
-    # Printed here rather than passed to sys.exit, so the message shows however we were run.
-    print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
-    sys.exit(1)
-
-
 @config.parse
 def recipe_main(cfg: DictConfig) -> None:
     """Validate the config, then load the model and evaluate it."""
-    try:
-        config.validate(cfg, EleutherEvalParams)
-        recipe = EleutherEvalRecipe(cfg)
-        recipe.setup(cfg)
-    except config.ConfigError as e:
-        _exit_with_errors(e.problems)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        # Bad input (task names, checkpoint vs model, lengths): one line, no traceback.
-        _exit_with_errors([str(e)])
+    config.validate(cfg, EleutherEvalParams)  # a ConfigError is printed one line per problem
+    config.fill_defaults(cfg, EleutherEvalParams)
+    recipe = EleutherEvalRecipe(cfg)
+    recipe.setup(cfg)
     recipe.evaluate()
 
 

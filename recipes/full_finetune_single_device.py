@@ -32,7 +32,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from torchtune import config, modules, training, utils
+from torchtune import UserError, UserValueError, config, modules, training, utils
 from torchtune.config import Component
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, ResumableSampler, padding_free_collate
 from torchtune.training.checkpointing import check_resume_matches, validate_state_dict
@@ -93,7 +93,7 @@ class FullFinetuneParams:
 
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The loss became NaN or inf; training stops and the last checkpoint stays."""
 
 
@@ -119,7 +119,7 @@ class FullFinetuneRecipeSingleDevice:
         self._optimizer_in_bwd = cfg.get("optimizer_in_bwd", False)
 
         if cfg.validation_dataset is not None and not cfg.validate_every_n_steps:
-            raise ValueError("validate_every_n_steps: must be a positive int when validation_dataset is set")
+            raise UserValueError("validate_every_n_steps: must be a positive int when validation_dataset is set")
         self._seed_from_config = cfg.seed
         self.seed = training.set_seed(cfg.seed)
         self.total_epochs = cfg.epochs
@@ -189,6 +189,8 @@ class FullFinetuneRecipeSingleDevice:
 
     def setup(self, cfg: DictConfig) -> None:
         """Build every component, in dependency order."""
+        # Held until the process ends: a second run on this output_dir stops at once.
+        self._output_lock = training.OutputDirLock(cfg.output_dir)
         self._metric_logger = config.instantiate(cfg.metric_logger)
         self._metric_logger.log_config(cfg)
         checkpoint = self.load_checkpoint(cfg.checkpointer)
@@ -211,7 +213,7 @@ class FullFinetuneRecipeSingleDevice:
         if self.max_steps_per_epoch is not None:
             self._steps_per_epoch = min(self._steps_per_epoch, self.max_steps_per_epoch)
         if self._steps_per_epoch == 0:
-            raise ValueError(
+            raise UserValueError(
                 f"dataset: {len(self._dataloader)} batches of batch_size={self._batch_size} give "
                 f"no optimizer step with gradient_accumulation_steps={self._gradient_accumulation_steps}"
             )
@@ -423,15 +425,14 @@ class FullFinetuneRecipeSingleDevice:
 
     def cleanup(self) -> None:
         self._metric_logger.close()
+        self._output_lock.release()
 
 
 @config.parse
 def recipe_main(cfg: DictConfig) -> None:
     """Validate the config, then set up and run full fine-tuning."""
-    try:
-        config.validate(cfg, FullFinetuneParams)
-    except config.ConfigError as e:
-        sys.exit("\n".join(f"error: {p}" for p in e.problems))
+    config.validate(cfg, FullFinetuneParams)  # a ConfigError is printed one line per problem
+    config.fill_defaults(cfg, FullFinetuneParams)
     recipe = FullFinetuneRecipeSingleDevice(cfg)
     recipe.setup(cfg)
     try:

@@ -23,7 +23,7 @@ from typing import Mapping, Optional, Union
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from torchtune import config, generation, training, utils
+from torchtune import UserValueError, config, generation, training, utils
 from torchtune.config import Component
 from torchtune.data import Message
 from torchtune.training.checkpointing import validate_state_dict
@@ -64,11 +64,11 @@ class GenerateRecipe:
         self._temperature = cfg.temperature
         self._top_k = cfg.top_k
         if cfg.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 is greedy), got {cfg.temperature}")
+            raise UserValueError(f"temperature must be >= 0 (0 is greedy), got {cfg.temperature}")
         if cfg.top_k is not None and cfg.top_k < 1:
-            raise ValueError(f"top_k must be >= 1 or null, got {cfg.top_k}")
+            raise UserValueError(f"top_k must be >= 1 or null, got {cfg.top_k}")
         if cfg.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {cfg.max_new_tokens}")
+            raise UserValueError(f"max_new_tokens must be >= 1, got {cfg.max_new_tokens}")
         self.seed = training.set_seed(cfg.seed)
 
     def setup(self, cfg: DictConfig) -> None:
@@ -83,7 +83,7 @@ class GenerateRecipe:
         checkpoint = config.instantiate(cfg.checkpointer).load_checkpoint()
         self._model = self._setup_model(cfg.model, checkpoint["model"])
         if len(self._prompt_tokens) + self._max_new_tokens > self._model.max_seq_len:
-            raise ValueError(
+            raise UserValueError(
                 f"prompt ({len(self._prompt_tokens)} tokens) + max_new_tokens ({self._max_new_tokens}) "
                 f"exceeds the model's max_seq_len ({self._model.max_seq_len})"
             )
@@ -112,41 +112,41 @@ class GenerateRecipe:
     ) -> list[int]:
         """The prompt's token ids (BOS first, no EOS); each way it can be wrong is one line."""
         if instruct_template and chat_format:
-            raise ValueError("set at most one of instruct_template and chat_format, not both")
+            raise UserValueError("set at most one of instruct_template and chat_format, not both")
         if instruct_template:
             template = config.resolve_component(instruct_template, key="instruct_template")
             if not isinstance(prompt, Mapping):
-                raise ValueError(
+                raise UserValueError(
                     f"prompt: with instruct_template, give the template's columns as a "
                     f"mapping, e.g. {{instruction: ..., input: ...}}; got {prompt!r}"
                 )
             known = set(template.required_columns) | set(template.optional_columns)
             unknown = sorted(set(prompt) - known)
             if unknown:
-                raise ValueError(f"prompt: {unknown} are not columns of {instruct_template} "
+                raise UserValueError(f"prompt: {unknown} are not columns of {instruct_template} "
                                  f"(it takes {sorted(known)})")
             for column in template.required_columns:
                 if not str(prompt.get(column) or "").strip():
-                    raise ValueError(f"prompt is empty: prompt.{column} is required by {instruct_template}")
+                    raise UserValueError(f"prompt is empty: prompt.{column} is required by {instruct_template}")
             text = template.format(prompt)
         elif chat_format:
             fmt = config.resolve_component(chat_format, key="chat_format")
             turns = {"user": prompt} if isinstance(prompt, str) else dict(prompt)
             unknown = sorted(set(turns) - {"system", "user"})
             if unknown:
-                raise ValueError(f"prompt: {unknown} are not allowed with chat_format; "
+                raise UserValueError(f"prompt: {unknown} are not allowed with chat_format; "
                                  "give a string or {system: ..., user: ...}")
             if not str(turns.get("user") or "").strip():
-                raise ValueError("prompt is empty: chat_format needs a user message (prompt.user)")
+                raise UserValueError("prompt is empty: chat_format needs a user message (prompt.user)")
             messages = [Message(role, turns[role]) for role in ("system", "user") if turns.get(role)]
             # One user turn formats to exactly one segment: the text the answer follows.
             text = fmt.format(messages)[0].content
         else:
             if not isinstance(prompt, str):
-                raise ValueError("prompt: a mapping needs instruct_template or chat_format; "
+                raise UserValueError("prompt: a mapping needs instruct_template or chat_format; "
                                  "otherwise give plain text")
             if not prompt.strip():
-                raise ValueError("prompt is empty: give some text to continue")
+                raise UserValueError("prompt is empty: give some text to continue")
             text = prompt
         return self._tokenizer.encode(text, add_bos=True, add_eos=False)
 
@@ -178,24 +178,13 @@ class GenerateRecipe:
         return tokens
 
 
-def _exit_with_errors(problems: list[str]) -> None:
-    # Printed here rather than passed to sys.exit, so the message shows however we were run.
-    print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
-    sys.exit(1)
-
-
 @config.parse
 def recipe_main(cfg: DictConfig) -> None:
     """Validate the config, then load the model and generate."""
-    try:
-        config.validate(cfg, GenerateParams)
-        recipe = GenerateRecipe(cfg)
-        recipe.setup(cfg)
-    except config.ConfigError as e:
-        _exit_with_errors(e.problems)
-    except (ValueError, FileNotFoundError) as e:
-        # Bad input (prompt, template, checkpoint vs model): one line, no traceback.
-        _exit_with_errors([str(e)])
+    config.validate(cfg, GenerateParams)  # a ConfigError is printed one line per problem
+    config.fill_defaults(cfg, GenerateParams)
+    recipe = GenerateRecipe(cfg)
+    recipe.setup(cfg)
     recipe.generate()
 
 

@@ -55,7 +55,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from torchtune import config, modules, training, utils
+from torchtune import UserError, UserValueError, config, modules, training, utils
 from torchtune.config import Component
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, ResumableSampler, padding_free_collate
 from torchtune.generation import generate
@@ -108,7 +108,7 @@ class LoRAFinetuneParams:
 
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The loss became NaN or inf; training stops and the last checkpoint stays."""
 
 
@@ -141,7 +141,7 @@ class LoRAFinetuneRecipeDistributed:
         self._sample_max_new_tokens = cfg.sample_max_new_tokens
 
         if cfg.validation_dataset is not None and not cfg.validate_every_n_steps:
-            raise ValueError("validate_every_n_steps: must be a positive int when validation_dataset is set")
+            raise UserValueError("validate_every_n_steps: must be a positive int when validation_dataset is set")
         self._seed_from_config = cfg.seed
         # Every rank must shuffle with the same seed: rank 0's (drawn if the config has none).
         seed = [training.set_seed(cfg.seed)]
@@ -188,7 +188,7 @@ class LoRAFinetuneRecipeDistributed:
         saved_batch, saved_accum = checkpoint["batch_size"], checkpoint["gradient_accumulation_steps"]
         per_step = self._world_size * self._batch_size * self._gradient_accumulation_steps
         if saved_batch * saved_accum != per_step:
-            raise ValueError(
+            raise UserValueError(
                 f"Cannot resume: world_size {self._world_size} x batch_size {self._batch_size} x "
                 f"gradient_accumulation_steps {self._gradient_accumulation_steps} = {per_step} samples "
                 f"per step, but recipe_state.pt was saved with {saved_batch} x {saved_accum} = "
@@ -244,6 +244,8 @@ class LoRAFinetuneRecipeDistributed:
     def setup(self, cfg: DictConfig) -> None:
         """Build every component, in dependency order."""
         if self._is_rank_zero:
+            # Held until the process ends: a second run on this output_dir stops at once.
+            self._output_lock = training.OutputDirLock(cfg.output_dir)
             self._metric_logger = config.instantiate(cfg.metric_logger)
             self._metric_logger.log_config(cfg)
         checkpoint = self.load_checkpoint(cfg.checkpointer)
@@ -272,7 +274,7 @@ class LoRAFinetuneRecipeDistributed:
         if self.max_steps_per_epoch is not None:
             self._steps_per_epoch = min(self._steps_per_epoch, self.max_steps_per_epoch)
         if self._steps_per_epoch == 0:
-            raise ValueError(
+            raise UserValueError(
                 f"dataset: {len(self._dataloader)} batches of batch_size={self._batch_size} per rank "
                 f"give no optimizer step with gradient_accumulation_steps={self._gradient_accumulation_steps}"
             )
@@ -565,16 +567,15 @@ class LoRAFinetuneRecipeDistributed:
     def cleanup(self) -> None:
         if self._is_rank_zero:
             self._metric_logger.close()
+            self._output_lock.release()
         dist.destroy_process_group()
 
 
 @config.parse
 def recipe_main(cfg: DictConfig) -> None:
     """Validate the config, then set up and run distributed LoRA fine-tuning."""
-    try:
-        config.validate(cfg, LoRAFinetuneParams)
-    except config.ConfigError as e:
-        sys.exit("\n".join(f"error: {p}" for p in e.problems))
+    config.validate(cfg, LoRAFinetuneParams)  # a ConfigError is printed one line per problem
+    config.fill_defaults(cfg, LoRAFinetuneParams)
     recipe = LoRAFinetuneRecipeDistributed(cfg)
     recipe.setup(cfg)
     try:

@@ -59,7 +59,7 @@ def run(argv: Sequence[str]) -> int:
         recipe_path = _recipe_path(launcher_args.training_script)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 1
     recipe_args = launcher_args.training_script_args
     if argv[0] == launcher_args.training_script:
         # No launcher arguments: run the recipe script here, as `python recipe.py ...`.
@@ -80,7 +80,7 @@ def run(argv: Sequence[str]) -> int:
             f"recipe ({', '.join(distributed)})",
             file=sys.stderr,
         )
-        return 2
+        return 1
     launcher_args.training_script = str(recipe_path)
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 

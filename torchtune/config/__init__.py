@@ -2,8 +2,15 @@
 
 from torchtune.config._errors import ConfigError, InstantiationError
 from torchtune.config._instantiate import instantiate, resolve_component
+from torchtune.config._resolve import resolve_for_record
 from torchtune.config._parse import apply_overrides, load_and_override, load_config, parse
-from torchtune.config._validate import Component, check_components, check_params, validate
+from torchtune.config._validate import (
+    Component,
+    check_components,
+    check_params,
+    fill_defaults,
+    validate,
+)
 
 __all__ = [
     "Component",
@@ -12,10 +19,12 @@ __all__ = [
     "apply_overrides",
     "check_components",
     "check_params",
+    "fill_defaults",
     "instantiate",
     "load_and_override",
     "load_config",
     "parse",
     "resolve_component",
+    "resolve_for_record",
     "validate",
 ]

@@ -19,6 +19,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from torchtune._errors import UserError, exit_with, show_tracebacks
 from torchtune.config._errors import ConfigError
 
 
@@ -152,7 +153,10 @@ def _recipe_parser(description: Optional[str]) -> argparse.ArgumentParser:
 def parse(recipe_main: Callable[[DictConfig], Any]) -> Callable[..., Any]:
     """Decorator for a recipe's ``recipe_main(cfg)``: parses ``--config`` and overrides.
 
-    Config errors end the process with one line per problem and exit code 2.
+    A fault of the user's making (a ``torchtune.UserError``, raised while reading the
+    config or anywhere in the recipe) ends the process with ``error: <message>`` (one line
+    per problem) and exit status 1, without a traceback; ``TUNE_TRACEBACK=1`` shows it.
+    Any other exception is a bug and propagates with its traceback.
     """
 
     @functools.wraps(recipe_main)
@@ -160,10 +164,10 @@ def parse(recipe_main: Callable[[DictConfig], Any]) -> Callable[..., Any]:
         parser = _recipe_parser(recipe_main.__doc__)
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
         try:
-            cfg = load_and_override(args.config, args.overrides)
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        return recipe_main(cfg)
+            return recipe_main(load_and_override(args.config, args.overrides))
+        except UserError as e:
+            if show_tracebacks():
+                raise
+            exit_with(e)
 
     return wrapper

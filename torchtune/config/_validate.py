@@ -9,7 +9,9 @@ Two checks, each collecting every problem rather than stopping at the first:
 """
 
 import dataclasses
+import difflib
 import inspect
+import re
 import types
 import typing
 from typing import Any, Optional, Union
@@ -62,16 +64,49 @@ def _matches(value: Any, tp: Any) -> bool:
     return True
 
 
+# ``${a.b}`` names key ``a``; ``${name:args}`` calls a resolver (``oc.env``) and names none.
+_INTERPOLATION = re.compile(r"\$\{\s*([A-Za-z_][\w-]*)((?:[.\[][\w.\[\]-]*)?)\s*(:?)")
+
+
+def interpolated_keys(cfg: DictConfig) -> set[str]:
+    """Top-level keys that some value interpolates (``${model_dir}/tokenizer.model`` uses
+    ``model_dir``). Resolvers such as ``${oc.env:VAR}`` name no key."""
+    used: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+        elif isinstance(node, str):
+            for name, _, resolver in _INTERPOLATION.findall(node):
+                if not resolver:
+                    used.add(name)
+
+    walk(OmegaConf.to_container(cfg, resolve=False))
+    return used
+
+
 def check_params(cfg: DictConfig, params_cls: type) -> list[str]:
-    """Problems of ``cfg`` against a recipe's parameter dataclass (empty if none)."""
+    """Problems of ``cfg`` against a recipe's parameter dataclass (empty if none).
+
+    A top-level key the recipe does not know is accepted when another value interpolates
+    it (a common habit: ``model_dir: /x`` used as ``${model_dir}/tokenizer.model``); any
+    other is reported with the nearest known name. Keys with a default may be left out.
+    """
     problems = []
     hints = typing.get_type_hints(params_cls)
     fields = {f.name: f for f in dataclasses.fields(params_cls)}
+    used = interpolated_keys(cfg)
     for key in cfg.keys():
-        if key not in fields:
+        if key not in fields and key not in used:
+            near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f"did you mean '{near[0]}'? " if near else ""
             problems.append(
-                f"{key}: unknown key for {params_cls.__name__} "
-                f"(known keys: {', '.join(sorted(fields))})"
+                f"{key}: unknown key for {params_cls.__name__} ({hint}"
+                f"known keys: {', '.join(sorted(fields))})"
             )
     for name, field in fields.items():
         required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
@@ -95,6 +130,26 @@ def check_params(cfg: DictConfig, params_cls: type) -> list[str]:
     if combinations is not None and not problems:
         problems += combinations(cfg)
     return problems
+
+
+def fill_defaults(cfg: DictConfig, params_cls: type) -> DictConfig:
+    """Add, in place, each key that ``cfg`` leaves out and ``params_cls`` gives a default.
+
+    Configs written for other versions leave out keys a recipe gives defaults to
+    (``validation_dataset``, ``sample_prompt`` ...); after this the recipe can read every
+    key as ``cfg.key``. Run it after ``validate``.
+
+    Returns:
+        DictConfig: ``cfg`` itself.
+    """
+    for field in dataclasses.fields(params_cls):
+        if field.name in cfg and not OmegaConf.is_missing(cfg, field.name):
+            continue
+        if field.default is not dataclasses.MISSING:
+            cfg[field.name] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            cfg[field.name] = field.default_factory()
+    return cfg
 
 
 def _component_nodes(node: Any, key: str = ""):

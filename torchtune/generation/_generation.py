@@ -5,6 +5,8 @@ from typing import Iterable, Optional
 import torch
 from torch import nn
 
+from torchtune._errors import UserValueError
+
 
 def sample(
     logits: torch.Tensor,
@@ -32,9 +34,9 @@ def sample(
         tensor([1])
     """
     if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+        raise UserValueError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+        raise UserValueError(f"top_k must be >= 1 or None, got {top_k}")
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
@@ -112,17 +114,17 @@ def generate(
         >>> out = generate(model, torch.tensor([1, 403, 407]), max_new_tokens=20, temperature=0)
     """
     if prompt.dim() not in (1, 2):
-        raise ValueError(f"prompt must be [s] or [b, s] token ids, got shape {tuple(prompt.shape)}")
+        raise UserValueError(f"prompt must be [s] or [b, s] token ids, got shape {tuple(prompt.shape)}")
     if prompt.numel() == 0:
-        raise ValueError("prompt is empty: give at least one token (e.g. BOS)")
+        raise UserValueError("prompt is empty: give at least one token (e.g. BOS)")
     if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        raise UserValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     single = prompt.dim() == 1
     tokens = prompt[None] if single else prompt  # [b, s]
     b, s = tokens.shape
     max_seq_len = getattr(model, "max_seq_len", None)
     if max_seq_len is not None and s + max_new_tokens > max_seq_len:
-        raise ValueError(
+        raise UserValueError(
             f"prompt length {s} + max_new_tokens {max_new_tokens} exceeds the model's "
             f"max_seq_len {max_seq_len}"
         )

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torchtune._errors import UserValueError
 from torchtune.modules.kv_cache import KVCache
 
 
@@ -85,11 +86,11 @@ class MultiHeadAttention(nn.Module):
     ) -> None:
         super().__init__()
         if num_kv_heads <= 0 or num_heads % num_kv_heads:
-            raise ValueError(
+            raise UserValueError(
                 f"num_kv_heads ({num_kv_heads}) must divide num_heads ({num_heads})"
             )
         if not 0.0 <= attn_dropout <= 1.0:
-            raise ValueError(f"attn_dropout ({attn_dropout}) must be in [0, 1]")
+            raise UserValueError(f"attn_dropout ({attn_dropout}) must be in [0, 1]")
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads

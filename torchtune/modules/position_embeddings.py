@@ -5,6 +5,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from torchtune._errors import UserValueError
+
 
 class RotaryPositionalEmbeddings(nn.Module):
     """Rotate interleaved pairs ``(x_{2j}, x_{2j+1})`` of each head by ``pos * theta_j``.
@@ -26,7 +28,7 @@ class RotaryPositionalEmbeddings(nn.Module):
     def __init__(self, dim: int, max_seq_len: int = 4096, base: int = 10_000) -> None:
         super().__init__()
         if dim % 2:
-            raise ValueError(f"RotaryPositionalEmbeddings needs an even head dim, got {dim}")
+            raise UserValueError(f"RotaryPositionalEmbeddings needs an even head dim, got {dim}")
         self.dim = dim
         self.max_seq_len = max_seq_len
         self.base = base

@@ -5,6 +5,7 @@ from typing import Iterable, Optional
 import torch
 from torch import nn
 
+from torchtune._errors import UserValueError
 from torchtune.modules.attention import MultiHeadAttention
 
 
@@ -151,7 +152,7 @@ class TransformerDecoder(nn.Module):
         # Rows of several documents (packed, padding-free) may be longer than max_seq_len:
         # what is bounded is each token's position, which input_pos gives.
         if s > self.max_seq_len and (input_pos is None or self.caches_are_enabled()):
-            raise ValueError(
+            raise UserValueError(
                 f"Sequence length {s} exceeds the model's max_seq_len {self.max_seq_len}"
             )
         if self.caches_are_enabled() and mask is None:

@@ -1,5 +1,6 @@
 """Helpers that recipes share: seeding, precision, lr schedules, gradient scaling, the
-optimizer step in backward, CPU heap hygiene, memory readings and metric loggers.
+optimizer step in backward, CPU heap hygiene, memory readings, metric loggers and the
+output-folder lock.
 Checkpointers live in ``torchtune.training.checkpointing``.
 """
 
@@ -17,6 +18,7 @@ from torchtune.training._distributed import (
 from torchtune.training._cpu_heap import activations_in_own_pages
 from torchtune.training._grad_scaler import scale_grads_
 from torchtune.training._optimizer_in_backward import OptimizerInBackward
+from torchtune.training._output_lock import OutputDirLock
 from torchtune.training.lr_schedulers import get_cosine_schedule_with_warmup
 from torchtune.training.memory import format_memory_stats, get_memory_stats
 from torchtune.training.precision import get_dtype, is_bf16_supported, set_default_dtype
@@ -24,6 +26,7 @@ from torchtune.training.seed import get_rng_state, set_rng_state, set_seed
 
 __all__ = [
     "OptimizerInBackward",
+    "OutputDirLock",
     "activations_in_own_pages",
     "backend_for_device",
     "gather_full_model_state_dict",

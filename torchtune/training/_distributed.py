@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from torchtune._errors import UserError, UserValueError
+
 _LAUNCH_HINT = "launch it with `tune run --nproc_per_node N RECIPE --config CONFIG` (torchrun)"
 
 
@@ -45,7 +47,7 @@ def backend_for_device(device: torch.device) -> str:
         return "nccl"
     if device.type == "cpu":
         return "gloo"
-    raise ValueError(f"device: distributed training supports cpu (gloo) and cuda (nccl), got {device.type!r}")
+    raise UserValueError(f"device: distributed training supports cpu (gloo) and cuda (nccl), got {device.type!r}")
 
 
 def init_distributed(device: str) -> torch.device:
@@ -63,7 +65,7 @@ def init_distributed(device: str) -> torch.device:
     """
     missing = [k for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR") if k not in os.environ]
     if missing:
-        raise RuntimeError(f"This recipe runs one process per rank: {_LAUNCH_HINT}; {missing[0]} is not set")
+        raise UserError(f"This recipe runs one process per rank: {_LAUNCH_HINT}; {missing[0]} is not set")
     device = torch.device(device)
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
@@ -177,7 +179,7 @@ def load_full_optimizer_state_dict(
         names = _param_names(model, optimizer)
         saved = [i for g in state_dict["param_groups"] for i in g["params"]]
         if len(saved) != len(names):
-            raise ValueError(
+            raise UserValueError(
                 f"The saved optimizer state covers {len(saved)} parameters but this optimizer "
                 f"has {len(names)}: it was saved for another model or recipe"
             )

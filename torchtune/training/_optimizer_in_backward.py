@@ -14,6 +14,8 @@ from typing import Any, Callable, Iterable
 import torch
 from torch.optim import Optimizer
 
+from torchtune._errors import UserValueError
+
 # Per-group keys that belong to the group itself, never copied from the lead optimizer.
 _OWN_GROUP_KEYS = ("params",)
 
@@ -121,14 +123,14 @@ class OptimizerInBackward:
                 optimizer in backward), or its parameter names differ from the model's.
         """
         if "state" in state_dict and "param_groups" in state_dict:
-            raise ValueError(
+            raise UserValueError(
                 "optimizer state: saved by a single optimizer (optimizer_in_bwd=False); "
                 "resume with optimizer_in_bwd=False"
             )
         missing = sorted(set(self.optimizers) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(self.optimizers))
         if missing or unexpected:
-            raise ValueError(
+            raise UserValueError(
                 f"optimizer state: parameter names differ from the model's "
                 f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})"
             )

@@ -5,6 +5,8 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from torchtune._errors import UserValueError
+
 
 def get_cosine_schedule_with_warmup(
     optimizer: Optimizer,
@@ -35,7 +37,7 @@ def get_cosine_schedule_with_warmup(
         ValueError: if a step count is negative.
     """
     if num_warmup_steps < 0 or num_training_steps < 0:
-        raise ValueError(
+        raise UserValueError(
             "num_warmup_steps and num_training_steps must be >= 0, got "
             f"{num_warmup_steps} and {num_training_steps}"
         )

@@ -44,13 +44,10 @@ def _to_python(data: Scalar) -> Union[int, float]:
 
 
 def _config_to_container(config: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-    except ImportError:  # pragma: no cover - omegaconf is a core dependency
-        return config
-    if isinstance(config, DictConfig):
-        return OmegaConf.to_container(config, resolve=True)
-    return config
+    # Values read from the environment (tokens) are never written: see resolve_for_record.
+    from torchtune.config import resolve_for_record
+
+    return resolve_for_record(config)
 
 
 class MetricLoggerInterface(Protocol):

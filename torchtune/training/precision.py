@@ -5,6 +5,8 @@ from typing import Iterator, Optional, Union
 
 import torch
 
+from torchtune._errors import UserValueError
+
 # Config spellings. The short names are what recipe configs use (`dtype: bf16`).
 _DTYPES = {
     "fp32": torch.float32,
@@ -70,14 +72,14 @@ def get_dtype(
         return torch.float32
     if isinstance(dtype, torch.dtype):
         if dtype not in _DTYPES.values():
-            raise ValueError(f"Unsupported dtype {dtype}; use one of fp32, bf16, fp16")
+            raise UserValueError(f"Unsupported dtype {dtype}; use one of fp32, bf16, fp16")
         torch_dtype = dtype
     elif isinstance(dtype, str) and dtype in _DTYPES:
         torch_dtype = _DTYPES[dtype]
     else:
-        raise ValueError(f"Unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
+        raise UserValueError(f"Unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
     if torch_dtype == torch.bfloat16 and device is not None and not is_bf16_supported(device):
-        raise RuntimeError(
+        raise UserValueError(
             f"bf16 is not supported on device {torch.device(device)}; use dtype fp32"
         )
     return torch_dtype

@@ -8,6 +8,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from torchtune._errors import UserValueError
+
 log = logging.getLogger(__name__)
 
 # numpy's legacy seeding accepts only unsigned 32-bit seeds.
@@ -34,7 +36,7 @@ def set_seed(seed: Optional[int] = None) -> int:
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= _MAX_SEED:
-        raise ValueError(f"seed must be an int in [0, {_MAX_SEED}], got {seed!r}")
+        raise UserValueError(f"seed must be an int in [0, {_MAX_SEED}], got {seed!r}")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device

@@ -122,7 +122,7 @@ def test_validate_yaml_syntax_error(tmp_path):
 
 def test_run_unknown_recipe():
     out = tune("run", "no_such_recipe", "--config", "x")
-    assert out.returncode == 2 and "no_such_recipe" in out.stderr
+    assert out.returncode == 1 and "no_such_recipe" in out.stderr
 
 
 def test_run_script_path_with_overrides(tmp_path):
@@ -154,6 +154,6 @@ def test_run_reports_recipe_config_errors():
 def test_run_refuses_launcher_args_for_single_device_recipe():
     out = tune("run", "--nproc_per_node", "2", "full_finetune_single_device", "--config",
                "stories260K/full_single_device")
-    assert out.returncode == 2
+    assert out.returncode == 1
     assert "full_finetune_single_device runs on one device" in out.stderr
     assert "full_finetune_distributed" in out.stderr

@@ -124,7 +124,7 @@ def test_parse_decorator_runs_recipe_main(tmp_path, capsys):
 
     with pytest.raises(SystemExit) as e:
         recipe_main(["--config", str(path), "~nothing.here"])
-    assert e.value.code == 2
+    assert e.value.code == 1
     assert "nothing.here" in capsys.readouterr().err
 
 

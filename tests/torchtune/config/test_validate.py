@@ -6,7 +6,14 @@ from typing import List, Optional
 import pytest
 from omegaconf import OmegaConf
 
-from torchtune.config import Component, ConfigError, check_components, check_params, validate
+from torchtune.config import (
+    Component,
+    ConfigError,
+    check_components,
+    check_params,
+    fill_defaults,
+    validate,
+)
 
 
 @dataclass
@@ -86,3 +93,34 @@ def test_components_checked_without_building():
     assert len(problems) == 2
     assert problems[0].startswith("a._component_")
     assert problems[1].startswith("b.c[0]:") and "lrr" in problems[1]
+
+
+def test_keys_with_defaults_may_be_left_out_and_are_filled_in():
+    cfg = good()
+    del cfg["seed"], cfg["columns"]
+    validate(cfg, Params)
+    with pytest.raises(Exception):
+        cfg.enable_thing  # what a recipe reading the key met before fill_defaults
+    fill_defaults(cfg, Params)
+    assert cfg.seed is None and cfg.columns is None and cfg.enable_thing is False
+    assert cfg.epochs == 1  # keys the config has are left alone
+
+
+def test_interpolated_top_level_keys_are_accepted():
+    cfg = good()
+    cfg.model_dir = "/models/x"
+    cfg.output_dir = "${model_dir}/out"
+    cfg.tag = "run"
+    cfg.model.name = "${tag}"
+    cfg.home = "/h"
+    cfg.where = "${oc.env:HOME_DIR_UNSET,/tmp}"  # a resolver names no key: where stays unknown
+    problems = check_params(cfg, Params)
+    assert not [p for p in problems if p.startswith(("model_dir", "tag"))], problems
+    assert [p.split(":")[0] for p in problems] == ["home", "where"]
+
+
+def test_unknown_key_names_the_nearest_known_key():
+    cfg = good()
+    cfg.epoch = 3
+    (problem,) = check_params(cfg, Params)
+    assert problem.startswith("epoch: unknown key for Params (did you mean 'epochs'?")

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from torchtune import UserValueError
 from torchtune.training import get_dtype, is_bf16_supported
 
 
@@ -32,7 +33,7 @@ def test_bf16_supported_on_cpu():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_bf16_on_missing_cuda_device_is_a_clear_error():
     assert not is_bf16_supported("cuda")
-    with pytest.raises(RuntimeError, match="bf16 is not supported on device cuda"):
+    with pytest.raises(UserValueError, match="bf16 is not supported on device cuda"):
         get_dtype("bf16", device="cuda")
     assert get_dtype("fp32", device="cuda") is torch.float32
 

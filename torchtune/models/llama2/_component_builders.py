@@ -24,6 +24,7 @@ from typing import List, Optional
 
 from torch import nn
 
+from torchtune._errors import UserValueError
 from torchtune.modules import (
     FeedForward,
     MultiHeadAttention,
@@ -49,9 +50,9 @@ def scale_hidden_dim_for_mlp(dim: int, multiple_of: int = 256) -> int:
 
 def _check_dims(embed_dim: int, num_heads: int, num_kv_heads: int) -> int:
     if num_heads <= 0 or embed_dim % num_heads:
-        raise ValueError(f"num_heads ({num_heads}) must divide embed_dim ({embed_dim})")
+        raise UserValueError(f"num_heads ({num_heads}) must divide embed_dim ({embed_dim})")
     if num_kv_heads <= 0 or num_heads % num_kv_heads:
-        raise ValueError(f"num_kv_heads ({num_kv_heads}) must divide num_heads ({num_heads})")
+        raise UserValueError(f"num_kv_heads ({num_kv_heads}) must divide num_heads ({num_heads})")
     return embed_dim // num_heads
 
 
@@ -219,7 +220,7 @@ def lora_llama2(
     """
     unknown = sorted(set(lora_attn_modules) - set(LORA_ATTN_MODULES))
     if unknown:
-        raise ValueError(
+        raise UserValueError(
             f"Unknown lora_attn_modules {unknown}; expected any of {list(LORA_ATTN_MODULES)}"
         )
     lora_modules = set(lora_attn_modules)

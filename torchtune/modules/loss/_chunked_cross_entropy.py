@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torchtune._errors import UserValueError
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX
 
 
@@ -26,7 +27,7 @@ class ChunkedCrossEntropyLoss(nn.Module):
     def __init__(self, num_output_chunks: int = 8, ignore_index: int = CROSS_ENTROPY_IGNORE_IDX):
         super().__init__()
         if num_output_chunks < 1:
-            raise ValueError(f"num_output_chunks must be >= 1, got {num_output_chunks}")
+            raise UserValueError(f"num_output_chunks must be >= 1, got {num_output_chunks}")
         self.num_output_chunks = num_output_chunks
         self.ignore_index = ignore_index
 

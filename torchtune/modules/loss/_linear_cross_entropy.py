@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torchtune._errors import UserValueError
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX
 
 
@@ -109,9 +110,9 @@ class LinearCrossEntropyLoss(nn.Module):
     ):
         super().__init__()
         if num_output_chunks < 1:
-            raise ValueError(f"num_output_chunks must be >= 1, got {num_output_chunks}")
+            raise UserValueError(f"num_output_chunks must be >= 1, got {num_output_chunks}")
         if min_chunk_size < 1:
-            raise ValueError(f"min_chunk_size must be >= 1, got {min_chunk_size}")
+            raise UserValueError(f"min_chunk_size must be >= 1, got {min_chunk_size}")
         self.num_output_chunks = num_output_chunks
         self.ignore_index = ignore_index
         self.min_chunk_size = min_chunk_size

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torchtune._errors import UserValueError
+
 
 class LoRALinear(nn.Module):
     """``y = x W^T (+ b) + (alpha / rank) * lora_b(lora_a(dropout(x)))``.
@@ -39,7 +41,7 @@ class LoRALinear(nn.Module):
     ) -> None:
         super().__init__()
         if rank <= 0:
-            raise ValueError(f"LoRALinear rank must be positive, got {rank}")
+            raise UserValueError(f"LoRALinear rank must be positive, got {rank}")
         self.in_dim = in_dim
         self.out_dim = out_dim
         self.rank = rank

@@ -5,6 +5,8 @@ from typing import Dict, Iterable, Optional, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from torchtune._errors import UserValueError
+
 
 @runtime_checkable
 class AdapterModule(Protocol):
@@ -88,14 +90,14 @@ def validate_missing_and_unexpected_for_lora(
     adapter_keys = set(get_adapter_params(model))
     for key in sorted(base_missing or []):
         if key not in adapter_keys:
-            raise ValueError(f"Base checkpoint is missing the non-adapter key {key!r}")
+            raise UserValueError(f"Base checkpoint is missing the non-adapter key {key!r}")
     for key in sorted(base_unexpected or []):
-        raise ValueError(f"Base checkpoint has the key {key!r}, which the model does not have")
+        raise UserValueError(f"Base checkpoint has the key {key!r}, which the model does not have")
     for key in sorted(lora_missing or []):
         if key in adapter_keys:
-            raise ValueError(f"Adapter checkpoint is missing the adapter key {key!r}")
+            raise UserValueError(f"Adapter checkpoint is missing the adapter key {key!r}")
     for key in sorted(lora_unexpected or []):
-        raise ValueError(f"Adapter checkpoint has the key {key!r}, which the model does not have")
+        raise UserValueError(f"Adapter checkpoint has the key {key!r}, which the model does not have")
 
 
 def get_merged_lora_ckpt(
