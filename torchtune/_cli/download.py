@@ -1,10 +1,27 @@
 """`tune download`: fetch a model repo from the Hugging Face Hub into a local folder.
 
-The files are downloaded into a hidden temporary sibling of the output folder and moved into
-place only once every file has arrived, so a refused, interrupted or failed download never
-leaves a folder that looks complete. The finished folder also holds ``.tune_download.json``
-(``{"repo_id": ..., "revision": <commit sha>}``); the checkpointers read it to fill
-``base_model_name_or_path`` when they write PEFT adapter configs.
+What the command guarantees:
+
+- Nothing is replaced unasked. Before a single file is fetched, the repo's file list (after
+  ``--ignore-patterns``) is checked against ``--output-dir``: if the folder already holds files
+  of the same names, a previous download of the repo included, the command refuses and names
+  them, unless ``--force`` is given. ``--force`` replaces files, never a folder. Files the
+  repo doesn't have are kept: downloading into a folder of other files merges into it.
+- All or nothing. The files arrive in a hidden staging folder, ``.NAME.XXXXXXXX.incomplete``
+  next to ``--output-dir`` (or inside it, when it exists already, so that the final moves are
+  renames on its filesystem), and are moved into place only once every file has arrived. A
+  refused, failed or interrupted download removes the staging folder and any folder it
+  created, and leaves ``--output-dir`` as it was (the one exception, a merge failing midway,
+  is described in ``download``).
+- Ctrl-C stops the download at once, even in the middle of a transfer, with status 130.
+- Folders it creates get the permissions the user's umask gives (``0o777 & ~umask``).
+- A fault of the user's making (a bad or missing repo id, a gated or private repo, a token,
+  the network, a full disk or a refused folder, a clash, conflicting arguments) ends the
+  command with one line ``error: <message>`` on stderr and status 1, without a traceback.
+  ``DownloadError`` is a ``torchtune._errors.UserError``.
+- The finished folder holds ``.tune_download.json`` (``{"repo_id": ..., "revision": <commit
+  sha>}``), written last; the checkpointers read it to fill ``base_model_name_or_path`` when
+  they write PEFT adapter configs.
 
 The access token comes from ``--hf-token``, else ``HF_TOKEN``, else huggingface_hub's stored
 login. It is only ever handed to huggingface_hub, and it is scrubbed from every message we
@@ -16,11 +33,16 @@ import contextlib
 import fnmatch
 import json
 import os
+import secrets
 import shutil
+import signal
 import sys
-import tempfile
-from pathlib import Path
-from typing import Iterator, List, Optional, Sequence
+import threading
+import warnings
+from pathlib import Path, PurePosixPath
+from typing import Iterator, List, NoReturn, Optional, Sequence, Tuple
+
+from torchtune._errors import one_line, UserError
 
 RECORD_FILE = ".tune_download.json"
 
@@ -36,9 +58,19 @@ _HELP_IGNORE = (
     "when the repo also holds the weights as pytorch_model*.bin or consolidated*.pth (the "
     "same weights twice), otherwise nothing. Pass --ignore-patterns '' to download every file."
 )
+_HELP_FORCE = (
+    "replace files in --output-dir that have the names of the repo's files (a previous "
+    "download of it, or edited copies). Without it the command refuses and lists them. "
+    "Folders are never replaced."
+)
+
+# The main thread waits for the transfer in steps this long: a signal cuts a wait short on
+# Linux, and where it doesn't, a Ctrl-C is still seen within one step.
+_POLL_SECONDS = 0.1
+_SHOWN_NAMES = 8  # a clash message lists this many files, then says how many more
 
 
-class DownloadError(Exception):
+class DownloadError(UserError):
     """A download that cannot go on; the message is one line for the user."""
 
 
@@ -47,8 +79,9 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
         "download",
         help="download a model from the Hugging Face Hub",
         description="Download a model repo from the Hugging Face Hub into --output-dir. Files "
-        "arrive in a temporary folder next to it and are moved in only when all are there; "
-        f"the folder then holds {RECORD_FILE} with the repo id and commit sha.",
+        "arrive in a hidden temporary folder and are moved in only when all are there; the "
+        f"folder then holds {RECORD_FILE} with the repo id and commit sha. Files already in "
+        "--output-dir are never replaced without --force; other files there are kept.",
         epilog="example: tune download meta-llama/Llama-2-7b --output-dir /tmp/llama2 "
         "(with HF_TOKEN set in the environment)",
     )
@@ -67,30 +100,53 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--ignore-patterns", action="append", default=None, metavar="PATTERN", help=_HELP_IGNORE
     )
+    parser.add_argument("--force", action="store_true", help=_HELP_FORCE)
     parser.set_defaults(func=run)
+    # A wrong or missing argument is a user error like any other: one line, status 1
+    # (argparse's own way is the usage text and status 2).
+    parser.error = _argument_error  # type: ignore[method-assign]
     return parser
 
 
+def _argument_error(message: str) -> NoReturn:
+    print(f"error: tune download: {message} (see tune download --help)", file=sys.stderr)
+    sys.exit(1)
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.repo_id and args.repo_id_flag and args.repo_id != args.repo_id_flag:
-        print(
-            f"error: two repo ids given ({args.repo_id} and --repo-id {args.repo_id_flag})", file=sys.stderr
-        )
-        return 2
-    repo_id = args.repo_id or args.repo_id_flag
-    if not repo_id:
-        print("error: give the repo id, e.g. tune download meta-llama/Llama-2-7b", file=sys.stderr)
-        return 2
     token = args.hf_token or os.environ.get("HF_TOKEN") or None
+    repo_id = args.repo_id or args.repo_id_flag
     try:
-        download(repo_id, args.output_dir, token=token, ignore_patterns=args.ignore_patterns)
+        _check_repo_id_arguments(args)
+        download(repo_id, args.output_dir, token=token, ignore_patterns=args.ignore_patterns, force=args.force)
     except DownloadError as e:
-        print(f"error: {_redact(str(e), token)}", file=sys.stderr)
+        print(f"error: {_redact(one_line(e), token)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"error: download of '{repo_id}' interrupted; {args.output_dir} is unchanged", file=sys.stderr)
+        _exit_now_if_transfers_linger(130)
         return 130
     return 0
+
+
+def _check_repo_id_arguments(args: argparse.Namespace) -> None:
+    if args.repo_id and args.repo_id_flag and args.repo_id != args.repo_id_flag:
+        raise DownloadError(f"two repo ids given ({args.repo_id} and --repo-id {args.repo_id_flag}); give one")
+    if not (args.repo_id or args.repo_id_flag):
+        raise DownloadError("give the repo id, e.g. tune download meta-llama/Llama-2-7b")
+
+
+def _exit_now_if_transfers_linger(status: int) -> None:
+    """After a Ctrl-C, end the process without waiting for huggingface_hub's worker threads.
+
+    They may be stuck in a transfer we abandoned, and Python joins a thread pool's workers at
+    exit, so a normal exit would wait for the transfer to finish: minutes on a big file. The
+    staging folder is gone and the message printed; there is nothing left to wait for.
+    """
+    if threading.active_count() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
 
 
 def download(
@@ -99,6 +155,7 @@ def download(
     *,
     token: Optional[str] = None,
     ignore_patterns: Optional[Sequence[str]] = None,
+    force: bool = False,
 ) -> List[str]:
     """Download the files of Hub model repo ``repo_id`` at its main branch into ``output_dir``.
 
@@ -109,66 +166,80 @@ def download(
         token (Optional[str]): Hub access token; None lets huggingface_hub look for one.
         ignore_patterns (Optional[Sequence[str]]): globs of repo files to skip; None applies the
             default described in ``tune download --help``; empty strings are dropped.
+        force (bool): replace files in ``output_dir`` that have the names of repo files.
+            Without it such files make the download refuse before fetching anything.
 
     Returns:
         List[str]: the downloaded files, relative to ``output_dir``.
 
     Raises:
-        DownloadError: the repo can't be reached, read or written to disk. ``output_dir`` is
-            unchanged, unless moving into an existing folder failed midway: then it is left
-            without a ``.tune_download.json``.
+        DownloadError: the repo can't be reached or read, the files can't be written, or
+            ``output_dir`` holds files of the same names and ``force`` is False. ``output_dir``
+            is unchanged, unless a merge into an existing folder failed midway, which the
+            checks made before fetching leave to races, disk faults and bind mounts inside
+            ``output_dir``: then it is left without a ``.tune_download.json``.
+        KeyboardInterrupt: Ctrl-C; the staging folder is removed first. The transfer threads
+            may still run: ``tune download`` exits without waiting for them.
     """
-    from huggingface_hub import HfApi, constants, snapshot_download
-
     output_dir = output_dir.expanduser().absolute()
-    if output_dir.exists() and not output_dir.is_dir():
-        raise DownloadError(f"--output-dir {output_dir} exists and is not a folder")
-
-    api = HfApi(token=token)
-    with _explain_hub_errors(repo_id, token):
-        info = api.model_info(repo_id)
-        commit = info.sha
-        if not commit:
-            raise DownloadError(f"{constants.ENDPOINT} did not report the commit of '{repo_id}'")
-        if info.siblings is not None:
-            repo_files = [s.rfilename for s in info.siblings]
-        else:
-            repo_files = api.list_repo_files(repo_id, revision=commit)
-
+    _check_output_dir(output_dir)
+    commit, repo_files = _list_repo(repo_id, token)
     patterns = _ignore_patterns(ignore_patterns, repo_files)
-    skipped = [f for f in repo_files if any(fnmatch.fnmatch(f, p) for p in patterns)]
-    if ignore_patterns is None and skipped:
+    wanted = _without_ignored(repo_files, patterns)
+    if ignore_patterns is None and len(wanted) < len(repo_files):
         print(
-            f"Skipping {len(skipped)} {_DUPLICATE_WEIGHTS} files that repeat the weights of the "
-            ".bin/.pth files; pass --ignore-patterns '' to download them too."
+            f"Skipping {len(repo_files) - len(wanted)} {_DUPLICATE_WEIGHTS} files that repeat the "
+            "weights of the .bin/.pth files; pass --ignore-patterns '' to download them too."
         )
+    _refuse_clashes(output_dir, wanted, repo_id, force)
+    _refuse_unmovable(output_dir, wanted)
 
-    with _explain_os_errors(f"cannot create a folder next to --output-dir {output_dir}"):
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        # A sibling, so the final move is a rename on the same filesystem.
-        staging = Path(
-            tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".incomplete", dir=output_dir.parent)
-        )
+    with _explain_os_errors(f"cannot create a folder for --output-dir {output_dir}"):
+        created = _make_folder_and_parents(output_dir.parent)
+        # Inside an existing output folder, so the moves into it are renames on its filesystem
+        # (it may be a mount point); else a sibling, renamed into place at the end.
+        staging_parent = output_dir if output_dir.is_dir() else output_dir.parent
+        staging = _make_staging_folder(staging_parent, output_dir.name)
     try:
-        with _explain_hub_errors(repo_id, token):
+        with _explain_hub_errors(repo_id, token, output_dir):
             # Pinning the commit makes every file come from the same snapshot we recorded.
-            snapshot_download(
+            _snapshot_download_interruptibly(
                 repo_id, revision=commit, local_dir=staging, token=token, ignore_patterns=patterns or None
             )
-        with _explain_os_errors(f"cannot move the downloaded files into {output_dir}"):
-            # huggingface_hub's bookkeeping for resuming into local_dir; the staging folder
-            # is thrown away on failure, so it has no use.
-            shutil.rmtree(staging / ".cache", ignore_errors=True)
-            files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
-            _write_json_atomically(staging / RECORD_FILE, {"repo_id": repo_id, "revision": commit})
-            _move_into_place(staging, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with _explain_os_errors(f"cannot move the downloaded files into {output_dir}"), _sigint_ignored():
+            files = _finish_staging(staging, repo_id, commit)
+            _move_into_place(staging, output_dir, files)
+    except BaseException:
+        with _sigint_ignored():  # a second Ctrl-C must not cut the cleanup short
+            _remove_staging_folder(staging)
+            _remove_empty_folders(created)
+        raise
 
     print(f"Downloaded {repo_id} at commit {commit} ({len(files)} files) to {output_dir}:")
     for name in files:
         print(f"  {output_dir / name}")
     return files
+
+
+def _check_output_dir(output_dir: Path) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise DownloadError(f"--output-dir {output_dir} exists and is not a folder")
+    if output_dir.is_dir() and not os.access(output_dir, os.W_OK | os.X_OK):
+        raise DownloadError(f"--output-dir {output_dir} is not writable (read-only, or no permission)")
+
+
+def _list_repo(repo_id: str, token: Optional[str]) -> Tuple[str, List[str]]:
+    """The repo's current commit sha and its files."""
+    from huggingface_hub import constants, HfApi
+
+    api = HfApi(token=token)
+    with _explain_hub_errors(repo_id, token, None):
+        info = api.model_info(repo_id)
+        if not info.sha:
+            raise DownloadError(f"{constants.ENDPOINT} did not report the commit of '{repo_id}'")
+        if info.siblings is not None:
+            return info.sha, [s.rfilename for s in info.siblings]
+        return info.sha, api.list_repo_files(repo_id, revision=info.sha)
 
 
 def _ignore_patterns(requested: Optional[Sequence[str]], repo_files: Sequence[str]) -> List[str]:
@@ -178,21 +249,157 @@ def _ignore_patterns(requested: Optional[Sequence[str]], repo_files: Sequence[st
     return [_DUPLICATE_WEIGHTS] if has_other_weights else []
 
 
-def _move_into_place(staging: Path, output_dir: Path) -> None:
-    if output_dir.is_dir() and not any(output_dir.iterdir()):
-        output_dir.rmdir()
-    if not output_dir.exists():
+def _without_ignored(repo_files: Sequence[str], patterns: Sequence[str]) -> List[str]:
+    # The filter snapshot_download applies, so that we check exactly the files it will fetch.
+    from huggingface_hub.utils import filter_repo_objects
+
+    return list(filter_repo_objects(repo_files, ignore_patterns=list(patterns) or None))
+
+
+def _refuse_clashes(output_dir: Path, wanted: Sequence[str], repo_id: str, force: bool) -> None:
+    """Refuse, before anything is fetched, to overwrite files in ``output_dir`` unless ``force``.
+
+    A folder where the repo has a file (or a file where it has a folder) is refused even with
+    ``force``: replacing it would delete a whole tree, and the move would fail halfway.
+    """
+    if not output_dir.is_dir():
+        return
+    blocked = [f for f in wanted if _kind_differs(output_dir, f)]
+    if blocked:
+        raise DownloadError(
+            f"--output-dir {output_dir} has folders or files in the way of files of '{repo_id}' "
+            f"({_some_names(blocked)}): a folder where the repo has a file, or a file where it "
+            "has a folder; move them away (--force replaces files only)"
+        )
+    existing = [f for f in wanted if os.path.lexists(output_dir / f)]
+    if existing and not force:
+        raise DownloadError(
+            f"--output-dir {output_dir} already holds {len(existing)} files that '{repo_id}' "
+            f"also has ({_some_names(existing)}); nothing was downloaded: pass --force to replace them"
+        )
+
+
+def _refuse_unmovable(output_dir: Path, wanted: Sequence[str]) -> None:
+    """Refuse, before anything is fetched, a merge that would stop midway: the files are
+    renamed from a staging folder inside ``output_dir``, and a rename can't enter a read-only
+    folder, nor one on another filesystem (a mount point, or a symlink to another disk, inside
+    ``output_dir``; a bind mount of the same filesystem goes unseen)."""
+    if not output_dir.is_dir():
+        return  # the staging folder is renamed into place as a whole
+    device = output_dir.stat().st_dev
+    for folder in sorted({(output_dir / name).parent for name in wanted}):
+        while not folder.exists():  # to be created by the merge, inside its nearest existing parent
+            folder = folder.parent
+        if folder.stat().st_dev != device or not os.access(folder, os.W_OK | os.X_OK):
+            raise DownloadError(
+                f"cannot put the files into {folder}: it is read-only or on another filesystem "
+                f"than --output-dir {output_dir}; nothing was downloaded"
+            )
+
+
+def _kind_differs(output_dir: Path, repo_file: str) -> bool:
+    target = output_dir / repo_file
+    if target.is_dir() and not target.is_symlink():
+        return True
+    folders = PurePosixPath(repo_file).parents
+    return any((output_dir / f).exists() and not (output_dir / f).is_dir() for f in folders if str(f) != ".")
+
+
+def _some_names(names: Sequence[str]) -> str:
+    shown = ", ".join(sorted(names)[:_SHOWN_NAMES])
+    more = len(names) - _SHOWN_NAMES
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _remove_staging_folder(staging: Path) -> None:
+    # After a Ctrl-C huggingface_hub's workers may still be running and add a file while the
+    # tree is being removed (its folder then isn't empty when its turn comes): sweep again.
+    for _ in range(3):
+        shutil.rmtree(staging, ignore_errors=True)
+        if not os.path.lexists(staging):
+            return
+
+
+def _make_folder_and_parents(folder: Path) -> List[Path]:
+    """``mkdir -p folder``; returns the folders it created, deepest first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_empty_folders(folders: Sequence[Path]) -> None:
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _make_staging_folder(parent: Path, name: str) -> Path:
+    """A new hidden folder in ``parent``, with the mode the umask gives.
+
+    Not ``tempfile.mkdtemp``: it makes the folder 0o700, and renamed into place that would
+    become the mode of the output folder, whatever the user's umask.
+    """
+    while True:
+        staging = parent / f".{name}.{secrets.token_hex(4)}.incomplete"
+        try:
+            staging.mkdir()
+            return staging
+        except FileExistsError:  # a name taken already (two downloads at once): draw another
+            continue
+
+
+def _snapshot_download_interruptibly(repo_id: str, **kwargs) -> None:
+    """``snapshot_download`` on a daemon thread, waited for in short steps.
+
+    snapshot_download fetches the files on a thread pool and waits for it; a Ctrl-C landing in
+    that wait lets every transfer in flight finish first (minutes on a big file). Waiting here
+    with a timeout keeps the main thread ready to raise the KeyboardInterrupt at once.
+    """
+    from huggingface_hub import snapshot_download
+
+    failures: List[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            snapshot_download(repo_id, **kwargs)
+        except BaseException as e:  # handed to the main thread, which explains it
+            failures.append(e)
+
+    with warnings.catch_warnings():
+        # huggingface_hub warns, in lines of its own, when free space looks short; a disk that
+        # does fill up ends the command with one error line naming the folder instead.
+        warnings.filterwarnings("ignore", message="Not enough free disk space")
+        thread = threading.Thread(target=fetch, name="tune-download", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(_POLL_SECONDS)
+    if failures:
+        raise failures[0]
+
+
+def _finish_staging(staging: Path, repo_id: str, commit: str) -> List[str]:
+    """Drop huggingface_hub's bookkeeping, write the record; returns the downloaded files."""
+    # `.cache/huggingface` is for resuming into local_dir; the staging folder is thrown away
+    # on failure, so it has no use.
+    shutil.rmtree(staging / ".cache", ignore_errors=True)
+    files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+    _write_json_atomically(staging / RECORD_FILE, {"repo_id": repo_id, "revision": commit})
+    return files
+
+
+def _move_into_place(staging: Path, output_dir: Path, files: Sequence[str]) -> None:
+    if staging.parent != output_dir:
         staging.rename(output_dir)  # atomic: the folder appears complete or not at all
         return
-    # Merge into an existing folder, keeping files the repo doesn't have. The old record goes
+    # Merge into the existing folder, keeping files the repo doesn't have. The old record goes
     # first and the new one comes last, so a crash mid-merge leaves a folder without a record.
     (output_dir / RECORD_FILE).unlink(missing_ok=True)
-    for path in sorted(staging.rglob("*")):
-        if path.is_file() and path.name != RECORD_FILE:
-            target = output_dir / path.relative_to(staging)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
+    for name in files:
+        target = output_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name, target)
     os.replace(staging / RECORD_FILE, output_dir / RECORD_FILE)
+    shutil.rmtree(staging, ignore_errors=True)  # only emptied folders are left in it
 
 
 def _write_json_atomically(path: Path, data: dict) -> None:
@@ -206,8 +413,27 @@ def _write_json_atomically(path: Path, data: dict) -> None:
 
 
 @contextlib.contextmanager
-def _explain_hub_errors(repo_id: str, token: Optional[str]) -> Iterator[None]:
-    """Turn huggingface_hub's and the transport's exceptions into a one-line DownloadError."""
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C for a block that takes milliseconds and must not stop halfway (the moves
+    into place, the removal of the staging folder). After the moves the download is complete,
+    so a Ctrl-C that came during them has nothing left to stop and is dropped.
+
+    Only the main thread may change signal handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _explain_hub_errors(repo_id: str, token: Optional[str], output_dir: Optional[Path]) -> Iterator[None]:
+    """Turn huggingface_hub's and the transport's exceptions into a one-line DownloadError;
+    ``output_dir`` is named when the disk refuses a file."""
     from huggingface_hub import constants
     from huggingface_hub.utils import (
         GatedRepoError,
@@ -252,7 +478,8 @@ def _explain_hub_errors(repo_id: str, token: Optional[str]) -> Iterator[None]:
             "connection (and HF_ENDPOINT if set), then run the command again"
         ) from None
     except OSError as e:
-        raise DownloadError(f"cannot save the files of '{repo_id}': {_os_reason(e)}") from None
+        where = f" into {output_dir}" if output_dir else ""
+        raise DownloadError(f"cannot save the files of '{repo_id}'{where}: {_os_reason(e)}") from None
 
 
 @contextlib.contextmanager

@@ -15,6 +15,9 @@ gets 401 "Invalid credentials in Authorization header"; a missing or private rep
 RepoNotFound (401 without a token, 404 with one); a gated repo shows its info, listing and
 README to anyone, and answers 401/403 GatedRepo for its other files.
 
+A repo made with ``bytes_per_second`` sends its file bodies slowly, a KiB at a time, so a test
+can act while a transfer is in flight (stop the client, interrupt it).
+
 Every request is recorded (server, method, path, Authorization header) for the tests to read.
 """
 
@@ -22,6 +25,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, List, Optional, Set, Tuple
@@ -45,6 +49,7 @@ class HubRepo:
     sha: str = "0123456789abcdef0123456789abcdef01234567"
     gated: bool = False
     private: bool = False
+    bytes_per_second: Optional[int] = None  # None: as fast as the socket takes them
 
 
 @dataclass
@@ -91,12 +96,12 @@ class HubServer:
     def cdn(self) -> str:
         return f"http://127.0.0.1:{self._cdn[0].server_port}"
 
-    def blob(self, sha256: str) -> Optional[bytes]:
+    def blob(self, sha256: str) -> Tuple[Optional[HubRepo], Optional[bytes]]:
         for repo in self.repos.values():
             for data in repo.files.values():
                 if hashlib.sha256(data).hexdigest() == sha256:
-                    return data
-        return None
+                    return repo, data
+        return None, None
 
 
 def _serve(hub: HubServer, name: str) -> Tuple[ThreadingHTTPServer, threading.Thread]:
@@ -131,8 +136,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, body: bool) -> None:
         path = unquote(urlsplit(self.path).path)
         self.hub.requests.append(HubRequest(self.name, self.command, path, self.headers.get("Authorization")))
+        rate = None
         try:
-            status, headers, payload = self._route(path)
+            status, headers, payload, rate = self._route(path)
         except _Error as e:
             status, payload = e.status, json.dumps({"error": e.message}).encode()
             headers = {"Content-Type": "application/json", "X-Error-Message": e.message}
@@ -143,23 +149,37 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        if body:
+        if body and rate:
+            self._trickle(payload, rate)
+        elif body:
             self.wfile.write(payload)
 
-    def _route(self, path: str) -> Tuple[int, Dict[str, str], bytes]:
+    def _trickle(self, payload: bytes, bytes_per_second: int) -> None:
+        piece = 1024
+        try:
+            for start in range(0, len(payload), piece):
+                self.wfile.write(payload[start : start + piece])
+                self.wfile.flush()
+                time.sleep(piece / bytes_per_second)
+        except OSError:  # the client went away mid-body (it was stopped): nothing to finish
+            self.close_connection = True
+
+    def _route(self, path: str) -> Tuple[int, Dict[str, str], bytes, Optional[int]]:
+        """(status, headers, body, bytes per second to send a file body at, None: at once)."""
         if self.name == "cdn":
             match = _BLOB.match(path)
-            data = self.hub.blob(match["sha256"]) if match else None
+            repo, data = self.hub.blob(match["sha256"]) if match else (None, None)
             if data is None:
                 raise _Error(404, None, "NoSuchKey")
-            return 200, {"Content-Type": "application/octet-stream", "ETag": f'"{match["sha256"]}"'}, data
+            headers = {"Content-Type": "application/octet-stream", "ETag": f'"{match["sha256"]}"'}
+            return 200, headers, data, repo.bytes_per_second
         if self.command == "GET" and (match := _TREE.match(path)):
             repo = self._repo(match["repo"], match["rev"])
-            return 200, {"Content-Type": "application/json"}, json.dumps(_tree(repo)).encode()
+            return 200, {"Content-Type": "application/json"}, json.dumps(_tree(repo)).encode(), None
         if self.command == "GET" and (match := _INFO.match(path)):
             repo_id = match["repo"]
             repo = self._repo(repo_id, match["rev"] or "main")
-            return 200, {"Content-Type": "application/json"}, json.dumps(_info(repo_id, repo)).encode()
+            return 200, {"Content-Type": "application/json"}, json.dumps(_info(repo_id, repo)).encode(), None
         if match := _RESOLVE.match(path):
             return self._resolve(match["repo"], match["rev"], match["path"])
         raise _Error(404, None, "Not Found")
@@ -182,7 +202,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
         return repo
 
-    def _resolve(self, repo_id: str, revision: str, path: str) -> Tuple[int, Dict[str, str], bytes]:
+    def _resolve(
+        self, repo_id: str, revision: str, path: str
+    ) -> Tuple[int, Dict[str, str], bytes, Optional[int]]:
         repo = self._repo(repo_id, revision)
         token = self._token()
         if repo.gated and path not in PUBLIC_IN_GATED and repo_id not in self.hub.tokens.get(token, ()):
@@ -215,9 +237,9 @@ class _Handler(BaseHTTPRequestHandler):
                     "Content-Type": "text/plain; charset=utf-8",
                 }
             )
-            return 302, headers, f"Found. Redirecting to {location}".encode()
+            return 302, headers, f"Found. Redirecting to {location}".encode(), None
         headers.update({"ETag": f'"{git_blob_sha1(data)}"', "Content-Type": "text/plain; charset=utf-8"})
-        return 200, headers, data
+        return 200, headers, data, repo.bytes_per_second
 
 
 def _info(repo_id: str, repo: HubRepo) -> dict:

@@ -1,17 +1,27 @@
 """`tune download` end to end: the real CLI in a subprocess, talking to a real HTTP server on
 127.0.0.1 that speaks the Hub's API (tests/torchtune/_cli/hub_server.py), pointed to with
-HF_ENDPOINT. huggingface_hub itself is not patched."""
+HF_ENDPOINT. huggingface_hub itself is not patched.
+
+Full disks, read-only folders and mount points are real too: those tests run the command in a
+user and mount namespace of its own (``unshare``) with a small tmpfs mounted where needed, and
+are skipped where the system doesn't allow that."""
 
 import json
 import os
+import signal
 import socket
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import pytest
 from hub_server import HubRepo, HubServer
+
+from torchtune._cli import download as download_module
+from torchtune._errors import UserError
 
 RECORD = ".tune_download.json"
 GOOD_TOKEN = "hf_goodTokenThatMustNeverBePrinted0123"
@@ -38,6 +48,12 @@ SAFETENSORS_ONLY = {
     "training_args.bin": b"not weights",
 }
 SHA = "1f0e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c"
+# Served at 2 KiB/s, the weights take 20 s: a test can stop the command mid-transfer. (The
+# bytes are unlike any other repo's, as the CDN finds a blob, and its speed, by content.)
+SLOW = {"config.json": b'{"slow": true}\n', "model.bin": bytes(range(255, 0, -1)) * 160}
+SLOW_SECONDS = len(SLOW["model.bin"]) / 2048
+# 200 KiB of weights: more than the 64 KiB tmpfs of the full-disk test holds.
+BIG = {"config.json": b'{"big": true}\n', "model.bin": bytes(range(1, 201)) * 1024}
 
 
 def make_hub() -> HubServer:
@@ -47,6 +63,8 @@ def make_hub() -> HubServer:
             "tiny/st-only": HubRepo(SAFETENSORS_ONLY),
             "meta/gated": HubRepo(LLAMA, gated=True),
             "someone/private": HubRepo(SAFETENSORS_ONLY, private=True),
+            "tiny/slow": HubRepo(SLOW, bytes_per_second=2048),
+            "tiny/big": HubRepo(BIG),
         },
         tokens={GOOD_TOKEN: {"meta/gated", "someone/private"}, UNGRANTED_TOKEN: set()},
     )
@@ -64,9 +82,7 @@ def hub(_hub_server):
     return _hub_server
 
 
-def tune_download(
-    endpoint: str, tmp_path: Path, *args: str, hf_token_env: Optional[str] = None
-) -> subprocess.CompletedProcess:
+def tune_env(endpoint: str, tmp_path: Path, hf_token_env: Optional[str] = None) -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
     env.update(
         HF_ENDPOINT=endpoint,
@@ -79,12 +95,23 @@ def tune_download(
     )
     if hf_token_env is not None:
         env["HF_TOKEN"] = hf_token_env
+    return env
+
+
+def tune_command(*args: str) -> List[str]:
+    return [sys.executable, "-m", "torchtune._cli.tune", "download", *args]
+
+
+def tune_download(
+    endpoint: str, tmp_path: Path, *args: str, hf_token_env: Optional[str] = None, umask: int = -1
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "torchtune._cli.tune", "download", *args],
-        env=env,
+        tune_command(*args),
+        env=tune_env(endpoint, tmp_path, hf_token_env),
         capture_output=True,
         text=True,
         timeout=60,
+        umask=umask,
     )
 
 
@@ -180,8 +207,9 @@ def test_hub_refusals_are_one_line_and_leave_nothing(hub, tmp_path, repo, token,
     assert "Traceback" not in result.stderr
     if token:
         assert token not in result.stdout + result.stderr
-    assert not out.exists()
-    assert not (tmp_path / "models").exists() or list((tmp_path / "models").iterdir()) == []
+    # Not even the parent folder, made for the gated repo's download, which got as far as the
+    # transfer (its README.md is public).
+    assert not (tmp_path / "models").exists()
 
 
 def test_gated_failure_after_partial_download_leaves_existing_folder_untouched(hub, tmp_path):
@@ -197,6 +225,8 @@ def test_gated_failure_after_partial_download_leaves_existing_folder_untouched(h
     # partial download existed and has been thrown away.
     assert any(r.method == "GET" and r.path.endswith("/README.md") for r in hub.requests)
     assert files_under(out) == before
+    # The staging folder (inside an existing output folder) is gone too.
+    assert sorted(os.listdir(out)) == sorted([RECORD, "notes.txt"])
     assert [p.name for p in tmp_path.iterdir() if p.name != "hf_home"] == ["out"]
 
 
@@ -204,13 +234,13 @@ def test_download_into_existing_folder_keeps_other_files(hub, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    (out / "config.json").write_text("stale")
     result = tune_download(hub.endpoint, tmp_path, "tiny/st-only", "--output-dir", str(out))
     assert result.returncode == 0, result.stderr
     got = files_under(out)
     assert got.pop("notes.txt") == b"mine"
     assert json.loads(got.pop(RECORD))["repo_id"] == "tiny/st-only"
     assert got == SAFETENSORS_ONLY
+    assert sorted(os.listdir(out)) == sorted([*SAFETENSORS_ONLY, "notes.txt", RECORD])
 
 
 def test_server_down(tmp_path):
@@ -229,15 +259,28 @@ def test_server_down(tmp_path):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["a/b", "--repo-id", "c/d"], "two repo ids"),
-        ([], "give the repo id"),
+        (["a/b", "--repo-id", "c/d", "--output-dir", "o"], "two repo ids"),
+        (["--output-dir", "o"], "give the repo id"),
+        (["a/b"], "the following arguments are required: --output-dir"),
     ],
+    ids=["two-repo-ids", "no-repo-id", "no-output-dir"],
 )
-def test_repo_id_argument_errors(tmp_path, args, needle):
-    result = tune_download("http://127.0.0.1:9", tmp_path, *args, "--output-dir", str(tmp_path / "o"))
-    assert result.returncode == 2
-    assert needle in result.stderr
+def test_argument_errors_are_one_line_with_status_1(tmp_path, args, needle):
+    result = subprocess.run(
+        tune_command(*args),
+        env=tune_env("http://127.0.0.1:9", tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert_one_line_error(result, needle)
     assert not (tmp_path / "o").exists()
+
+
+def test_download_error_is_a_user_error():
+    # The CLI convention: a UserError is reported as one `error:` line, without a traceback.
+    assert issubclass(download_module.DownloadError, UserError)
 
 
 def test_help_documents_default_ignore_patterns(tmp_path):
@@ -247,3 +290,256 @@ def test_help_documents_default_ignore_patterns(tmp_path):
     assert "--ignore-patterns" in help_text and "'*.safetensors'" in help_text
     assert "--ignore-patterns ''" in help_text
     assert "--repo-id" in help_text and "HF_TOKEN" in help_text
+    assert "--force" in help_text and "Folders are never replaced" in help_text
+
+
+# --- Files already in --output-dir --------------------------------------------------------
+
+
+def fetched_files(hub: HubServer) -> List[str]:
+    """The repo files the command asked the Hub or its CDN for (not the API calls)."""
+    return [r.path for r in hub.requests if r.server == "cdn" or "/resolve/" in r.path]
+
+
+def test_refuses_to_replace_files_of_the_same_names(hub, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").write_text("edited by hand")
+    (out / "notes.txt").write_text("mine")
+    before = files_under(out)
+
+    result = tune_download(hub.endpoint, tmp_path, "tiny/st-only", "--output-dir", str(out))
+    assert_one_line_error(result, str(out), "config.json", "pass --force to replace them")
+    assert "notes.txt" not in result.stderr
+    assert fetched_files(hub) == []  # refused before the transfer
+    assert files_under(out) == before
+    assert sorted(os.listdir(out)) == ["config.json", "notes.txt"]  # no staging folder
+
+
+def test_redownload_is_refused_and_force_replaces_files_and_record(hub, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    first = tune_download(hub.endpoint, tmp_path, "tiny/st-only", "--output-dir", str(out))
+    assert first.returncode == 0, first.stderr
+    after_first = files_under(out)
+
+    hub.requests.clear()
+    again = tune_download(hub.endpoint, tmp_path, "tiny/st-only", "--output-dir", str(out))
+    assert_one_line_error(again, "3 files", "model.safetensors", "pass --force to replace them")
+    assert fetched_files(hub) == []
+    assert files_under(out) == after_first
+
+    # Another repo sharing config.json, forced in: its files replace the old ones, the rest stay.
+    forced = tune_download(hub.endpoint, tmp_path, "tiny/llama", "--output-dir", str(out), "--force")
+    assert forced.returncode == 0, forced.stderr
+    got = files_under(out)
+    assert json.loads(got.pop(RECORD)) == {"repo_id": "tiny/llama", "revision": SHA}
+    kept = {"notes.txt": b"mine", **{k: v for k, v in SAFETENSORS_ONLY.items() if k != "config.json"}}
+    assert got == {**kept, **{k: v for k, v in LLAMA.items() if k != "model.safetensors"}}
+
+
+def test_ignored_repo_files_do_not_clash(hub, tmp_path):
+    # The default skips the repo's model.safetensors, so the user's own file of that name stays.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"my own weights")
+    result = tune_download(hub.endpoint, tmp_path, "tiny/llama", "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr
+    assert files_under(out)["model.safetensors"] == b"my own weights"
+    assert files_under(out)["config.json"] == LLAMA["config.json"]
+
+
+@pytest.mark.parametrize("in_the_way", ["folder-for-file", "file-for-folder"])
+def test_force_never_replaces_a_folder_or_a_file_standing_for_one(hub, tmp_path, in_the_way):
+    out = tmp_path / "out"
+    out.mkdir()
+    if in_the_way == "folder-for-file":
+        (out / "config.json").mkdir()
+        (out / "config.json" / "keep.txt").write_text("mine")
+    else:
+        (out / "original").write_text("a file where the repo has a folder")
+    before = files_under(out)
+
+    result = tune_download(hub.endpoint, tmp_path, "tiny/llama", "--output-dir", str(out), "--force")
+    name = "config.json" if in_the_way == "folder-for-file" else "original/params.json"
+    assert_one_line_error(result, "in the way", name, "move them away")
+    assert fetched_files(hub) == []
+    assert files_under(out) == before
+
+
+# --- Ctrl-C ------------------------------------------------------------------------------
+
+
+def wait_for(condition, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-folder", "existing-folder"])
+def test_ctrl_c_mid_transfer_stops_at_once_and_leaves_nothing(hub, tmp_path, existing):
+    out = tmp_path / "models" / "out"
+    if existing:
+        out.mkdir(parents=True)
+        (out / "notes.txt").write_text("mine")
+    before = files_under(out) if existing else None
+    proc = subprocess.Popen(
+        tune_command("tiny/slow", "--output-dir", str(out)),
+        env=tune_env(hub.endpoint, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: any(r.server == "cdn" and r.method == "GET" for r in hub.requests), "the weights")
+        time.sleep(0.3)  # well into the 20 s body
+        staged = [*out.parent.glob(".out.*.incomplete"), *out.glob(".out.*.incomplete")]
+        assert len(staged) == 1, "the transfer should be writing into a staging folder"
+
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        _, stderr = proc.communicate(timeout=5)
+        elapsed = time.monotonic() - sent
+    finally:
+        proc.kill()
+        proc.wait()
+
+    assert elapsed < 2.0, f"took {elapsed:.1f}s to stop (the transfer alone takes {SLOW_SECONDS:.0f}s)"
+    assert proc.returncode == 130, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "interrupted" in lines[0] and f"{out} is unchanged" in lines[0]
+    assert not staged[0].exists()
+    if existing:
+        assert files_under(out) == before
+        assert os.listdir(out) == ["notes.txt"]
+    else:
+        assert not (tmp_path / "models").exists()  # neither the output folder nor its parent
+
+
+def test_ctrl_c_is_ignored_while_files_are_moved_into_place():
+    # The moves and the removal of the staging folder take milliseconds and must not stop
+    # halfway; afterwards Ctrl-C works again.
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with download_module._sigint_ignored():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # a Python signal handler runs within this
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C interrupted the block")
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+# --- Permissions --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask-022", "umask-077"])
+def test_created_folders_and_files_follow_the_umask(hub, tmp_path, umask):
+    out = tmp_path / "models" / "out"
+    result = tune_download(hub.endpoint, tmp_path, "tiny/llama", "--output-dir", str(out), umask=umask)
+    assert result.returncode == 0, result.stderr
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    for folder in (out.parent, out, out / "original"):
+        assert mode(folder) == 0o777 & ~umask, f"{folder}: {oct(mode(folder))}"
+    for file in (out / "config.json", out / "original" / "consolidated.00.pth", out / RECORD):
+        assert mode(file) == 0o666 & ~umask, f"{file}: {oct(mode(file))}"
+
+
+# --- Full disks, read-only folders, mount points (a tmpfs in a namespace of its own) ----------
+
+
+READ_ONLY = "mount --bind {0} {0} && mount -o remount,bind,ro {0}"  # the folder, files and all
+
+
+@pytest.fixture(scope="module")
+def own_mounts():
+    """Skip unless this system lets an unprivileged user mount a tmpfs, and make a folder
+    read-only, in a namespace of its own."""
+    mounts = "mount -t tmpfs tmpfs /mnt && " + READ_ONLY.format("/mnt")
+    probe = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", mounts]
+    try:
+        ok = subprocess.run(probe, capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        pytest.skip("needs unshare and user namespaces to mount a tmpfs")
+
+
+def tune_download_with_mounts(
+    endpoint: str, tmp_path: Path, mounts: str, *args: str, afterwards: str = "true"
+) -> subprocess.CompletedProcess:
+    """Run `tune download` after the shell commands ``mounts``, in a mount namespace of its own;
+    ``afterwards`` runs before the namespace (and what is mounted in it) goes away."""
+    script = f'set -e\n{mounts}\nset +e\n"$@"\nstatus=$?\n{afterwards}\nexit $status'
+    return subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", *tune_command(*args)],
+        env=tune_env(endpoint, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_full_disk_is_one_error_line_naming_the_folder(hub, tmp_path, own_mounts):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    left = tmp_path / "left_on_disk.txt"
+    result = tune_download_with_mounts(
+        hub.endpoint,
+        tmp_path,
+        f"mount -t tmpfs -o size=64k tmpfs {disk}",
+        "tiny/big",
+        "--output-dir",
+        str(disk / "out"),
+        afterwards=f"ls -A {disk} > {left}",
+    )
+    assert_one_line_error(result, "No space left on device", str(disk / "out"))
+    assert left.read_text() == ""  # no output folder, no staging folder
+
+
+@pytest.mark.parametrize(
+    "mounts, folder, needle",
+    [
+        (READ_ONLY, "out", "out is not writable"),
+        (READ_ONLY, "out/original", "original: it is read-only or on another filesystem"),
+        ("mount -t tmpfs tmpfs {0}", "out/original", "original: it is read-only or on another filesystem"),
+    ],
+    ids=["read-only-output-folder", "read-only-sub-folder", "sub-folder-on-another-filesystem"],
+)
+def test_unwritable_target_is_refused_before_downloading(hub, tmp_path, own_mounts, mounts, folder, needle):
+    out = tmp_path / "out"
+    (out / "original").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    result = tune_download_with_mounts(
+        hub.endpoint, tmp_path, mounts.format(tmp_path / folder), "tiny/llama", "--output-dir", str(out)
+    )
+    assert_one_line_error(result, needle)
+    assert fetched_files(hub) == []
+    # Nothing was merged halfway (the files renamed before the refusing folder's turn).
+    assert files_under(out) == {"notes.txt": b"mine"}
+    assert sorted(os.listdir(out)) == ["notes.txt", "original"]
+
+
+def test_output_folder_may_be_a_mount_point(hub, tmp_path, own_mounts):
+    # An empty volume mounted as the output folder can't be replaced by a renamed folder: the
+    # files are staged on it and moved in.
+    out = tmp_path / "out"
+    out.mkdir()
+    listing, config = tmp_path / "listing.txt", tmp_path / "config.json"
+    result = tune_download_with_mounts(
+        hub.endpoint,
+        tmp_path,
+        f"mount -t tmpfs tmpfs {out}",
+        "tiny/st-only",
+        "--output-dir",
+        str(out),
+        afterwards=f"ls -A {out} > {listing}; cp {out}/config.json {config}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert set(listing.read_text().split()) == {*SAFETENSORS_ONLY, RECORD}  # no staging folder
+    assert config.read_bytes() == SAFETENSORS_ONLY["config.json"]
