@@ -53,3 +53,16 @@ def exit_with(err: BaseException) -> NoReturn:
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr, flush=True)
     sys.exit(1)
+
+
+def one_line_usage_errors(parser) -> None:
+    """Make an ``argparse`` parser report a wrong or missing argument as one ``error:``
+    line with status 1, like every other user error (argparse's own way is the usage text
+    and status 2)."""
+    prog = parser.prog
+
+    def error(message: str) -> NoReturn:
+        print(f"error: {prog}: {message} (see {prog} --help)", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+    parser.error = error

@@ -40,9 +40,9 @@ import sys
 import threading
 import warnings
 from pathlib import Path, PurePosixPath
-from typing import Iterator, List, NoReturn, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
-from torchtune._errors import one_line, UserError
+from torchtune._errors import one_line, one_line_usage_errors, UserError
 
 RECORD_FILE = ".tune_download.json"
 
@@ -102,15 +102,8 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--force", action="store_true", help=_HELP_FORCE)
     parser.set_defaults(func=run)
-    # A wrong or missing argument is a user error like any other: one line, status 1
-    # (argparse's own way is the usage text and status 2).
-    parser.error = _argument_error  # type: ignore[method-assign]
+    one_line_usage_errors(parser)
     return parser
-
-
-def _argument_error(message: str) -> NoReturn:
-    print(f"error: tune download: {message} (see tune download --help)", file=sys.stderr)
-    sys.exit(1)
 
 
 def run(args: argparse.Namespace) -> int:

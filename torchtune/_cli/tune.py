@@ -5,6 +5,7 @@ import sys
 from typing import Optional, Sequence
 
 from torchtune._cli import cp, ls, run, validate
+from torchtune._errors import one_line_usage_errors
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -21,6 +22,8 @@ def _build_parser() -> argparse.ArgumentParser:
     cat = sub.add_parser("cat", help="print a built-in config", description="Print a built-in config.")
     cat.add_argument("config", help="built-in config name, e.g. llama2/7B_lora_single_device")
     cat.set_defaults(func=cp.cat)
+    for subparser in (parser, *sub.choices.values()):
+        one_line_usage_errors(subparser)
     return parser
 
 

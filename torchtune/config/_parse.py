@@ -19,7 +19,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from torchtune._errors import UserError, exit_with, show_tracebacks
+from torchtune._errors import UserError, exit_with, one_line_usage_errors, show_tracebacks
 from torchtune.config._errors import ConfigError
 
 
@@ -147,6 +147,7 @@ def _recipe_parser(description: Optional[str]) -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", required=True, help="built-in config name or yaml path")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, ~key deletes")
+    one_line_usage_errors(parser)
     return parser
 
 

@@ -157,3 +157,15 @@ def test_run_refuses_launcher_args_for_single_device_recipe():
     assert out.returncode == 1
     assert "full_finetune_single_device runs on one device" in out.stderr
     assert "full_finetune_distributed" in out.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ("nope",),
+    ("validate",),
+    ("run", "lora_finetune_single_device"),
+    ("download", "a/b", "--output-dir", "/tmp/x", "--bogus"),
+], ids=["subcommand", "validate-args", "run-without-config", "download-option"])
+def test_argument_mistakes_are_one_line_with_status_1(argv):
+    out = tune(*argv)
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: ") and len(out.stderr.strip().splitlines()) == 1
