@@ -205,7 +205,8 @@ def test_killed_rank_stops_the_job_and_epoch_checkpoint_resumes_exactly(tmp_path
     assert "Traceback" not in stderr.split("Root Cause")[1]
     assert max(_logged_steps(log_file)) < 6  # stopped mid-epoch
     names = {p.name for p in killed.iterdir() if not p.name.startswith(".")}
-    assert names == {"logs", "meta_model_0.pt", "params.json", "tokenizer.model", "recipe_state.pt"}
+    assert names == {"logs", "meta_model_0.pt", "params.json", "tokenizer.model", "recipe_state.pt",
+                     "checkpoint_manifest.json"}
     assert torch.load(killed / "recipe_state.pt", weights_only=True)["epochs_run"] == 1
 
     resumed = tmp_path / "resumed"

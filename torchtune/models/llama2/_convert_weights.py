@@ -20,6 +20,8 @@ from typing import Any, Dict, Iterable, Optional
 
 import torch
 
+from torchtune._errors import UserValueError
+
 __all__ = [
     "meta_to_tune",
     "tune_to_meta",
@@ -89,7 +91,7 @@ def _map_key(key: str, mapping: Dict[str, str], source: str) -> str:
         abstract = key[: layer.start()] + "{}" + key[layer.end() :]
         if abstract in mapping:
             return mapping[abstract].format(layer.group(0))
-    raise ValueError(
+    raise UserValueError(
         f"Unexpected key {key!r}: it is not a Llama 2 parameter name in the {source} layout "
         "(is this a Llama 2 checkpoint in that layout?)"
     )
@@ -138,7 +140,7 @@ def _permute_rows(
 ) -> torch.Tensor:
     """Reorder each head's rows between the interleaved and the rotate-half RoPE layouts."""
     if t.dim() != 2 or t.shape[0] != n_heads * head_dim or head_dim % 2:
-        raise ValueError(
+        raise UserValueError(
             f"Cannot permute {name!r} for rotary layout: shape {tuple(t.shape)} does not have "
             f"{n_heads} heads x head_dim {head_dim} = {n_heads * head_dim} rows (even head_dim)"
         )
@@ -155,7 +157,7 @@ def _head_dim(num_heads: int, dim: int, head_dim: Optional[int]) -> int:
     if head_dim is not None:
         return head_dim
     if dim % num_heads:
-        raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        raise UserValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
     return dim // num_heads
 
 

@@ -16,8 +16,9 @@ All three share one contract (docs/design.md):
   - any other key: recipe state, written to ``recipe_state.pt`` when
     ``intermediate_checkpoint`` is True.
 
-What a save writes, with ``root`` = ``output_dir`` (or ``output_dir/step_{step}`` if ``step``
-is given; a step folder is built under a temporary name and renamed into place complete):
+What a save writes, in this order, with ``root`` = ``output_dir`` (or
+``output_dir/step_{step}`` if ``step`` is given; a step folder is built under a temporary
+name and renamed into place complete):
 
 ===============  ==========================================================================
 model            Meta: ``root/meta_model_{epoch}.pt`` + params.json + tokenizer.model
@@ -28,40 +29,82 @@ adapter          ``root/adapter_{epoch}.pt`` (internal names)
 peft adapter     ``root/adapter_{epoch}_peft/adapter_model.safetensors`` + adapter_config.json
                  (a folder of its own: an adapter_config.json inside the model folder
                  would make ``from_pretrained`` apply the adapter a second time)
-recipe state     ``root/recipe_state.pt`` (intermediate only; written last)
+recipe state     ``root/recipe_state.pt`` (intermediate only), with the save's id added
+                 under ``"checkpoint_save_id"``
+manifest         ``root/checkpoint_manifest.json``, written last and only by saves that write
+                 a recipe state or a step folder: every file the save wrote (relative
+                 path, size, sampled sha256), epoch, step, save id, run id (``_manifest``)
 ===============  ==========================================================================
 
-Each file is written atomically (see ``_io``). Step folders beyond ``keep_last_n_checkpoints``
-(oldest first) are deleted after the new one is in place.
+Each file is written atomically (see ``_io``). A save never replaces a file this run read,
+nor a folder holding one (``_overwrite_guard``). Step folders written by this run (its run
+id is in their manifest; a resumed run keeps the id of the run it resumes) beyond
+``keep_last_n_checkpoints`` are deleted, oldest first, after the new one is in place.
 """
 
 import logging
 import os
 import re
+import uuid
 from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import torch
 
-from torchtune.training.checkpointing import _io
+from torchtune._errors import UserValueError
+from torchtune.training.checkpointing import _io, _manifest, _sidecars
+from torchtune.training.checkpointing._overwrite_guard import (
+    InputGuard,
+    OutputLayout,
+    refuse_inputs_in_output,
+)
+from torchtune.training.checkpointing._save_writer import SaveWriter
 from torchtune.training.checkpointing._utils import (
     ADAPTER_CONFIG_KEY,
     ADAPTER_KEY,
     MODEL_KEY,
+    RECIPE_STATE_NAME,
+    SAVE_ID_KEY,
     ModelType,
     get_converter,
 )
 
 log = logging.getLogger(__name__)
 
-RECIPE_STATE_NAME = "recipe_state.pt"
 DOWNLOAD_RECORD_NAME = ".tune_download.json"  # {"repo_id", "revision"}, written by `tune download`
+
+# Writes the model files of one save: (writer, is_step_save).
+WriteModel = Callable[[SaveWriter, bool], None]
+
+
+def _path_list(checkpoint_files: Any) -> list:
+    if isinstance(checkpoint_files, (str, os.PathLike)):
+        return [checkpoint_files]
+    try:
+        files = list(checkpoint_files)
+    except TypeError:
+        raise UserValueError(
+            f"checkpoint_files must be a list of file names, got {checkpoint_files!r}"
+        ) from None
+    bad = [f for f in files if not isinstance(f, (str, os.PathLike)) or not str(f)]
+    if bad:
+        raise UserValueError(f"checkpoint_files must hold file names, got {bad[0]!r} in {files}")
+    return files
+
+
+def _keep_last_n(value: Any) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserValueError(f"keep_last_n_checkpoints must be None or >= 1, got {value!r}")
+    return value
 
 
 class CheckpointerCore:
     """Constructor checks, resume loading and the training-state half of a save.
 
     Each checkpointer holds one (composition, not inheritance) and adds its format's model
-    reading and writing.
+    reading and writing. ``layout`` names the model files and folders its saves write, so a
+    run that would overwrite its own input is refused here, before anything is loaded.
     """
 
     def __init__(
@@ -74,13 +117,15 @@ class CheckpointerCore:
         recipe_checkpoint: Optional[str],
         resume_from_checkpoint: bool,
         keep_last_n_checkpoints: Optional[int],
+        layout: OutputLayout,
     ) -> None:
+        for name, value in (("checkpoint_dir", checkpoint_dir), ("output_dir", output_dir)):
+            if not isinstance(value, (str, os.PathLike)) or not str(value):
+                raise UserValueError(f"checkpointer.{name} must be a folder path, got {value!r}")
         self.checkpoint_dir = str(checkpoint_dir)
-        if isinstance(checkpoint_files, (str, bytes)):
-            checkpoint_files = [checkpoint_files]
-        self.files = [self.resolve(f) for f in checkpoint_files]
+        self.files = [self.resolve(f) for f in _path_list(checkpoint_files)]
         if not self.files:
-            raise ValueError("checkpoint_files is empty: list at least one checkpoint file")
+            raise UserValueError("checkpoint_files is empty: list at least one checkpoint file")
         for f in self.files:
             _io.require_file(f)
         self.model_type = ModelType.coerce(model_type)
@@ -90,17 +135,31 @@ class CheckpointerCore:
         self.adapter_path = self.resolve(adapter_checkpoint) if adapter_checkpoint else None
         self.recipe_path = self.resolve(recipe_checkpoint) if recipe_checkpoint else None
         if self.resume and self.recipe_path is None:
-            raise ValueError(
+            raise UserValueError(
                 "resume_from_checkpoint is True but checkpointer.recipe_checkpoint is not set: "
                 f"point it at the {RECIPE_STATE_NAME} written by the run being resumed"
             )
-        if keep_last_n_checkpoints is not None and int(keep_last_n_checkpoints) < 1:
-            raise ValueError(
-                f"keep_last_n_checkpoints must be None or >= 1, got {keep_last_n_checkpoints}"
-            )
-        self.keep_last_n = keep_last_n_checkpoints
+        self.keep_last_n = _keep_last_n(keep_last_n_checkpoints)
+        self.download_record = self._read_download_record()
 
-    def resolve(self, name: str) -> str:
+        self.run_id = uuid.uuid4().hex
+        self.manifest: Optional[_manifest.Manifest] = None
+        inputs = list(self.files)
+        if self.resume:
+            manifest_path = _manifest.manifest_beside(self.recipe_path)
+            if os.path.isfile(manifest_path):
+                self.manifest = _manifest.read_manifest(manifest_path)
+                self.run_id = self.manifest.run_id  # a resumed run is the same run
+            inputs += [p for p in (self.adapter_path, self.recipe_path) if p is not None]
+        else:
+            # Resuming from the run's own output is the documented workflow; otherwise a
+            # checkpoint at a name the saves write would be destroyed by them.
+            refuse_inputs_in_output(self.files, self.output_dir, layout)
+        rewritable = [self.recipe_path] if self.resume else []
+        self.guard = InputGuard(inputs, rewritable=rewritable)
+
+    def resolve(self, name: Union[str, os.PathLike]) -> str:
+        """``name`` as a path: absolute as given, else inside ``checkpoint_dir``."""
         name = str(name)
         return name if os.path.isabs(name) else os.path.join(self.checkpoint_dir, name)
 
@@ -112,16 +171,27 @@ class CheckpointerCore:
                 return path
         return None
 
+    def _read_download_record(self) -> Dict[str, str]:
+        record = os.path.join(self.checkpoint_dir, DOWNLOAD_RECORD_NAME)
+        return _sidecars.read_download_record(record) if os.path.isfile(record) else {}
+
     def load_training_state(self) -> Dict[str, Any]:
-        """Recipe state (and adapter) to merge into ``load_checkpoint``'s result when resuming."""
+        """Recipe state (and adapter) to merge into ``load_checkpoint``'s result when resuming.
+
+        Checks first that the recipe state, the model files and the adapter all come from
+        one complete save (``_manifest.check_resume``); the save id is removed from the
+        returned state.
+        """
         if not self.resume:
             return {}
         state = _io.torch_load(self.recipe_path, what="recipe checkpoint")
         if not isinstance(state, dict):
-            raise ValueError(
+            raise UserValueError(
                 f"Recipe checkpoint {self.recipe_path} holds a {type(state).__name__}, not a dict"
             )
         state = dict(state)
+        save_id = state.pop(SAVE_ID_KEY, None)
+        _manifest.check_resume(self.recipe_path, save_id, self.manifest, self.files, self.adapter_path)
         if self.adapter_path is not None:
             state[ADAPTER_KEY] = _io.torch_load(self.adapter_path, what="adapter checkpoint")
         return state
@@ -131,14 +201,20 @@ class CheckpointerCore:
         state_dict: Dict[str, Any],
         epoch: int,
         step: Optional[int],
-        write_model: Optional[Callable[[str, bool], None]],
-        heads: Callable[[], Dict[str, int]],
+        write_model: Optional[WriteModel],
+        heads: Optional[Dict[str, Optional[int]]],
         intermediate_checkpoint: bool,
     ) -> str:
         """Write everything into the right root; returns that root.
 
-        ``write_model(root, is_step)`` writes the model files; ``heads()`` gives the
-        num_heads/num_kv_heads/dim/head_dim needed for the peft adapter's layout.
+        Args:
+            state_dict (Dict[str, Any]): as for ``save_checkpoint``.
+            epoch (int): the epoch being saved.
+            step (Optional[int]): global step for a step folder; None for an epoch save.
+            write_model (Optional[WriteModel]): writes the model files (None: adapter only).
+            heads (Optional[Dict[str, Optional[int]]]): num_heads/num_kv_heads/dim/head_dim
+                for the peft adapter's layout; None when no params.json/config.json was found.
+            intermediate_checkpoint (bool): also write the recipe state (and the manifest).
         """
         if write_model is not None and MODEL_KEY not in state_dict:
             raise ValueError(
@@ -147,40 +223,67 @@ class CheckpointerCore:
             )
         if write_model is None and ADAPTER_KEY not in state_dict:
             raise ValueError(f"adapter_only=True but state_dict has no {ADAPTER_KEY!r} entry")
-        os.makedirs(self.output_dir, exist_ok=True)
+        with _io.user_os_errors(self.output_dir):
+            os.makedirs(self.output_dir, exist_ok=True)
         _io.remove_stale_temporaries(self.output_dir)
+        save_id = uuid.uuid4().hex
 
-        def write_all(root: str) -> None:
+        def write_all(writer: SaveWriter) -> None:
+            root = writer.root
             if write_model is not None:
-                write_model(root, step is not None)
+                write_model(writer, step is not None)
             if ADAPTER_KEY in state_dict:
-                _io.torch_save(state_dict[ADAPTER_KEY], os.path.join(root, f"adapter_{epoch}.pt"))
+                path = os.path.join(root, f"adapter_{epoch}.pt")
+                writer.torch_save(state_dict[ADAPTER_KEY], path, role="adapter")
                 if ADAPTER_CONFIG_KEY in state_dict:
-                    self.write_peft(state_dict, root, epoch, heads)
+                    self.write_peft(writer, state_dict, epoch, heads)
             if intermediate_checkpoint:
                 recipe_state = {
                     k: v
                     for k, v in state_dict.items()
                     if k not in (MODEL_KEY, ADAPTER_KEY, ADAPTER_CONFIG_KEY)
                 }
-                # Written last: its presence marks the rest of this save as complete.
-                _io.torch_save(recipe_state, os.path.join(root, RECIPE_STATE_NAME))
+                recipe_state[SAVE_ID_KEY] = save_id
+                path = os.path.join(root, RECIPE_STATE_NAME)
+                writer.torch_save(recipe_state, path, role="recipe_state")
+            if intermediate_checkpoint or step is not None:
+                # Last: a manifest whose save id matches the recipe state marks the save
+                # complete. A final save (no recipe state) leaves the previous pair alone.
+                writer.write_manifest(epoch, step, save_id, self.run_id)
 
         if step is None:
-            write_all(self.output_dir)
             root = self.output_dir
+            write_all(SaveWriter(root, self.guard))
         else:
             root = os.path.join(self.output_dir, f"step_{step}")
+            self.guard.check_folder(root)
             with _io.atomic_dir(root) as tmp:
-                write_all(tmp)
-            _io.prune_step_dirs(self.output_dir, self.keep_last_n)
+                write_all(SaveWriter(tmp, self.guard, final_root=root))
+            self.prune_step_dirs()
         log.info("Saved checkpoint for epoch %s%s to %s", epoch,
                  "" if step is None else f" step {step}", root)
         return root
 
+    def prune_step_dirs(self) -> None:
+        """Delete this run's oldest step folders beyond ``keep_last_n`` (None keeps all)."""
+        if self.keep_last_n is None:
+            return
+        ours = _manifest.step_dirs_of_run(self.output_dir, self.run_id)
+        for _, path in ours[: max(len(ours) - self.keep_last_n, 0)]:
+            log.info("Removing %s (keep_last_n_checkpoints=%s)", path, self.keep_last_n)
+            try:
+                _io.remove_dir(path)
+            except OSError as err:  # the new checkpoint is complete: not worth stopping the run
+                log.warning("Could not remove old step folder: %s", err)
+
     def write_peft(
-        self, state_dict: Dict[str, Any], root: str, epoch: int, heads: Callable[[], Dict[str, int]]
+        self,
+        writer: SaveWriter,
+        state_dict: Dict[str, Any],
+        epoch: int,
+        heads: Optional[Dict[str, Optional[int]]],
     ) -> None:
+        """The adapter in HF peft format, in ``root/adapter_{epoch}_peft/``."""
         adapter = state_dict[ADAPTER_KEY]
         config = dict(state_dict[ADAPTER_CONFIG_KEY])
         ranks = {v.shape[0] for k, v in adapter.items() if k.endswith("lora_a.weight")}
@@ -197,62 +300,46 @@ class CheckpointerCore:
         config.setdefault("target_modules", modules)
         if "lora_alpha" not in config:
             raise ValueError("state_dict['adapter_config'] needs 'lora_alpha' to write the peft adapter")
-        record = self.download_record()
+        if heads is None:
+            # Only an export: losing the epoch's recipe state over it would be worse.
+            log.warning(
+                "Not writing adapter_%s_peft: no params.json or config.json beside %s gives "
+                "the head counts its layout needs (adapter_%s.pt is saved)",
+                epoch, self.files[0], epoch,
+            )
+            return
+        record = self.download_record
         config.setdefault(
             "base_model_name_or_path", record.get("repo_id") or os.path.abspath(self.checkpoint_dir)
         )
-        if record.get("revision") and record.get("repo_id"):
+        if record.get("repo_id"):
             config.setdefault("revision", record["revision"])
         peft_config = self.converter.tune_to_peft_adapter_config(config)
-        weights = self.converter.tune_to_peft_adapter_weights(adapter, **heads())
-        folder = os.path.join(root, f"adapter_{epoch}_peft")
-        _io.safetensors_save(weights, os.path.join(folder, "adapter_model.safetensors"))
-        _io.json_save(peft_config, os.path.join(folder, "adapter_config.json"))
+        weights = self.converter.tune_to_peft_adapter_weights(adapter, **heads)
+        with writer.folder(os.path.join(writer.root, f"adapter_{epoch}_peft")) as folder:
+            writer.safetensors_save(weights, os.path.join(folder, "adapter_model.safetensors"))
+            writer.json_save(peft_config, os.path.join(folder, "adapter_config.json"))
 
-    def download_record(self) -> Dict[str, Any]:
-        """What ``tune download`` recorded about checkpoint_dir (``repo_id``, ``revision``), or {}."""
-        record = os.path.join(self.checkpoint_dir, DOWNLOAD_RECORD_NAME)
-        return _io.load_json(record, what="download record") if os.path.isfile(record) else {}
+    def convert(
+        self, fn: Callable, sd: Dict[str, torch.Tensor], source: str, user_input: bool = True, **kwargs
+    ) -> Dict:
+        """Run a key map, turning an unknown key into a model_type error naming ``source``.
 
-    def convert(self, fn: Callable, sd: Dict[str, torch.Tensor], source: str, **kwargs) -> Dict:
-        """Run a key map, turning an unknown key into a model_type error naming ``source``."""
+        ``user_input``: ``sd`` came from the user's file (a UserValueError), not from the
+        recipe's model (a plain ValueError: a bug).
+        """
         try:
             return fn(sd, **kwargs)
         except ValueError as err:
-            raise ValueError(
-                f"{source} does not match model_type {self.model_type.name}: {err}"
-            ) from err
+            cls = UserValueError if user_input else ValueError
+            raise cls(f"{source} does not match model_type {self.model_type.name}: {err}") from err
 
 
 def as_tensor_dict(obj: Any, path: str) -> Dict[str, torch.Tensor]:
+    """``obj`` (loaded from ``path``) if it is a flat dict of tensors; else a UserValueError."""
     if not isinstance(obj, dict):
-        raise ValueError(f"Checkpoint file {path} holds a {type(obj).__name__}, not a state dict")
+        raise UserValueError(f"Checkpoint file {path} holds a {type(obj).__name__}, not a state dict")
     bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise ValueError(f"Checkpoint file {path} entry {bad[0]!r} is not a tensor")
+        raise UserValueError(f"Checkpoint file {path} entry {bad[0]!r} is not a tensor")
     return obj
-
-
-def heads_from_params(params_path: Optional[str], what: str) -> Dict[str, int]:
-    if params_path is None:
-        raise FileNotFoundError(f"{what} not found beside the checkpoint: needed for head counts")
-    p = _io.load_json(params_path, what=what)
-    missing = [k for k in ("n_heads", "dim") if k not in p]
-    if missing:
-        raise ValueError(f"{params_path} lacks {missing}, needed for head counts")
-    return {"num_heads": p["n_heads"], "num_kv_heads": p.get("n_kv_heads") or p["n_heads"], "dim": p["dim"]}
-
-
-def heads_from_hf_config(config_path: str) -> Dict[str, Optional[int]]:
-    """num_heads/num_kv_heads/dim/head_dim from a transformers ``config.json``."""
-    c = _io.load_json(config_path, what="config.json")
-    missing = [k for k in ("num_attention_heads", "hidden_size") if k not in c]
-    if missing:
-        raise ValueError(f"{config_path} lacks {missing}, needed for head counts")
-    n_h = c["num_attention_heads"]
-    return {
-        "num_heads": n_h,
-        "num_kv_heads": c.get("num_key_value_heads") or n_h,
-        "dim": c["hidden_size"],
-        "head_dim": c.get("head_dim"),
-    }

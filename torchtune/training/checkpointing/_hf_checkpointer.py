@@ -5,17 +5,17 @@ See ``_core`` for what a save writes and the shared load/save contract.
 
 import glob
 import os
+from collections.abc import Iterable
 from typing import Any, Dict, List, Optional, Union
 
 import torch
 
-from torchtune.training.checkpointing import _io
-from torchtune.training.checkpointing._core import (
-    CheckpointerCore,
-    as_tensor_dict,
-    heads_from_hf_config,
-)
-from torchtune.training.checkpointing._utils import HF_MODEL_TYPES, MODEL_KEY, ModelType
+from torchtune._errors import UserValueError
+from torchtune.training.checkpointing import _io, _sidecars
+from torchtune.training.checkpointing._core import CheckpointerCore, as_tensor_dict
+from torchtune.training.checkpointing._overwrite_guard import OutputLayout
+from torchtune.training.checkpointing._save_writer import SaveWriter
+from torchtune.training.checkpointing._utils import HF_MODEL_TYPES, MODEL_KEY, NUMBER_RE, ModelType
 
 # Copied next to the weights so from_pretrained and llama.cpp's converter take the folder as is.
 _HF_EXTRA_FILES = (
@@ -35,6 +35,8 @@ class FullModelHFCheckpointer:
     Head counts come from ``config.json`` beside the weights. Saves mirror the input: same
     file names, same tensor->file assignment, same format, and the index json (written
     whenever there is more than one shard, so ``from_pretrained`` can read the folder).
+    config.json, the index json and ``.tune_download.json`` are read and checked here, when
+    the checkpointer is built.
 
     Args:
         checkpoint_dir (str): folder with the weights, config.json and tokenizer files.
@@ -48,9 +50,11 @@ class FullModelHFCheckpointer:
         keep_last_n_checkpoints (Optional[int]): step folders to keep; None keeps all.
 
     Raises:
-        FileNotFoundError: if a weight file or config.json is missing.
-        ValueError: on mixed formats, an index naming shards not listed, config.json of a
-            different model type, or resuming without recipe_checkpoint.
+        UserFileNotFoundError: if a weight file or config.json is missing.
+        UserValueError: on mixed formats, an index naming shards not listed or outside
+            checkpoint_dir, a config.json of another model type or with bad values, resuming
+            without recipe_checkpoint, or a checkpoint file that a save to ``output_dir``
+            would overwrite (not resuming).
     """
 
     def __init__(
@@ -64,59 +68,67 @@ class FullModelHFCheckpointer:
         resume_from_checkpoint: bool = False,
         keep_last_n_checkpoints: Optional[int] = None,
     ) -> None:
-        files = list(checkpoint_files) if not isinstance(checkpoint_files, str) else [checkpoint_files]
-        index_names = [f for f in files if str(f).endswith(".index.json")]
-        self._index_path = None
+        files = [checkpoint_files] if isinstance(checkpoint_files, str) else checkpoint_files
+        listed = files if isinstance(files, Iterable) else ()  # the core names a bad value
+        index_names = [f for f in listed if isinstance(f, str) and f.endswith(".index.json")]
+        self._index_path: Optional[str] = None
+        self._index: Optional[Dict[str, Any]] = None
         if index_names:
             # Listing the index alone (or with its shards) means "the shards it names".
-            folder = os.path.dirname(os.path.join(str(checkpoint_dir), str(index_names[0])))
-            self._index_path = os.path.join(str(checkpoint_dir), str(index_names[0]))
-            index = _io.load_json(self._index_path, what="index file")
-            shards = list(dict.fromkeys(index.get("weight_map", {}).values()))
+            self._index_path = os.path.join(str(checkpoint_dir), index_names[0])
+            folder = os.path.dirname(self._index_path)
+            self._index = _sidecars.read_index(_io.require_file(self._index_path, "index file"))
+            shards = list(dict.fromkeys(self._index["weight_map"].values()))
             files = [os.path.relpath(os.path.join(folder, s), str(checkpoint_dir)) for s in shards]
         self._c = CheckpointerCore(
             checkpoint_dir, files, model_type, output_dir, adapter_checkpoint,
             recipe_checkpoint, resume_from_checkpoint, keep_last_n_checkpoints,
+            OutputLayout(model_folders=[rf"epoch_{NUMBER_RE}"]),
         )
         exts = {os.path.splitext(f)[1] for f in self._c.files}
         if len(exts) > 1 or not exts <= {".bin", ".pt", ".pth", ".safetensors"}:
-            raise ValueError(
+            raise UserValueError(
                 f"checkpoint_files must all be .bin/.pt/.pth or all .safetensors, got {sorted(exts)}"
             )
         self._safetensors = exts == {".safetensors"}
         self._shard_names = [os.path.basename(f) for f in self._c.files]
         if self._index_path is None:
-            self._index_path = self._find_index()
+            self._find_index()
 
         config_path = self._c.find_beside("config.json") or _io.require_file(
             os.path.join(self._c.checkpoint_dir, "config.json"), "config.json"
         )
-        self._config = _io.load_json(config_path, what="config.json")
+        self._config = _sidecars.read_hf_config(config_path)
         hf_type = self._config.get("model_type")
         if hf_type is not None and hf_type not in HF_MODEL_TYPES[self._c.model_type]:
-            raise ValueError(
+            raise UserValueError(
                 f"{config_path} has model_type {hf_type!r}, which does not match "
                 f"model_type {self._c.model_type.name} (expected one of "
                 f"{HF_MODEL_TYPES[self._c.model_type]})"
             )
-        self._heads = heads_from_hf_config(config_path)
+        self._heads = _sidecars.heads_from_hf_config(self._config, config_path)
+        # Found now, copied at save time.
+        self._extras = {n: p for n in _HF_EXTRA_FILES if (p := self._c.find_beside(n))}
         self._weight_map: Optional[Dict[str, str]] = None
         self._metadata: Dict[str, Optional[Dict[str, str]]] = {}
 
-    def _find_index(self) -> Optional[str]:
-        """The ``*.index.json`` beside the shards that maps tensors into them, if any."""
+    def _find_index(self) -> None:
+        """Remember the ``*.index.json`` beside the shards that maps tensors into them, if any."""
         folder = os.path.dirname(self._c.files[0])
         for path in sorted(glob.glob(os.path.join(folder, "*.index.json"))):
-            shards = set(_io.load_json(path, what="index file").get("weight_map", {}).values())
+            index = _sidecars.read_index(path, required=False)
+            if index is None:
+                continue  # some other tool's index, not a transformers shard index
+            shards = set(index["weight_map"].values())
             if shards & set(self._shard_names):
                 unlisted = sorted(shards - set(self._shard_names))
                 if unlisted:
-                    raise ValueError(
+                    raise UserValueError(
                         f"Index {path} maps tensors to {unlisted}, which checkpoint_files does "
                         f"not list (it lists {self._shard_names})"
                     )
-                return path
-        return None
+                self._index_path, self._index = path, index
+                return
 
     def _read_shard(self, path: str) -> Dict[str, torch.Tensor]:
         """All tensors of one shard, memory-mapped; remembers a safetensors file's metadata."""
@@ -127,13 +139,16 @@ class FullModelHFCheckpointer:
 
     def load_checkpoint(self) -> Dict[str, Any]:
         """Returns ``{"model": internal state dict}`` (+ recipe state/adapter when resuming)."""
+        training_state = self._c.load_training_state()  # checked before the model is read
         merged: Dict[str, torch.Tensor] = {}
         weight_map: Dict[str, str] = {}
         for path in self._c.files:
             name = os.path.basename(path)
             for key, value in self._read_shard(path).items():
                 if key in merged:
-                    raise ValueError(f"Tensor {key!r} appears in both {weight_map[key]} and {name}")
+                    raise UserValueError(
+                        f"Tensor {key!r} appears in both {weight_map[key]} and {name}"
+                    )
                 merged[key] = value
                 weight_map[key] = name
         self._weight_map = weight_map
@@ -141,7 +156,7 @@ class FullModelHFCheckpointer:
         model = self._c.convert(self._c.converter.hf_to_tune, merged, source, **self._heads)
         del merged
         out = {MODEL_KEY: model}
-        out.update(self._c.load_training_state())
+        out.update(training_state)
         return out
 
     def _ensure_weight_map(self) -> Dict[str, str]:
@@ -152,12 +167,17 @@ class FullModelHFCheckpointer:
                     self._weight_map[key] = os.path.basename(path)
         return self._weight_map
 
-    def _write_model_folder(self, folder: str, model_sd: Dict[str, torch.Tensor]) -> None:
-        hf = self._c.convert(self._c.converter.tune_to_hf, model_sd, "state_dict['model']", **self._heads)
+    def _write_model_folder(
+        self, writer: SaveWriter, folder: str, model_sd: Dict[str, torch.Tensor]
+    ) -> None:
+        hf = self._c.convert(
+            self._c.converter.tune_to_hf, model_sd, "state_dict['model']", user_input=False,
+            **self._heads,
+        )
         weight_map = self._ensure_weight_map()
         unmapped = [k for k in hf if k not in weight_map]
         if unmapped:
-            raise ValueError(
+            raise UserValueError(
                 f"Cannot save tensor {unmapped[0]!r}: it is in none of the input shards "
                 f"{self._shard_names}"
             )
@@ -169,23 +189,21 @@ class FullModelHFCheckpointer:
             total += sum(v.numel() * v.element_size() for v in tensors.values())
             path = os.path.join(folder, shard)
             if self._safetensors:
-                _io.safetensors_save(tensors, path, self._metadata.get(shard))
+                writer.safetensors_save(tensors, path, self._metadata.get(shard), role="model")
             else:
-                _io.torch_save(tensors, path)
-        if self._index_path is not None or len(self._shard_names) > 1:
+                writer.torch_save(tensors, path, role="model")
+        if self._index is not None or len(self._shard_names) > 1:
             index: Dict[str, Any] = {"metadata": {}, "weight_map": {}}
-            if self._index_path is not None:
-                index = _io.load_json(self._index_path, what="index file")
+            if self._index is not None:
+                index = dict(self._index)  # read and checked when the checkpointer was built
                 name = os.path.basename(self._index_path)
             else:
                 name = "model.safetensors.index.json" if self._safetensors else "pytorch_model.bin.index.json"
-            index.setdefault("metadata", {})["total_size"] = total
+            index["metadata"] = dict(index.get("metadata") or {}, total_size=total)
             index["weight_map"] = {k: out_map[k] for k in hf}
-            _io.json_save(index, os.path.join(folder, name))
-        for name in _HF_EXTRA_FILES:
-            src = self._c.find_beside(name)
-            if src is not None:
-                _io.copy_file(src, os.path.join(folder, name))
+            writer.json_save(index, os.path.join(folder, name))
+        for name, src in self._extras.items():
+            writer.copy_file(src, os.path.join(folder, name))
 
     def save_checkpoint(
         self,
@@ -198,14 +216,14 @@ class FullModelHFCheckpointer:
         """Write the model into ``output_dir/epoch_{epoch}/`` (or the step folder) and the
         rest (the full list is in ``torchtune.training.checkpointing._core``)."""
 
-        def write_model(root: str, is_step: bool) -> None:
+        def write_model(writer: SaveWriter, is_step: bool) -> None:
             if is_step:
-                self._write_model_folder(root, state_dict[MODEL_KEY])
+                self._write_model_folder(writer, writer.root, state_dict[MODEL_KEY])
             else:
-                with _io.atomic_dir(os.path.join(root, f"epoch_{epoch}")) as tmp:
-                    self._write_model_folder(tmp, state_dict[MODEL_KEY])
+                with writer.folder(os.path.join(writer.root, f"epoch_{epoch}")) as tmp:
+                    self._write_model_folder(writer, tmp, state_dict[MODEL_KEY])
 
         self._c.save(
             state_dict, epoch, step, None if adapter_only else write_model,
-            lambda: dict(self._heads), intermediate_checkpoint,
+            dict(self._heads), intermediate_checkpoint,
         )

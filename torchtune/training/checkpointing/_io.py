@@ -9,10 +9,14 @@ directory, flushed and fsynced, then ``os.replace``d onto its final name and the
 fsynced. A process killed mid-save leaves the previous file intact and at most a stray
 temporary file, which the next save in that directory removes. Whole folders (an HF epoch
 folder, a step folder) are built under a temporary name and renamed into place the same way.
+
+A write the filesystem refuses (disk full, permission denied, read-only) raises
+``UserOSError`` naming the file; its temporary is removed and the previous file stays.
 """
 
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import pickle
@@ -24,7 +28,11 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 
+from torchtune._errors import UserFileNotFoundError, UserOSError, UserValueError
+
 _TMP_RE = re.compile(r"^\.(.+)\.(tmp|old|del)-torchtune-(\d+)-[0-9a-f]+$")
+# safetensors reports I/O failures as "... (os error 28)" in a SafetensorError.
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
 def list_dir(path: str) -> str:
@@ -37,10 +45,10 @@ def list_dir(path: str) -> str:
 
 
 def require_file(path: str, what: str = "checkpoint file") -> str:
-    """Return ``path`` if it is a file, else raise FileNotFoundError listing its directory."""
+    """Return ``path`` if it is a file, else raise UserFileNotFoundError listing its directory."""
     if not os.path.isfile(path):
         folder = os.path.dirname(path) or "."
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"{what} {path} not found; files in {folder}: {list_dir(folder)}"
         )
     return path
@@ -49,6 +57,15 @@ def require_file(path: str, what: str = "checkpoint file") -> str:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return (text.splitlines()[0] if text else type(err).__name__)[:300]
+
+
+def _unreadable(path: str, what: str, err: BaseException) -> Exception:
+    """The error for a file that exists but cannot be read."""
+    if isinstance(err, PermissionError):
+        return UserOSError(f"Cannot read {what} {path}: permission denied")
+    return UserValueError(
+        f"Could not read {what} {path}: the file is truncated or corrupt ({_first_line(err)})"
+    )
 
 
 def torch_load(path: str, what: str = "checkpoint file") -> Any:
@@ -63,14 +80,12 @@ def torch_load(path: str, what: str = "checkpoint file") -> Any:
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ValueError(
+        raise UserValueError(
             f"Refusing to load {path}: it contains objects other than tensors and plain "
             f"containers, and weights_only loading never runs pickled code ({_first_line(err)})"
         ) from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise ValueError(
-            f"Could not read {what} {path}: the file is truncated or corrupt ({_first_line(err)})"
-        ) from err
+        raise _unreadable(path, what, err) from err
 
 
 def safetensors_load(path: str) -> Dict[str, torch.Tensor]:
@@ -85,10 +100,7 @@ def safetensors_load(path: str) -> Dict[str, torch.Tensor]:
                 out[key] = f.get_tensor(key)
         return out
     except Exception as err:  # safetensors raises its own SafetensorError (and OSError)
-        raise ValueError(
-            f"Could not read checkpoint file {path}: the file is truncated or corrupt "
-            f"({_first_line(err)})"
-        ) from err
+        raise _unreadable(path, "checkpoint file", err) from err
 
 
 def checkpoint_keys(path: str) -> List[str]:
@@ -101,10 +113,7 @@ def checkpoint_keys(path: str) -> List[str]:
             with safe_open(path, framework="pt", device="cpu") as f:
                 return list(f.keys())
         except Exception as err:
-            raise ValueError(
-                f"Could not read checkpoint file {path}: the file is truncated or corrupt "
-                f"({_first_line(err)})"
-            ) from err
+            raise _unreadable(path, "checkpoint file", err) from err
     return list(torch_load(path))  # memory-mapped: the tensors are not read
 
 
@@ -112,26 +121,31 @@ def safetensors_metadata(path: str) -> Optional[Dict[str, str]]:
     """The ``__metadata__`` block of a safetensors file (e.g. ``{"format": "pt"}``)."""
     from safetensors import safe_open
 
+    require_file(path)
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
             return f.metadata()
     except Exception as err:
-        raise ValueError(
-            f"Could not read checkpoint file {path}: the file is truncated or corrupt "
-            f"({_first_line(err)})"
-        ) from err
+        raise _unreadable(path, "checkpoint file", err) from err
 
 
 def load_json(path: str, what: str = "file") -> Dict[str, Any]:
+    """A JSON object from ``path``; anything else (bad JSON, a list) is a UserValueError."""
     require_file(path, what)
     try:
-        with open(path) as f:
-            return json.load(f)
+        with open(path, "rb") as f:
+            obj = json.loads(f.read().decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"Could not parse {what} {path}: {_first_line(err)}") from err
+        raise UserValueError(f"Could not parse {what} {path}: {_first_line(err)}") from err
+    except OSError as err:
+        raise _unreadable(path, what, err) from err
+    if not isinstance(obj, dict):
+        raise UserValueError(f"{what} {path} holds a JSON {type(obj).__name__}, not an object")
+    return obj
 
 
 def fsync_dir(path: str) -> None:
+    """Make a rename or creation in the folder ``path`` durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -142,6 +156,56 @@ def fsync_dir(path: str) -> None:
 def _tmp_name(final: str, kind: str = "tmp") -> str:
     folder, name = os.path.split(os.path.abspath(final))
     return os.path.join(folder, f".{name}.{kind}-torchtune-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def display_path(path: str) -> str:
+    """``path`` with temporary folder names (``.epoch_1.tmp-torchtune-...``) shown as the final
+    names they will get, so messages name the file the user will look for."""
+    parts = os.path.abspath(path).split(os.sep)
+    return os.sep.join(
+        m.group(1) if (m := _TMP_RE.match(p)) and m.group(2) == "tmp" else p for p in parts
+    )
+
+
+@contextlib.contextmanager
+def user_os_errors(target: str) -> Iterator[None]:
+    """Turn an OSError raised while writing ``target`` into a one-line UserOSError.
+
+    The filesystem refusing a write (disk full, quota, permissions, read-only) is about the
+    user's machine and settings, not a bug; the message says which file and what to do.
+    """
+    try:
+        yield
+    except UserOSError:
+        raise
+    except OSError as err:
+        raise _write_error(target, err) from err
+
+
+def _write_error(target: str, err: OSError) -> UserOSError:
+    shown = display_path(target)
+    folder = os.path.dirname(shown)
+    code = err.errno
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        msg = (
+            f"No space left on device while writing {shown}: free space in {folder} or choose "
+            "another output_dir (the previous checkpoint files are left as they were)"
+        )
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        msg = (
+            f"Permission denied writing {shown} ({err.strerror or err}): make {folder} "
+            "writable or choose another output_dir"
+        )
+    else:
+        # Name a second file only if it is not our own temporary (e.g. a copy's missing source).
+        culprit = err.filename if isinstance(err.filename, str) else None
+        if culprit and (culprit == target or _TMP_RE.match(os.path.basename(culprit))):
+            culprit = None
+        detail = err.strerror or _first_line(err)
+        msg = f"Could not write {shown}: {detail}" + (f" ({culprit})" if culprit else "")
+    out = UserOSError(msg)
+    out.errno = code  # so callers can still tell ENOSPC from EACCES
+    return out
 
 
 def remove_stale_temporaries(folder: str) -> None:
@@ -170,7 +234,7 @@ def remove_stale_temporaries(folder: str) -> None:
         final = os.path.join(folder, name)
         if kind == "old" and not os.path.exists(final):
             os.replace(path, final)
-        elif os.path.isdir(path):
+        elif os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
         else:
             with contextlib.suppress(OSError):
@@ -187,36 +251,71 @@ def _current_umask() -> int:
 def atomic_path(final: str) -> Iterator[str]:
     """Yield a temporary path beside ``final``; on success fsync it and rename it into place.
 
+    An OSError from the body or the rename (disk full, permissions) becomes a UserOSError
+    naming ``final``; the temporary file is removed either way.
+
     Example:
         >>> with atomic_path("out/model.safetensors") as tmp:
         ...     safetensors.torch.save_file(tensors, tmp)
     """
     folder = os.path.dirname(os.path.abspath(final))
-    os.makedirs(folder, exist_ok=True)
     tmp = _tmp_name(final)
     try:
-        yield tmp
-        # Some writers (safetensors) create files readable by the owner only; give every
-        # checkpoint file the permissions an ordinary open() would.
-        os.chmod(tmp, 0o666 & ~_current_umask())
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-        fsync_dir(folder)
+        with user_os_errors(final):
+            os.makedirs(folder, exist_ok=True)
+            yield tmp
+            # Some writers (safetensors) create files readable by the owner only; give
+            # every checkpoint file the permissions an ordinary open() would.
+            os.chmod(tmp, 0o666 & ~_current_umask())
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+            fsync_dir(folder)
     finally:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):
             os.remove(tmp)
+
+
+class _ErrorKeepingWriter:
+    """A binary file for ``torch.save`` that remembers the OSError of a failed write.
+
+    ``torch.save`` turns a failed write into a RuntimeError ("unexpected pos ...") and drops
+    the errno; keeping it lets a full disk be reported as one.
+    """
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self.error: Optional[OSError] = None
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        written = 0
+        try:
+            while written < len(view):  # an unbuffered write may be short
+                written += self._raw.write(view[written:])
+        except OSError as err:
+            self.error = err
+            raise
+        return written
+
+    def flush(self) -> None:
+        self._raw.flush()
 
 
 def torch_save(obj: Any, final: str) -> None:
     """``torch.save`` to ``final`` atomically."""
     with atomic_path(final) as tmp:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
+        with open(tmp, "wb", buffering=0) as f:
+            writer = _ErrorKeepingWriter(f)
+            try:
+                torch.save(obj, writer)
+            except Exception as err:
+                if writer.error is not None and writer.error is not err:
+                    raise writer.error from err
+                raise
 
 
 def safetensors_save(
@@ -228,10 +327,20 @@ def safetensors_save(
 
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     with atomic_path(final) as tmp:
-        save_file(tensors, tmp, metadata=metadata or {"format": "pt"})
+        try:
+            save_file(tensors, tmp, metadata=metadata or {"format": "pt"})
+        except OSError:
+            raise
+        except Exception as err:  # SafetensorError: recover the errno it carries as text
+            m = _RUST_OS_ERROR.search(str(err))
+            if m is None:
+                raise
+            code = int(m.group(1))
+            raise OSError(code, os.strerror(code)) from err
 
 
 def json_save(obj: Any, final: str) -> None:
+    """Write ``obj`` as indented JSON to ``final`` atomically."""
     with atomic_path(final) as tmp:
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=2)
@@ -253,28 +362,32 @@ def atomic_dir(final: str) -> Iterator[str]:
     An existing ``final`` is swapped with the new folder in one ``renameat2(RENAME_EXCHANGE)``
     call where the kernel and filesystem support it, so a folder under the final name is
     always complete. Elsewhere the old folder is first moved aside under a hidden name; if
-    the process dies in between, the next save in ``parent`` moves it back.
+    the process dies in between, the next save in ``parent`` moves it back. OSErrors become
+    a UserOSError naming ``final`` (or the file inside it that failed).
     """
     parent = os.path.dirname(os.path.abspath(final))
-    os.makedirs(parent, exist_ok=True)
-    remove_stale_temporaries(parent)
     tmp = _tmp_name(final)
-    os.makedirs(tmp)
     try:
-        yield tmp
-        fsync_dir(tmp)
-        if not os.path.exists(final):
-            os.replace(tmp, final)
-        elif not _exchange(tmp, final):
-            old = _tmp_name(final, kind="old")
-            os.replace(final, old)
-            os.replace(tmp, final)
+        with user_os_errors(final):
+            os.makedirs(parent, exist_ok=True)
+            remove_stale_temporaries(parent)
+            os.makedirs(tmp)
+            yield tmp
+            fsync_dir(tmp)
+            if not os.path.exists(final):
+                os.replace(tmp, final)
+            elif not _exchange(tmp, final):
+                old = _tmp_name(final, kind="old")
+                os.replace(final, old)
+                os.replace(tmp, final)
+                fsync_dir(parent)
+                shutil.rmtree(old, ignore_errors=True)
+            # After an exchange ``tmp`` holds the previous folder; ``finally`` deletes it.
             fsync_dir(parent)
-            shutil.rmtree(old, ignore_errors=True)
-        # After an exchange ``tmp`` holds the previous folder; ``finally`` deletes it.
-        fsync_dir(parent)
     finally:
-        if os.path.exists(tmp):
+        if os.path.islink(tmp):  # an exchange with a symlinked ``final`` left the link here
+            os.remove(tmp)
+        elif os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -293,27 +406,10 @@ def _exchange(a: str, b: str) -> bool:
     return rc == 0
 
 
-def step_dirs(output_dir: str) -> List[int]:
-    """Step numbers of the ``step_{N}`` folders in ``output_dir``, ascending."""
-    if not os.path.isdir(output_dir):
-        return []
-    steps = []
-    for name in os.listdir(output_dir):
-        m = re.fullmatch(r"step_(\d+)", name)
-        if m and os.path.isdir(os.path.join(output_dir, name)):
-            steps.append(int(m.group(1)))
-    return sorted(steps)
-
-
-def prune_step_dirs(output_dir: str, keep_last_n: Optional[int]) -> None:
-    """Delete all but the ``keep_last_n`` highest-numbered step folders (None keeps all)."""
-    if keep_last_n is None:
-        return
-    steps = step_dirs(output_dir)
-    for step in steps[: max(len(steps) - keep_last_n, 0)]:
-        doomed = os.path.join(output_dir, f"step_{step}")
-        # Rename first so a crash mid-delete never leaves a half-deleted step_{N}.
-        hidden = _tmp_name(doomed, kind="del")
-        os.replace(doomed, hidden)
-        shutil.rmtree(hidden, ignore_errors=True)
-
+def remove_dir(path: str) -> None:
+    """Delete the folder ``path``; renamed to a hidden name first, so a crash mid-delete never
+    leaves a half-deleted folder under its real name."""
+    hidden = _tmp_name(path, kind="del")
+    with user_os_errors(path):
+        os.replace(path, hidden)
+    shutil.rmtree(hidden, ignore_errors=True)

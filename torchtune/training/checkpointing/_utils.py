@@ -8,6 +8,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from torchtune._errors import UserValueError
+
 # Recipe-state keys (docs/design.md). The checkpointers pass every key through unchanged;
 # these names are listed so recipes and tests agree on spelling.
 MODEL_KEY = "model"
@@ -21,6 +23,14 @@ STEPS_KEY = "steps_run"
 OPT_KEY = "optimizer"
 LR_SCHEDULER_KEY = "lr_scheduler"
 RNG_KEY = "rng_state"
+# Added by the checkpointer to the recipe state it writes (and removed when it loads it):
+# the id of the save that wrote it, matched against the checkpoint manifest beside it.
+SAVE_ID_KEY = "checkpoint_save_id"
+
+RECIPE_STATE_NAME = "recipe_state.pt"
+MANIFEST_NAME = "checkpoint_manifest.json"
+# How a save formats "{epoch}" and "{step}" in a name: a plain int, never "01".
+NUMBER_RE = r"(?:0|[1-9][0-9]*)"
 
 
 class ModelType(Enum):
@@ -37,7 +47,7 @@ class ModelType(Enum):
             for member in cls:
                 if value.upper() == member.name or value.lower() == member.value:
                     return member
-        raise ValueError(
+        raise UserValueError(
             f"Unknown model_type {value!r}; expected one of {[m.name for m in cls]}"
         )
 
@@ -77,7 +87,7 @@ def validate_state_dict(
         source (str): what ``state_dict`` came from, for the error message.
 
     Raises:
-        ValueError: listing the unexpected names, the missing names, and every shape
+        UserValueError: listing the unexpected names, the missing names, and every shape
             mismatch as ``name: checkpoint (a, b) vs model (c, d)``.
 
     Example:
@@ -101,7 +111,7 @@ def validate_state_dict(
     if mismatched:
         problems.append(f"shape mismatches {_head(mismatched)}")
     if problems:
-        raise ValueError(f"The {source} does not fit the model: " + "; ".join(problems))
+        raise UserValueError(f"The {source} does not fit the model: " + "; ".join(problems))
 
 
 def _head(items: list, n: int = 8) -> str:
@@ -121,23 +131,23 @@ def check_resume_matches(
         source (str): where ``saved_state`` came from, for the message.
 
     Raises:
-        ValueError: naming the first key whose values differ (both values), or a key the
+        UserValueError: naming the first key whose values differ (both values), or a key the
             saved state lacks.
 
     Example:
         >>> check_resume_matches({"seed": 1}, {"seed": 2})
         Traceback (most recent call last):
         ...
-        ValueError: Cannot resume: config seed=2 but recipe_state.pt has seed=1
+        torchtune._errors.UserValueError: Cannot resume: config seed=2 but recipe_state.pt has seed=1
     """
     for key, value in current.items():
         if key not in saved_state:
-            raise ValueError(
+            raise UserValueError(
                 f"Cannot resume: {source} has no {key!r} to compare with config "
                 f"{key}={value!r} (keys there: {sorted(saved_state)})"
             )
         if saved_state[key] != value:
-            raise ValueError(
+            raise UserValueError(
                 f"Cannot resume: config {key}={value!r} but {source} has "
                 f"{key}={saved_state[key]!r}"
             )

@@ -118,6 +118,26 @@ def write_meta_checkpoint(folder, seed=0):
     return meta
 
 
+def recipe_state(epochs_run, steps_run=0):
+    """What a recipe passes besides the weights when it saves an intermediate checkpoint."""
+    return {
+        "seed": 7,
+        "epochs_run": epochs_run,
+        "total_epochs": 3,
+        "steps_run": steps_run,
+        "optimizer": {"state": {0: {"exp_avg": torch.arange(4.0)}}, "param_groups": [{"lr": 1e-3, "params": [0]}]},
+    }
+
+
+def lora_adapter(seed=0):
+    """A rank-2 LoRA adapter on layer 0's q_proj of the tiny model."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "layers.0.attn.q_proj.lora_a.weight": torch.randn(2, TINY.dim, generator=g),
+        "layers.0.attn.q_proj.lora_b.weight": torch.randn(TINY.dim, 2, generator=g),
+    }
+
+
 @pytest.fixture
 def tiny():
     return SimpleNamespace(
@@ -127,4 +147,6 @@ def tiny():
         hf_config=hf_config_dict,
         write_hf=write_hf_checkpoint,
         write_meta=write_meta_checkpoint,
+        recipe_state=recipe_state,
+        adapter=lora_adapter,
     )

@@ -127,8 +127,8 @@ def test_sigkill_mid_save_leaves_previous_checkpoint_complete(tmp_path, tiny, fm
     assert _uniform_value(state["model"]) == state["version"]
     assert state["model"]["tok_embeddings.weight"].shape == (BIG_VOCAB, tiny.cfg.dim)
 
-    # The next save clears the dead process's temporaries.
-    ckpt.save_checkpoint({"model": state["model"], "version": -1}, epoch=0, intermediate_checkpoint=True)
+    # The next save clears the dead process's temporaries (epoch 1: epoch 0 is this run's input).
+    ckpt.save_checkpoint({"model": state["model"], "version": -1}, epoch=1, intermediate_checkpoint=True)
     assert not [n for n in os.listdir(out) if n.startswith(".")]
 
 

@@ -93,14 +93,15 @@ def test_adapter_only_and_end_of_training_writes(tmp_path, tiny):
     model = ckpt.load_checkpoint()["model"]
     ckpt.save_checkpoint(dict(_recipe_state(1), model=model, adapter=_adapter()), epoch=0,
                          intermediate_checkpoint=True, adapter_only=True)
-    assert sorted(os.listdir(tmp_path / "out")) == ["adapter_0.pt", "recipe_state.pt"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["adapter_0.pt", "checkpoint_manifest.json", "recipe_state.pt"]
     _assert_state_equal(torch.load(tmp_path / "out" / "adapter_0.pt", weights_only=True), _adapter())
 
     ckpt.save_checkpoint({"model": model, "adapter": _adapter(1)}, epoch=1)
     assert sorted(os.listdir(tmp_path / "out")) == [
-        "adapter_0.pt", "adapter_1.pt", "meta_model_1.pt", "params.json", "recipe_state.pt", "tokenizer.model"
+        "adapter_0.pt", "adapter_1.pt", "checkpoint_manifest.json", "meta_model_1.pt", "params.json",
+        "recipe_state.pt", "tokenizer.model",
     ]
-    # The end-of-training save leaves the previous recipe state alone.
+    # The end-of-training save leaves the previous recipe state (and its manifest) alone.
     assert torch.load(tmp_path / "out" / "recipe_state.pt", weights_only=True)["epochs_run"] == 1
 
 
