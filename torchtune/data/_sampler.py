@@ -5,6 +5,8 @@ from typing import Iterator, Sized, Union
 import torch
 from torch.utils.data import Sampler
 
+from torchtune._errors import UserValueError
+
 log = logging.getLogger(__name__)
 
 
@@ -52,7 +54,7 @@ class ResumableSampler(Sampler[int]):
     ):
         n = data_source if isinstance(data_source, int) else len(data_source)
         if n <= 0:
-            raise ValueError(f"ResumableSampler: the dataset is empty (length {n})")
+            raise UserValueError(f"ResumableSampler: the dataset is empty (length {n})")
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise ValueError(
                 f"ResumableSampler: rank {rank} is not in [0, num_replicas={num_replicas})"
@@ -65,7 +67,7 @@ class ResumableSampler(Sampler[int]):
         self.drop_last = drop_last
         if drop_last:
             if n < num_replicas:
-                raise ValueError(
+                raise UserValueError(
                     f"ResumableSampler: {n} samples cannot give each of {num_replicas} "
                     "ranks one with drop_last=True"
                 )

@@ -1,5 +1,6 @@
-from typing import Dict, List, Mapping, Optional, Type, Union
+from typing import Dict, List, Mapping, Optional, Tuple, Type, Union
 
+from torchtune._errors import UserValueError
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, ChatFormat, Llama2ChatFormat, Message
 from torchtune.datasets._instruct import resolve_class
 from torchtune.datasets._packed import PackedDataset
@@ -10,7 +11,7 @@ from torchtune.datasets._tokenized import (
     TokenizedDataset,
     truncate,
 )
-from torchtune.tokenizers import Tokenizer
+from torchtune.tokenizers import encode_truncated, Tokenizer
 
 # conversation style -> (role key, content key, {their role name: our role})
 _STYLES = {
@@ -55,22 +56,37 @@ class _ChatTransform:
         self.train_on_input = train_on_input
         self.max_seq_len = max_seq_len
 
+    def _encode(self, segments: List[Message]) -> Tuple[List[int], List[int]]:
+        """Ids and labels of the segments in order, only as many as ``truncate`` looks
+        at: it keeps the first ``max_seq_len`` and needs to know only whether there are
+        more, so ``max_seq_len + 1`` ids stand for the whole conversation, and segments
+        past them are not encoded."""
+        budget = None if self.max_seq_len is None else self.max_seq_len + 1
+        tokens: List[int] = []
+        labels: List[int] = []
+        for m in segments:
+            if budget is not None and len(tokens) >= budget:
+                break
+            is_user = m.role == "user"
+            left = None if budget is None else budget - len(tokens)
+            ids = encode_truncated(
+                self.tokenizer, m.content, left, add_bos=is_user, add_eos=not is_user
+            )
+            tokens += ids
+            if is_user and not self.train_on_input:
+                labels += [CROSS_ENTROPY_IGNORE_IDX] * len(ids)
+            else:
+                labels += ids
+        return tokens, labels
+
     def __call__(self, batch: Mapping[str, list], indices: List[int]) -> Dict[str, list]:
         out: Dict[str, list] = {"tokens": [], "labels": [], "truncated": []}
         for conversation, row in zip(batch[self.column], indices):
             try:
                 segments = self.chat_format.format(_to_messages(conversation, self.style))
             except ValueError as e:
-                raise ValueError(f"row {row}: column {self.column!r}: {e}") from None
-            tokens, labels = [], []
-            for m in segments:
-                is_user = m.role == "user"
-                ids = self.tokenizer.encode(m.content, add_bos=is_user, add_eos=not is_user)
-                tokens += ids
-                if is_user and not self.train_on_input:
-                    labels += [CROSS_ENTROPY_IGNORE_IDX] * len(ids)
-                else:
-                    labels += ids
+                raise UserValueError(f"row {row}: column {self.column!r}: {e}") from None
+            tokens, labels = self._encode(segments)
             tokens, labels, cut = truncate(
                 tokens, labels, self.max_seq_len, self.tokenizer.eos_id
             )
@@ -99,7 +115,10 @@ def chat_dataset(
     (``{"role": "system"|"user"|"assistant", "content": ...}``). ``chat_format`` turns it
     into user and assistant segments; user segments are encoded with BOS, assistant
     segments with EOS (for Llama 2 this reproduces Meta's ``chat_completion`` ids). By
-    default only the assistant turns are learned.
+    default only the assistant turns are learned. Only as much of a long conversation as
+    the truncated sample keeps is encoded (``encode_truncated``). If no sample has a
+    target left within ``max_seq_len`` the build fails; if some have none, their number
+    is logged.
 
     Args:
         tokenizer (Tokenizer): the tokenizer.
@@ -117,11 +136,11 @@ def chat_dataset(
         Union[TokenizedDataset, PackedDataset]: the items.
     """
     if conversation_style not in _STYLES:
-        raise ValueError(
+        raise UserValueError(
             f"conversation_style {conversation_style!r} is not one of {', '.join(_STYLES)}"
         )
     if packed and max_seq_len is None:
-        raise ValueError("packed=True needs max_seq_len")
+        raise UserValueError("packed=True needs max_seq_len")
     chat_format = resolve_class(chat_format, "chat_format")
     ds = load_hf_dataset(source, **load_dataset_kwargs)
     check_columns(ds, [conversation_column], source)
@@ -129,7 +148,13 @@ def chat_dataset(
         tokenizer, chat_format, conversation_column, conversation_style, train_on_input, max_seq_len
     )
     name = f"chat_dataset({source!r})"
-    tokenized = tokenize(ds, transform, name=name, max_seq_len=max_seq_len, num_proc=num_proc)
+    remedy = "raise max_seq_len" if train_on_input else (
+        "raise max_seq_len (the user turns fill it), or set train_on_input=True to learn "
+        "the user turns too"
+    )
+    tokenized = tokenize(
+        ds, transform, name=name, max_seq_len=max_seq_len, num_proc=num_proc, remedy=remedy
+    )
     if packed:
         return PackedDataset(tokenized, max_seq_len, padding_idx=tokenizer.pad_id)
     return tokenized

@@ -1,6 +1,7 @@
 import importlib
-from typing import Dict, List, Mapping, Optional, Type, Union
+from typing import Dict, List, Mapping, Optional, Tuple, Type, Union
 
+from torchtune._errors import UserValueError
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, InstructTemplate
 from torchtune.datasets._packed import PackedDataset
 from torchtune.datasets._tokenized import (
@@ -10,7 +11,7 @@ from torchtune.datasets._tokenized import (
     TokenizedDataset,
     truncate,
 )
-from torchtune.tokenizers import Tokenizer
+from torchtune.tokenizers import encode_truncated, Tokenizer
 
 
 def resolve_class(obj: Union[str, type], what: str) -> type:
@@ -21,8 +22,8 @@ def resolve_class(obj: Union[str, type], what: str) -> type:
     module_name, _, attr = obj.rpartition(".")
     try:
         return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError):
-        raise ValueError(f"{what} {obj!r} is not an importable dotted path") from None
+    except (ImportError, AttributeError, ValueError) as e:
+        raise UserValueError(f"{what} {obj!r} is not an importable dotted path ({e})") from None
 
 
 def _not_text(value) -> str:
@@ -51,6 +52,26 @@ class _InstructTransform:
         self.train_on_input = train_on_input
         self.max_seq_len = max_seq_len
 
+    def _encode(self, prompt: str, response: str) -> Tuple[List[int], List[int]]:
+        """Prompt ids (with BOS) and response ids (with EOS), only as many as ``truncate``
+        looks at.
+
+        ``truncate`` keeps the first ``max_seq_len`` ids of prompt + response and needs
+        to know only whether there are more. So the first ``max_seq_len + 1`` ids of the
+        concatenation give it exactly what the whole would: the prompt's first
+        ``max_seq_len + 1`` ids, then as many of the response's as are left (none when
+        the prompt alone fills them, and then the response is not encoded at all).
+        """
+        budget = None if self.max_seq_len is None else self.max_seq_len + 1
+        prompt_ids = encode_truncated(self.tokenizer, prompt, budget, add_bos=True, add_eos=False)
+        if budget is not None:
+            budget -= len(prompt_ids)
+        response_ids = encode_truncated(
+            self.tokenizer, response, budget,
+            add_bos=False, add_eos=True, trim_leading_whitespace=True,
+        )
+        return prompt_ids, response_ids
+
     def __call__(self, batch: Mapping[str, list], indices: List[int]) -> Dict[str, list]:
         out: Dict[str, list] = {"tokens": [], "labels": [], "truncated": []}
         for j, row in enumerate(indices):
@@ -58,14 +79,9 @@ class _InstructTransform:
             for key, column in self.columns.items():
                 value = batch[column][j]
                 if not isinstance(value, str):
-                    raise ValueError(f"row {row}: column {column!r} is {_not_text(value)}")
+                    raise UserValueError(f"row {row}: column {column!r} is {_not_text(value)}")
                 sample[key] = value
-            prompt = self.tokenizer.encode(
-                self.template.format(sample), add_bos=True, add_eos=False
-            )
-            response = self.tokenizer.encode(
-                sample["output"], add_bos=False, add_eos=True, trim_leading_whitespace=True
-            )
+            prompt, response = self._encode(self.template.format(sample), sample["output"])
             if self.train_on_input:
                 prompt_labels = prompt
             else:
@@ -98,7 +114,11 @@ def instruct_dataset(
     Each sample is ``BOS + prompt + response + EOS``. With ``train_on_input=False`` the
     prompt's labels (BOS included) are the ignore index, so only the response (and EOS)
     is learned. Samples longer than ``max_seq_len`` are truncated keeping EOS last (see
-    ``truncate``), and the number truncated is logged.
+    ``truncate``), and the number truncated is logged; only as much of a long record as
+    the sample keeps is encoded (``encode_truncated``), so a huge record costs memory in
+    proportion to ``max_seq_len``. If no sample has a target left within ``max_seq_len``
+    (every prompt fills it and ``train_on_input=False``) the build fails; if some have
+    none, their number is logged.
 
     Args:
         tokenizer (Tokenizer): the tokenizer.
@@ -120,18 +140,19 @@ def instruct_dataset(
         Union[TokenizedDataset, PackedDataset]: map-style items as in docs/design.md.
 
     Raises:
-        ValueError: for an unknown template, a ``column_map`` key the template does not
-            use or a column the dataset lacks, an empty dataset, or a record with a
-            missing column (naming its row index); see also ``load_hf_dataset``.
+        UserValueError: for an unknown template, a ``column_map`` key the template does
+            not use or a column the dataset lacks, an empty dataset, a record with a
+            missing column (naming its row index), or samples with no target at all; see
+            also ``load_hf_dataset``.
     """
     template = resolve_class(template, "template")
     if packed and max_seq_len is None:
-        raise ValueError("packed=True needs max_seq_len")
+        raise UserValueError("packed=True needs max_seq_len")
     known = (*template.required_columns, *template.optional_columns, "output")
     column_map = dict(column_map or {})
     for key in column_map:
         if key not in known:
-            raise ValueError(
+            raise UserValueError(
                 f"column_map key {key!r} is not a column {template.__name__} uses "
                 f"({', '.join(known)})"
             )
@@ -141,7 +162,7 @@ def instruct_dataset(
     check_columns(ds, [column_map.get(k, k) for k in required], source)
     for key, column in column_map.items():
         if column not in ds.column_names:
-            raise ValueError(
+            raise UserValueError(
                 f"column_map maps {key!r} to {column!r}, but dataset {source!r} has no such "
                 f"column (its columns: {', '.join(ds.column_names)})"
             )
@@ -150,7 +171,13 @@ def instruct_dataset(
         if column_map.get(key, key) in ds.column_names:
             columns[key] = column_map.get(key, key)
     transform = _InstructTransform(tokenizer, template, columns, train_on_input, max_seq_len)
-    tokenized = tokenize(ds, transform, name=name, max_seq_len=max_seq_len, num_proc=num_proc)
+    remedy = "raise max_seq_len" if train_on_input else (
+        "raise max_seq_len (the prompts fill it), or set train_on_input=True to learn the "
+        "prompts too"
+    )
+    tokenized = tokenize(
+        ds, transform, name=name, max_seq_len=max_seq_len, num_proc=num_proc, remedy=remedy
+    )
     if packed:
         return PackedDataset(tokenized, max_seq_len, padding_idx=tokenizer.pad_id)
     return tokenized

@@ -4,6 +4,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 from torch.utils.data import Dataset
 
+from torchtune._errors import UserValueError
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class PackedDataset(Dataset):
         split_across_pack (bool): split samples across rows instead of padding each row.
 
     Raises:
-        ValueError: if ``ds`` is empty, or (without ``split_across_pack``) a sample is
+        UserValueError: if ``ds`` is empty, or (without ``split_across_pack``) a sample is
             longer than ``max_seq_len``, naming its index.
     """
 
@@ -63,9 +64,11 @@ class PackedDataset(Dataset):
         split_across_pack: bool = False,
     ):
         if max_seq_len < 1:
-            raise ValueError(f"PackedDataset: max_seq_len must be positive, got {max_seq_len}")
+            raise UserValueError(
+                f"PackedDataset: max_seq_len must be positive, got {max_seq_len}"
+            )
         if len(ds) == 0:
-            raise ValueError("PackedDataset: the dataset is empty")
+            raise UserValueError("PackedDataset: the dataset is empty")
         tokens, labels, lengths = _flatten(ds)
         self.max_seq_len = max_seq_len
         self.padding_idx = padding_idx
@@ -83,7 +86,7 @@ class PackedDataset(Dataset):
             too_long = np.flatnonzero(lengths > max_seq_len)
             if too_long.size:
                 i = int(too_long[0])
-                raise ValueError(
+                raise UserValueError(
                     f"PackedDataset: sample {i} has {int(lengths[i])} tokens, more than "
                     f"max_seq_len={max_seq_len}; truncate it or use split_across_pack=True"
                 )

@@ -1,5 +1,6 @@
 from typing import Dict, List, Mapping, Optional, Union
 
+from torchtune._errors import UserValueError
 from torchtune.datasets._instruct import _not_text
 from torchtune.datasets._packed import PackedDataset
 from torchtune.datasets._tokenized import (
@@ -9,7 +10,7 @@ from torchtune.datasets._tokenized import (
     TokenizedDataset,
     truncate,
 )
-from torchtune.tokenizers import Tokenizer
+from torchtune.tokenizers import encode_truncated, Tokenizer
 
 
 class _TextTransform:
@@ -26,8 +27,12 @@ class _TextTransform:
         eos = self.tokenizer.eos_id if self.add_eos else None
         for text, row in zip(batch[self.column], indices):
             if not isinstance(text, str):
-                raise ValueError(f"row {row}: column {self.column!r} is {_not_text(text)}")
-            tokens = self.tokenizer.encode(text, add_bos=True, add_eos=self.add_eos)
+                raise UserValueError(f"row {row}: column {self.column!r} is {_not_text(text)}")
+            # truncate keeps max_seq_len ids and needs to know only whether there are more
+            budget = None if self.max_seq_len is None else self.max_seq_len + 1
+            tokens = encode_truncated(
+                self.tokenizer, text, budget, add_bos=True, add_eos=self.add_eos
+            )
             tokens, labels, cut = truncate(tokens, list(tokens), self.max_seq_len, eos)
             out["tokens"].append(tokens)
             out["labels"].append(labels)
@@ -48,8 +53,12 @@ def text_completion_dataset(
     """Unstructured text for continued pretraining: every token is learned.
 
     Each record's ``column`` becomes ``BOS + text (+ EOS)``. Unpacked, samples longer than
-    ``max_seq_len`` are truncated (keeping EOS last if ``add_eos``) and counted. Packed,
-    nothing is truncated: documents are split across rows (``split_across_pack=True``).
+    ``max_seq_len`` are truncated (keeping EOS last if ``add_eos``) and counted, and only
+    the part of a long text that the sample keeps is encoded (``encode_truncated``), so a
+    huge record costs memory in proportion to ``max_seq_len``. Packed, nothing is
+    truncated: documents are split across rows (``split_across_pack=True``), so every
+    token is kept and each text is encoded whole (a huge record costs memory in
+    proportion to its length).
     For plain text files use ``source="text", data_files=PATH``: one record per line, or
     per blank-line separated paragraph with ``sample_by="paragraph"``, or the whole file
     with ``sample_by="document"``.
@@ -68,13 +77,18 @@ def text_completion_dataset(
         Union[TokenizedDataset, PackedDataset]: the items.
     """
     if packed and max_seq_len is None:
-        raise ValueError("packed=True needs max_seq_len")
+        raise UserValueError("packed=True needs max_seq_len")
     ds = load_hf_dataset(source, **load_dataset_kwargs)
     check_columns(ds, [column], source)
     limit = None if packed else max_seq_len
     transform = _TextTransform(tokenizer, column, add_eos, limit)
     name = f"text_completion_dataset({source!r})"
-    tokenized = tokenize(ds, transform, name=name, max_seq_len=limit, num_proc=num_proc)
+    # BOS + text (+ EOS) has a target unless it is cut to one token or is an empty text
+    # without EOS
+    remedy = "raise max_seq_len" if add_eos else "raise max_seq_len, or drop empty texts"
+    tokenized = tokenize(
+        ds, transform, name=name, max_seq_len=limit, num_proc=num_proc, remedy=remedy
+    )
     if packed:
         return PackedDataset(
             tokenized, max_seq_len, padding_idx=tokenizer.pad_id, split_across_pack=True

@@ -1,11 +1,13 @@
 import glob
 import logging
 import os
+import re
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from torch.utils.data import Dataset
 
+from torchtune._errors import UserError, UserFileNotFoundError, UserOSError, UserValueError
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX
 
 log = logging.getLogger(__name__)
@@ -63,8 +65,11 @@ def load_hf_dataset(source: str, **load_dataset_kwargs) -> "datasets.Dataset":  
         datasets.Dataset: the split.
 
     Raises:
-        FileNotFoundError: if a local file in ``data_files`` does not exist.
-        ValueError: if a file is empty, the dataset cannot be read, or it has no rows.
+        UserFileNotFoundError: if a local file in ``data_files`` does not exist.
+        UserValueError: if a file is empty, cannot be parsed (the message gives the
+            parser's own account: the line or row and what is wrong), or the dataset has
+            no rows.
+        UserOSError: if reading the files or writing the cache fails.
     """
     import datasets  # optional heavy import, only where datasets are built
 
@@ -74,30 +79,103 @@ def load_hf_dataset(source: str, **load_dataset_kwargs) -> "datasets.Dataset":  
         if "://" in f or glob.has_magic(f):
             continue
         if not os.path.exists(f):
-            raise FileNotFoundError(f"dataset file not found: {f}")
+            raise UserFileNotFoundError(f"dataset file not found: {f}")
         if os.path.isfile(f) and os.path.getsize(f) == 0:
-            raise ValueError(f"dataset file is empty: {f}")
+            raise UserValueError(f"dataset file is empty: {f}")
     load_dataset_kwargs.setdefault("split", "train")
     try:
         ds = datasets.load_dataset(source, **load_dataset_kwargs)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"cannot load dataset {described}: {e}") from e
-    except (ValueError, datasets.exceptions.DatasetGenerationError) as e:
-        raise ValueError(f"cannot load dataset {described}: {e}") from e
+    except Exception as e:
+        user_error = _as_user_error(e, described, data_files)
+        if user_error is None:
+            raise  # a bug in datasets or in us: keep the traceback
+        raise user_error from e
     if not isinstance(ds, datasets.Dataset):
-        raise ValueError(
+        raise UserValueError(
             f"dataset {described} gave a {type(ds).__name__}, not one split; pass split=..."
         )
     if len(ds) == 0:
-        raise ValueError(f"dataset {described} has no rows")
+        raise UserValueError(f"dataset {described} has no rows")
     return ds
+
+
+def _as_user_error(err: Exception, described: str, data_files: Any) -> Optional[UserError]:
+    """The one-line user error for a failed ``load_dataset``, naming the real cause, or
+    None if the cause is not about the user's files or settings (a bug).
+
+    ``datasets`` reports any failure to parse a file as "An error occurred while generating
+    the dataset" (``DatasetGenerationError``), with the parser's own message (the line or
+    row and what is wrong) on the exception it was raised from.
+    """
+    import pyarrow as pa
+
+    cause = _real_cause(err)
+    detail = _one_line(cause)
+    message = f"cannot load dataset {described}: {detail}"
+    message += _json_position_as_line(detail, data_files)
+    if isinstance(cause, FileNotFoundError):
+        return UserFileNotFoundError(message)
+    if isinstance(cause, OSError):
+        return UserOSError(message)
+    if isinstance(cause, (ValueError, pa.ArrowException)):  # parse errors are ValueErrors
+        return UserValueError(message)
+    return None
+
+
+def _real_cause(err: BaseException) -> BaseException:
+    """Follow ``err``'s explicit causes (``raise ... from``) to the last one; past a bare
+    wrapper, one whose message says nothing (``datasets``' "An error occurred while
+    generating the dataset"), follow the implicit context too.
+
+    Contexts are not followed otherwise: they record what was being handled, not why.
+    For a broken JSON Lines file, pyarrow's "JSON parse error: ... in row 2" is re-raised
+    after ``datasets`` also failed to read the file as one JSON document, so its context is
+    that fallback's misleading "Trailing data at position 10".
+    """
+    seen = set()
+    while id(err) not in seen:
+        seen.add(id(err))
+        nxt = err.__cause__
+        if nxt is None and _is_bare_wrapper(err) and not err.__suppress_context__:
+            nxt = err.__context__
+        if nxt is None:
+            break
+        err = nxt
+    return err
+
+
+def _is_bare_wrapper(err: BaseException) -> bool:
+    import datasets
+
+    return type(err) is datasets.exceptions.DatasetGenerationError or not str(err).strip()
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(part.strip() for part in str(err).splitlines() if part.strip())
+    return text or type(err).__name__
+
+
+def _json_position_as_line(message: str, data_files: Any) -> str:
+    """" (line N of FILE)" when ``message`` gives a byte position ("Expected object or value
+    at position 34", from parsing a whole JSON file) and there is one local file to count
+    lines in; "" otherwise."""
+    match = re.search(r"at position (\d+)", message)
+    files = [f for f in _local_files(data_files) if os.path.isfile(f)]
+    if not match or len(files) != 1:
+        return ""
+    position, newlines = int(match.group(1)), 0
+    with open(files[0], "rb") as f:
+        while position > 0 and (block := f.read(min(position, 1 << 20))):
+            newlines += block.count(b"\n")
+            position -= len(block)
+    return f" (line {newlines + 1} of {files[0]})"
 
 
 def check_columns(ds: "datasets.Dataset", columns: List[str], source: str) -> None:  # noqa: F821
     """Raise one line naming any column the dataset lacks."""
     missing = [c for c in columns if c not in ds.column_names]
     if missing:
-        raise ValueError(
+        raise UserValueError(
             f"dataset {source!r} has no column {missing[0]!r} (its columns: "
             f"{', '.join(ds.column_names)})"
         )
@@ -154,9 +232,16 @@ def tokenize(
     name: str,
     max_seq_len: Optional[int],
     num_proc: int = 1,
+    remedy: str = "raise max_seq_len",
 ) -> TokenizedDataset:
     """Tokenize with ``hf_dataset.map`` (cached on disk, ``num_proc`` workers), then log how
-    many samples were truncated.
+    many samples were truncated and check that samples have something to learn.
+
+    A sample has a target if a label other than ``CROSS_ENTROPY_IGNORE_IDX`` is left at a
+    position >= 1 (the first label never is one: the recipe predicts ``labels[1:]`` from
+    ``tokens[:-1]``). Samples without one, such as prompts that fill ``max_seq_len`` with
+    ``train_on_input=False``, add nothing to the loss: if all are such, training could
+    learn nothing and this raises; if some are, their number is logged as a warning.
 
     Args:
         hf_dataset (datasets.Dataset): the raw records.
@@ -164,11 +249,15 @@ def tokenize(
             "truncated"}``; it must pickle deterministically, since HF datasets hashes it
             to find the cache.
         name (str): the builder's name, for the log line.
-        max_seq_len (Optional[int]): the limit the transform applied, for the log line.
+        max_seq_len (Optional[int]): the limit the transform applied, for the messages.
         num_proc (int): worker processes for ``map``.
+        remedy (str): what the user can do about samples with no target, for the messages.
 
     Returns:
         TokenizedDataset: the items.
+
+    Raises:
+        UserValueError: if no sample has a target.
     """
     import datasets
 
@@ -198,4 +287,51 @@ def tokenize(
         )
     else:
         log.info("%s: %d samples, none truncated", name, len(tokenized))
+    _check_targets(tokenized, name, max_seq_len, remedy)
     return TokenizedDataset(tokenized.remove_columns("truncated"))
+
+
+def _check_targets(
+    tokenized: "datasets.Dataset", name: str, max_seq_len: Optional[int], remedy: str  # noqa: F821
+) -> None:
+    """Raise if no sample has a target, warn if some have none (see ``tokenize``)."""
+    n_without = count_samples_without_target(tokenized)
+    where = "at all" if max_seq_len is None else f"within max_seq_len={max_seq_len}"
+    if n_without and n_without == len(tokenized):
+        raise UserValueError(
+            f"{name}: none of the {n_without} samples has a target token {where} (all "
+            f"labels after the first are the ignore index {CROSS_ENTROPY_IGNORE_IDX}), so "
+            f"there is nothing to learn: {remedy}"
+        )
+    if n_without:
+        log.warning(
+            "%s: %d of %d samples have no target token %s and add nothing to the loss: %s",
+            name, n_without, len(tokenized), where, remedy,
+        )
+
+
+def count_samples_without_target(tokenized: "datasets.Dataset") -> int:  # noqa: F821
+    """How many samples have no label other than the ignore index at positions >= 1.
+
+    Counted from the Arrow "labels" column one chunk (record batch, 1000 rows as ``map``
+    writes them) at a time, with numpy on the column's buffers: no Python lists, and
+    memory bounded by a chunk.
+
+    Args:
+        tokenized (datasets.Dataset): has a list column "labels".
+
+    Returns:
+        int: the number of samples with nothing to learn.
+    """
+    table = tokenized.with_format("arrow")[:]
+    return sum(_without_target(chunk) for chunk in table.column("labels").chunks)
+
+
+def _without_target(labels: "pyarrow.ListArray") -> int:  # noqa: F821
+    offsets = labels.offsets.to_numpy()
+    offsets = offsets - offsets[0]  # a sliced chunk's offsets start past 0
+    is_target = labels.flatten().to_numpy() != CROSS_ENTROPY_IGNORE_IDX
+    starts = offsets[:-1][np.diff(offsets) > 0]
+    is_target[starts] = False  # the first label of a sample is never predicted
+    targets_before = np.concatenate([[0], np.cumsum(is_target)])
+    return int(np.count_nonzero(targets_before[offsets[1:]] == targets_before[offsets[:-1]]))

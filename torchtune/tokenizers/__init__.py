@@ -1,6 +1,7 @@
-"""Tokenizer backends and the protocol datasets rely on."""
+"""Tokenizer backends, the protocol datasets rely on, and truncated encoding."""
 
 from torchtune.tokenizers._sentencepiece import SentencePieceTokenizer
+from torchtune.tokenizers._truncated import encode_truncated
 from torchtune.tokenizers._types import Tokenizer
 
-__all__ = ["SentencePieceTokenizer", "Tokenizer"]
+__all__ = ["SentencePieceTokenizer", "Tokenizer", "encode_truncated"]

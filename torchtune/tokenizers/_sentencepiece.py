@@ -1,13 +1,20 @@
 import os
+import re
 from typing import Any, Dict, List, Sequence
 
 from sentencepiece import SentencePieceProcessor
+
+from torchtune._errors import UserFileNotFoundError, UserValueError
 
 # Text whose encoding is prepended and then stripped when ``trim_leading_whitespace=True``.
 # A newline works for Llama 2 style vocabularies: no piece contains "\n" (it is encoded by
 # byte fallback), so no merge can cross it and the ids after it are exactly the ids of the
 # text as it appears after a newline inside a longer string.
 _TRIM_PREFIX = "\n"
+
+# A piece with SentencePiece's space symbol after another character ("of▁the", "a▁") would
+# span the start of a space run. Pieces are joined with NUL, which no piece contains.
+_PIECE_SPANS_A_SPACE = re.compile("[^\u2581\0]\u2581")
 
 
 class SentencePieceTokenizer:
@@ -23,6 +30,13 @@ class SentencePieceTokenizer:
     Args:
         path (str): path to a SentencePiece ``.model`` file.
 
+    Attributes:
+        splits_at_spaces (bool): no piece of the vocabulary has a space after another
+            character (true of models trained with SentencePiece's default
+            ``split_by_whitespace``, Llama 2's included), so text cut before a space that
+            follows a word encodes to a prefix of the whole text's ids; see
+            ``encode_truncated``.
+
     Raises:
         FileNotFoundError: if ``path`` does not exist.
         ValueError: if ``path`` is not a SentencePiece model.
@@ -36,7 +50,7 @@ class SentencePieceTokenizer:
     def __init__(self, path: str):
         path = os.fspath(path)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"SentencePiece tokenizer model not found: {path}")
+            raise UserFileNotFoundError(f"SentencePiece tokenizer model not found: {path}")
         with open(path, "rb") as f:
             proto = f.read()
         self.path = path
@@ -47,7 +61,7 @@ class SentencePieceTokenizer:
         try:
             spm.LoadFromSerializedProto(proto)
         except RuntimeError:
-            raise ValueError(f"{self.path} is not a SentencePiece model file") from None
+            raise UserValueError(f"{self.path} is not a SentencePiece model file") from None
         self._spm = spm
         self.vocab_size = spm.vocab_size()
         self.bos_id = spm.bos_id()
@@ -56,6 +70,8 @@ class SentencePieceTokenizer:
         # training code pads with, and padded positions are never attended to or learned.
         self.pad_id = spm.pad_id() if spm.pad_id() >= 0 else 0
         self._prefix_ids = spm.encode(_TRIM_PREFIX, out_type=int)
+        pieces = "\0".join(spm.id_to_piece(i) for i in range(spm.vocab_size()))
+        self.splits_at_spaces = _PIECE_SPANS_A_SPACE.search(pieces) is None
 
     # Pickling carries the model bytes, not the path: HF datasets hashes the tokenizer to
     # fingerprint its .map cache (so the cache follows the model's content) and ships it to
@@ -92,7 +108,7 @@ class SentencePieceTokenizer:
         ids = self._spm.encode(_TRIM_PREFIX + text, out_type=int)
         n = len(self._prefix_ids)
         if ids[:n] != self._prefix_ids:
-            raise ValueError(
+            raise UserValueError(
                 f"{self.path}: cannot trim leading whitespace of {text[:40]!r}: the "
                 f"encoding of {_TRIM_PREFIX!r} is not a prefix of its encoding"
             )

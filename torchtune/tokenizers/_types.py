@@ -10,6 +10,11 @@ class Tokenizer(Protocol):
         eos_id (int): id appended when ``add_eos=True``.
         pad_id (int): id used to pad batches and packed rows.
         vocab_size (int): number of ids the model's embedding must cover.
+
+    Optionally, ``splits_at_spaces`` (bool, taken as True when absent): no piece spans a
+    space that follows a non-space character, so ``encode_truncated`` may encode a
+    prefix of a long text cut there; set it False for a tokenizer whose pieces cross
+    spaces. It is not a protocol member, so tokenizers without it still match.
     """
 
     bos_id: int

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import sentencepiece
 
+from torchtune import UserValueError
 from torchtune.datasets import chat_dataset, PackedDataset
 from torchtune.tokenizers import SentencePieceTokenizer
 
@@ -111,7 +112,8 @@ def test_bad_role_names_the_row(tok, tmp_path):
         {"conversations": [{"from": "human", "value": "hi"}, {"from": "bot", "value": "hello"}]},
     ]
     path.write_text(json.dumps(rows))
-    with pytest.raises(ValueError, match=r"^row 1: column 'conversations': turn 1 has from='bot'"):
+    msg = r"^row 1: column 'conversations': turn 1 has from='bot'"
+    with pytest.raises(UserValueError, match=msg):
         chat_dataset(tok, "json", data_files=str(path), cache_dir=str(tmp_path / "cache"))
-    with pytest.raises(ValueError, match="conversation_style 'xml' is not one of sharegpt, openai"):
+    with pytest.raises(UserValueError, match="conversation_style 'xml' is not one of sharegpt"):
         chat_dataset(tok, "json", conversation_style="xml", data_files=str(path))

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from torchtune import UserFileNotFoundError, UserValueError
 from torchtune.tokenizers import SentencePieceTokenizer, Tokenizer
 
 ASSETS = Path(__file__).parents[2] / "assets"
@@ -69,14 +70,14 @@ def test_pickle_carries_the_model(llama2_tok, tmp_path):
 
 def test_missing_file(tmp_path):
     path = tmp_path / "nope.model"
-    with pytest.raises(FileNotFoundError, match="nope.model"):
+    with pytest.raises(UserFileNotFoundError, match="nope.model"):
         SentencePieceTokenizer(path)
 
 
 def test_not_a_model(tmp_path):
     path = tmp_path / "bad.model"
     path.write_text("this is not a sentencepiece model")
-    with pytest.raises(ValueError, match=r"bad.model is not a SentencePiece model"):
+    with pytest.raises(UserValueError, match=r"bad.model is not a SentencePiece model"):
         SentencePieceTokenizer(path)
 
 
