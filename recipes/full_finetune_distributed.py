@@ -346,7 +346,10 @@ class FullFinetuneRecipeDistributed:
         """Summed loss and target-token count of one batch."""
         batch = {k: v.to(self._device) for k, v in batch.items()}
         logits = self._model(
-            batch["tokens"], mask=batch.get("mask"), input_pos=batch.get("input_pos")
+            batch["tokens"],
+            mask=batch.get("mask"),
+            input_pos=batch.get("input_pos"),
+            seq_lens=batch.get("seq_lens"),
         )
         return self._loss_fn(logits, batch["labels"])
 

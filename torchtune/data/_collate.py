@@ -18,7 +18,7 @@ def padded_collate(
     """Batch samples, right-padding tokens and labels to the longest sample.
 
     Packed items (with "seq_lens", from ``PackedDataset``) are all ``max_seq_len`` long
-    already and go to ``packed_collate``, which adds ``input_pos`` and the block-causal mask.
+    already and go to ``packed_collate``, which adds ``input_pos`` and the document lengths.
 
     Args:
         batch (Sequence[Mapping[str, List[int]]]): items with "tokens" and "labels".
@@ -53,6 +53,9 @@ def padded_collate(
 
 def block_causal_mask(seq_lens: Sequence[Sequence[int]]) -> torch.Tensor:
     """Attention mask for packed rows: causal inside each document, nothing across.
+
+    The collates do not build it (it costs S x S; the model takes ``seq_lens``); it is
+    the explicit form, for callers that need one.
 
     Args:
         seq_lens (Sequence[Sequence[int]]): per row, the document lengths (summing to the
@@ -90,7 +93,8 @@ def packed_collate(batch: Sequence[Mapping[str, List[int]]]) -> Dict[str, torch.
 
     Returns:
         Dict[str, torch.Tensor]: "tokens", "labels", "input_pos" long ``[b, s]`` and
-        "mask" bool ``[b, s, s]`` (block-causal, True = may attend).
+        "seq_lens" long ``[b, n]``: each row's document lengths, zero-padded to the row
+        with the most documents (``TransformerDecoder`` keeps attention inside each).
     """
     lengths = {len(x["tokens"]) for x in batch}
     if len(lengths) != 1:
@@ -105,7 +109,7 @@ def packed_collate(batch: Sequence[Mapping[str, List[int]]]) -> Dict[str, torch.
         "tokens": torch.stack([_as_long(x["tokens"]) for x in batch]),
         "labels": torch.stack([_as_long(x["labels"]) for x in batch]),
         "input_pos": torch.stack([_as_long(x["input_pos"]) for x in batch]),
-        "mask": block_causal_mask([x["seq_lens"] for x in batch]),
+        "seq_lens": pad_sequence([_as_long(x["seq_lens"]) for x in batch], batch_first=True),
     }
 
 
@@ -120,9 +124,8 @@ def padding_free_collate(
     the row (block-causal mask, ``input_pos`` restarting at 0, its first label ignored, so
     no target crosses a boundary, as in ``PackedDataset``). Nothing is computed for
     padding, and attention runs per document (``MultiHeadAttention``). Packed items go to
-    ``packed_collate``, as in ``padded_collate``. The mask takes S x S bytes (S = the
-    batch's total length): 4 MB for 4 samples of 512, 1 GB for 8 of 4096; pack such
-    workloads (``packed=True``) instead.
+    ``packed_collate``, as in ``padded_collate``. The boundaries travel as document
+    lengths, so a batch costs memory in proportion to its tokens.
 
     Args:
         batch (Sequence[Mapping[str, List[int]]]): items with "tokens" and "labels".
@@ -131,7 +134,7 @@ def padding_free_collate(
 
     Returns:
         Dict[str, torch.Tensor]: "tokens", "labels", "input_pos" long ``[1, S]`` (S = the
-        samples' total length) and "mask" bool ``[1, S, S]``.
+        samples' total length) and "seq_lens" long ``[1, b]`` (the samples' lengths).
 
     Example::
 
@@ -157,4 +160,4 @@ def padding_free_collate(
     starts = torch.tensor([0] + lengths[:-1]).cumsum(0)
     labels[0, starts] = ignore_idx  # no target across a sample boundary
     input_pos = torch.cat([torch.arange(n) for n in lengths])[None]
-    return {"tokens": tokens, "labels": labels, "input_pos": input_pos, "mask": block_causal_mask([lengths])}
+    return {"tokens": tokens, "labels": labels, "input_pos": input_pos, "seq_lens": _as_long([lengths])}

@@ -7,39 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchtune._errors import UserValueError
+from torchtune.modules._documents import Documents, document_attention
 from torchtune.modules.kv_cache import KVCache
-
-
-def document_lengths(mask: torch.Tensor, input_pos: Optional[torch.Tensor]) -> Optional[list]:
-    """The document lengths of each row if ``mask`` is exactly block-causal, else None.
-
-    Documents start where ``input_pos`` is 0 (packed and padding-free rows restart their
-    positions per document). The mask is checked against the block-causal mask those
-    starts imply, so any other mask keeps its meaning.
-
-    Args:
-        mask (torch.Tensor): bool [b, s, s], True = may attend.
-        input_pos (Optional[torch.Tensor]): [b, s] positions.
-
-    Returns:
-        Optional[list]: per row, the list of document lengths (summing to s); None when
-        the mask is not the block-causal mask of ``input_pos``'s documents.
-    """
-    if input_pos is None or input_pos.dim() != 2 or mask.dim() != 3:
-        return None
-    b, s = input_pos.shape
-    if mask.shape != (b, s, s) or mask.dtype != torch.bool or not bool((input_pos[:, 0] == 0).all()):
-        return None
-    doc = (input_pos == 0).cumsum(1)  # [b, s] document index of each token
-    causal = torch.ones(s, s, dtype=torch.bool, device=mask.device).tril()
-    if not torch.equal(mask, (doc[:, :, None] == doc[:, None, :]) & causal):
-        return None
-    starts = (input_pos == 0).nonzero().tolist()  # [(row, col), ...] in row-major order
-    docs: list = [[] for _ in range(b)]
-    for j, (row, col) in enumerate(starts):
-        end = starts[j + 1][1] if j + 1 < len(starts) and starts[j + 1][0] == row else s
-        docs[row].append(end - col)
-    return docs
 
 
 class MultiHeadAttention(nn.Module):
@@ -117,6 +86,7 @@ class MultiHeadAttention(nn.Module):
         *,
         mask: Optional[torch.Tensor] = None,
         input_pos: Optional[torch.Tensor] = None,
+        documents: Optional[Documents] = None,
     ) -> torch.Tensor:
         """
         Args:
@@ -125,6 +95,8 @@ class MultiHeadAttention(nn.Module):
                 [b, s, max_seq_len] with one. None means causal (required with a cache).
             input_pos (Optional[torch.Tensor]): [b, s] positions; with a cache also the
                 slots written. None means ``0 .. s-1``.
+            documents (Optional[Documents]): the rows hold several documents: attention
+                stays inside each one (packed and padding-free rows), without a mask.
 
         Returns:
             torch.Tensor: [b, s, d].
@@ -135,8 +107,17 @@ class MultiHeadAttention(nn.Module):
         v = self.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim)  # [b, s, n_kv, h_d]
         q = self.pos_embeddings(q, input_pos)
         k = self.pos_embeddings(k, input_pos)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [b, n, s, h_d]
+        dropout_p = self.attn_dropout if self.training else 0.0
 
+        if documents is not None:
+            if mask is not None or self.kv_cache is not None:
+                raise ValueError("documents cannot be combined with a mask or a KV cache")
+            # The output comes back in [b, s, n_h, h_d], the layout the output projection
+            # reads, so no further copy is needed.
+            out = document_attention(q, k, v, documents, dropout_p)
+            return self.output_proj(out.reshape(b, s, self.num_heads * self.head_dim))
+
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [b, n, s, h_d]
         if self.kv_cache is not None:
             if mask is None:
                 raise ValueError("MultiHeadAttention with a KV cache needs an explicit mask")
@@ -150,36 +131,13 @@ class MultiHeadAttention(nn.Module):
             k = k.repeat_interleave(group, dim=1)  # [b, n_h, s_kv, h_d]
             v = v.repeat_interleave(group, dim=1)  # [b, n_h, s_kv, h_d]
 
-        dropout_p = self.attn_dropout if self.training else 0.0
-        docs = None
-        if mask is not None and self.kv_cache is None and not torch.compiler.is_compiling():
-            docs = document_lengths(mask, input_pos)
-        if docs is not None:
-            # Block-causal (packed or padding-free rows): attend inside each document only,
-            # instead of over the whole row with most of the mask False. Same numbers up to
-            # rounding, a fraction of the work: a row of four 128-token documents costs a
-            # quarter of a dense 512 x 512.
-            # Each document's output is joined along s in [b, s, n_h, h_d] order, the
-            # layout the output projection reads, so no further copy is needed.
-            rows = []
-            for i, lengths in enumerate(docs):
-                qs, ks, vs = (t[i : i + 1].split(lengths, dim=2) for t in (q, k, v))
-                rows.append(torch.cat([
-                    F.scaled_dot_product_attention(
-                        qd, kd, vd, dropout_p=dropout_p, is_causal=True
-                    ).transpose(1, 2)
-                    for qd, kd, vd in zip(qs, ks, vs)
-                ], dim=1))
-            out = torch.cat(rows) if len(rows) > 1 else rows[0]  # [b, s, n_h, h_d]
-            return self.output_proj(out.reshape(b, s, self.num_heads * self.head_dim))
-        else:
-            out = F.scaled_dot_product_attention(
-                q,
-                k,
-                v,
-                attn_mask=None if mask is None else mask[:, None, :, :],  # [b, 1, s, s_kv]
-                dropout_p=dropout_p,
-                is_causal=mask is None,
-            )  # [b, n_h, s, h_d]
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=None if mask is None else mask[:, None, :, :],  # [b, 1, s, s_kv]
+            dropout_p=dropout_p,
+            is_causal=mask is None,
+        )  # [b, n_h, s, h_d]
         out = out.transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim)  # [b, s, n_h*h_d]
         return self.output_proj(out)

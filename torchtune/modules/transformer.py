@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from torchtune._errors import UserValueError
+from torchtune.modules._documents import Documents, block_causal_from_seq_lens
 from torchtune.modules.attention import MultiHeadAttention
 
 
@@ -42,17 +43,19 @@ class TransformerDecoderLayer(nn.Module):
         *,
         mask: Optional[torch.Tensor] = None,
         input_pos: Optional[torch.Tensor] = None,
+        documents: Optional[Documents] = None,
     ) -> torch.Tensor:
         """
         Args:
             x (torch.Tensor): [b, s, d].
             mask (Optional[torch.Tensor]): see ``MultiHeadAttention.forward``.
             input_pos (Optional[torch.Tensor]): see ``MultiHeadAttention.forward``.
+            documents (Optional[Documents]): see ``MultiHeadAttention.forward``.
 
         Returns:
             torch.Tensor: [b, s, d].
         """
-        h = x + self.attn(self.sa_norm(x), mask=mask, input_pos=input_pos)
+        h = x + self.attn(self.sa_norm(x), mask=mask, input_pos=input_pos, documents=documents)
         return h + self.mlp(self.mlp_norm(h))
 
 
@@ -131,15 +134,20 @@ class TransformerDecoder(nn.Module):
         *,
         mask: Optional[torch.Tensor] = None,
         input_pos: Optional[torch.Tensor] = None,
+        seq_lens: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """
         Args:
             tokens (torch.Tensor): [b, s] token ids.
             mask (Optional[torch.Tensor]): bool, True = may attend: [b, s, s] without caches
-                (e.g. block-causal for packed rows), [b, s, max_seq_len] with caches.
-                None means causal; with caches it is built from ``input_pos``.
+                (any mask a caller needs), [b, s, max_seq_len] with caches. None means
+                causal; with caches it is built from ``input_pos``.
             input_pos (Optional[torch.Tensor]): [b, s] position ids (restarting per packed
                 document); with caches also the slots written. None means ``0 .. s-1``.
+            seq_lens (Optional[torch.Tensor]): [b, n] lengths of the documents each row
+                holds end to end (zero-padded; each row sums to s), as packed and
+                padding-free batches give them: attention stays inside each document and
+                costs time and memory in proportion to the tokens (no [b, s, s] mask).
 
         Returns:
             torch.Tensor: logits [b, s, v], in the dtype of the output projection (the
@@ -161,9 +169,20 @@ class TransformerDecoder(nn.Module):
             # Token at position p sees cache slots 0..p.
             mask = self.causal_mask[input_pos].expand(b, s, self.max_seq_len)  # [b, s, L]
 
+        documents = None
+        if seq_lens is not None:
+            if mask is not None or self.caches_are_enabled():
+                raise ValueError("seq_lens cannot be combined with a mask or KV caches")
+            if torch.compiler.is_compiling():
+                # The per-document loop cannot be traced: a compiled model gets the dense
+                # block-causal mask (S x S) instead.
+                mask = block_causal_from_seq_lens(seq_lens, s)
+            else:
+                documents = Documents.from_seq_lens(seq_lens, s)
+
         h = self.tok_embeddings(tokens)  # [b, s, d]
         for layer in self.layers:
-            h = layer(h, mask=mask, input_pos=input_pos)
+            h = layer(h, mask=mask, input_pos=input_pos, documents=documents)
         h = self.norm(h)
         if self.skip_output_layer:
             return h  # [b, s, d]

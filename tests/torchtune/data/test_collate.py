@@ -65,11 +65,16 @@ def test_packed_items_get_input_pos_and_mask():
         },
     ]
     out = padded_collate(batch)
-    assert set(out) == {"tokens", "labels", "input_pos", "mask"}
+    assert set(out) == {"tokens", "labels", "input_pos", "seq_lens"}  # no [b, s, s] mask
     assert out["tokens"].tolist() == [[1, 5, 1, 6], [1, 7, 8, 0]]
     assert out["input_pos"].tolist() == [[0, 1, 0, 1], [0, 1, 2, 0]]
-    assert torch.equal(out["mask"], block_causal_mask([[2, 2], [3, 1]]))
-    assert out["mask"][0, 2].tolist() == [False, False, True, False]
+    assert out["seq_lens"].tolist() == [[2, 2], [3, 1]]
+
+
+def test_packed_collate_pads_seq_lens_of_rows_with_fewer_documents():
+    row = lambda lens: {"tokens": [1] * 4, "labels": [1] * 4, "input_pos": [0] * 4, "seq_lens": lens}
+    out = padded_collate([row([4]), row([1, 1, 2])])
+    assert out["seq_lens"].tolist() == [[4, 0, 0], [1, 1, 2]]
 
 
 def test_packed_collate_errors():

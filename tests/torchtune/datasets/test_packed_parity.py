@@ -49,7 +49,7 @@ def test_packed_row_losses_equal_unpacked(model, tmp_path, train_on_input):
     for r in range(3):
         batch = padded_collate([packed[r]])
         with torch.no_grad():
-            logits = model(batch["tokens"], mask=batch["mask"], input_pos=batch["input_pos"])
+            logits = model(batch["tokens"], input_pos=batch["input_pos"], seq_lens=batch["seq_lens"])
         packed_losses = _token_losses(logits, batch["labels"])
         start = 0
         for n in packed[r]["seq_lens"]:
@@ -70,12 +70,12 @@ def test_packed_row_losses_equal_unpacked(model, tmp_path, train_on_input):
             checked_docs += 1
         assert (packed_losses[start - 1 :] == 0).all()  # padding adds no loss
     assert checked_docs >= 6
-    # and the losses really differ without the mask: attention would cross documents
+    # and the losses really differ without seq_lens: attention would cross documents
     batch = padded_collate([packed[0]])
     with torch.no_grad():
         leaky = _token_losses(model(batch["tokens"]), batch["labels"])
         masked = _token_losses(
-            model(batch["tokens"], mask=batch["mask"], input_pos=batch["input_pos"]),
+            model(batch["tokens"], input_pos=batch["input_pos"], seq_lens=batch["seq_lens"]),
             batch["labels"],
         )
     assert (leaky - masked).abs().max() > 1e-2

@@ -77,6 +77,7 @@ def test_packed_documents_match_separate_runs():
     mask = block_causal(seq_lens, tokens.shape[1])[None]
     with torch.no_grad():
         packed = model(tokens, mask=mask, input_pos=input_pos)
+        by_lengths = model(tokens, input_pos=input_pos, seq_lens=torch.tensor([seq_lens]))
         # Without the mask/positions documents leak into each other: the check has teeth.
         leaky = model(tokens)
         start = 0
@@ -84,6 +85,7 @@ def test_packed_documents_match_separate_runs():
             alone = model(torch.tensor([doc]))
             got = packed[:, start : start + len(doc)]
             torch.testing.assert_close(got, alone, atol=1e-5, rtol=0)
+            torch.testing.assert_close(by_lengths[:, start : start + len(doc)], alone, atol=1e-5, rtol=0)
             if start:
                 assert (leaky[:, start : start + len(doc)] - alone).abs().max() > 1e-3
             start += len(doc)

@@ -1,0 +1,136 @@
+"""Attention over rows that hold several documents, without an S x S mask.
+
+Packed and padding-free rows put documents end to end; a token may attend only to earlier
+tokens of its own document. Their boundaries travel as document lengths (``seq_lens``,
+``[b, n]``, zero-padded per row), and attention runs document by document, so a step costs
+time and memory in proportion to its tokens, never to the square of a row's length.
+
+Kernels, best first:
+
+- CUDA, fp16/bf16, no attention dropout, torch with ``torch.nn.attention.varlen``: one
+  ``varlen_attn`` (FlashAttention's variable-length kernel) over every document of the
+  batch, from cumulative offsets; no mask, no padding, no compilation.
+- Everywhere else: ``F.scaled_dot_product_attention`` with ``is_causal=True`` on each
+  document in turn. On CPU this measured faster than the alternatives torch offers there:
+  nested-tensor (jagged) SDPA has no CPU kernel in torch 2.13, and FlexAttention compiles
+  per row length.
+"""
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+
+try:  # torch >= 2.9 on CUDA builds
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:  # pragma: no cover - depends on the torch build
+    varlen_attn = None
+
+
+@dataclass(frozen=True)
+class Documents:
+    """Where each row's documents lie: built once per forward, used by every layer.
+
+    Attributes:
+        lengths (List[List[int]]): per row, the lengths of its documents (zeros dropped),
+            summing to the row's length.
+        cu_seqlens (torch.Tensor): int32 ``[n_docs + 1]``, offsets of the documents in the
+            flattened ``[b * s]`` token order (what ``varlen_attn`` takes).
+        max_len (int): the longest document.
+    """
+
+    lengths: List[List[int]]
+    cu_seqlens: torch.Tensor
+    max_len: int
+
+    @classmethod
+    def from_seq_lens(cls, seq_lens: torch.Tensor, seq_len: int) -> "Documents":
+        """Read ``seq_lens`` ``[b, n]`` (document lengths per row, zero-padded).
+
+        Raises:
+            ValueError: if a row's lengths do not sum to ``seq_len`` or one is negative.
+        """
+        rows = [[int(n) for n in row if n] for row in seq_lens.tolist()]
+        for i, row in enumerate(rows):
+            if sum(row) != seq_len or min(row, default=0) < 0:
+                raise ValueError(
+                    f"seq_lens row {i} is {row}: document lengths must be >= 0 and sum to "
+                    f"the row length {seq_len}"
+                )
+        flat = [n for row in rows for n in row]
+        cu = torch.tensor([0] + flat, dtype=torch.int32).cumsum(0, dtype=torch.int32)
+        return cls(rows, cu.to(seq_lens.device), max(flat, default=0))
+
+
+def uses_varlen(q: torch.Tensor, dropout_p: float) -> bool:
+    """Whether ``varlen_attn`` serves ``q`` ``[b, s, n_h, h_d]`` (see the module docstring)."""
+    h_d = q.shape[-1]
+    return (
+        varlen_attn is not None
+        and q.is_cuda
+        and q.dtype in (torch.float16, torch.bfloat16)
+        and dropout_p == 0.0
+        and h_d % 8 == 0
+        and h_d <= 256
+        and torch.cuda.get_device_capability(q.device) >= (8, 0)  # FlashAttention 2 and up
+    )
+
+
+def document_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    docs: Documents,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Causal attention inside each document.
+
+    Args:
+        q (torch.Tensor): ``[b, s, n_h, h_d]`` (positions already applied).
+        k (torch.Tensor): ``[b, s, n_kv, h_d]``.
+        v (torch.Tensor): ``[b, s, n_kv, h_d]``.
+        docs (Documents): the documents of each row.
+        dropout_p (float): attention dropout.
+
+    Returns:
+        torch.Tensor: ``[b, s, n_h, h_d]``, the layout the output projection reads.
+    """
+    b, s, n_h, h_d = q.shape
+    n_kv = k.shape[2]
+    if uses_varlen(q, dropout_p):
+        out = varlen_attn(
+            q.reshape(b * s, n_h, h_d),
+            k.reshape(b * s, n_kv, h_d),
+            v.reshape(b * s, n_kv, h_d),
+            docs.cu_seqlens,
+            docs.cu_seqlens,
+            docs.max_len,
+            docs.max_len,
+            window_size=(-1, 0),  # causal
+            enable_gqa=n_kv != n_h,
+        )  # [b * s, n_h, h_d]
+        return out.view(b, s, n_h, h_d)
+    if n_kv != n_h:
+        # Repeat each kv head for its group of query heads (Meta's repeat_kv).
+        k = k.repeat_interleave(n_h // n_kv, dim=2)
+        v = v.repeat_interleave(n_h // n_kv, dim=2)
+    rows = []
+    for i, lengths in enumerate(docs.lengths):
+        qs, ks, vs = (t[i : i + 1].transpose(1, 2).split(lengths, dim=2) for t in (q, k, v))
+        rows.append(torch.cat([
+            F.scaled_dot_product_attention(qd, kd, vd, dropout_p=dropout_p, is_causal=True).transpose(1, 2)
+            for qd, kd, vd in zip(qs, ks, vs)
+        ], dim=1))  # [1, s, n_h, h_d]
+    return torch.cat(rows) if len(rows) > 1 else rows[0]
+
+
+def block_causal_from_seq_lens(seq_lens: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """The dense bool ``[b, s, s]`` mask of ``seq_lens`` (for torch.compile, which cannot
+    trace the per-document loop: it costs S x S, as it says)."""
+    doc = torch.repeat_interleave(
+        torch.arange(seq_lens.shape[1], device=seq_lens.device).expand_as(seq_lens).reshape(-1),
+        seq_lens.reshape(-1),
+    ).view(seq_lens.shape[0], seq_len)  # [b, s] document index of each token
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=seq_lens.device).tril()
+    return (doc[:, :, None] == doc[:, None, :]) & causal
