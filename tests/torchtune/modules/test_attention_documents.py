@@ -203,3 +203,27 @@ def test_no_s_by_s_tensor_on_the_padding_free_path():
     s = batch["tokens"].shape[1]
     assert s == 40_000
     assert probe.largest <= s * 64  # the logits [S, v]: linear in S
+
+
+def test_compiled_model_takes_seq_lens_through_the_dense_mask(monkeypatch):
+    """torch.compile cannot trace the per-document loop; the compiled forward builds the
+    block-causal mask instead, with the same numbers."""
+    from torchtune.modules import transformer
+
+    built = []
+
+    def spy(seq_lens, seq_len):
+        built.append(seq_len)
+        return block_causal_from_seq_lens(seq_lens, seq_len)
+
+    monkeypatch.setattr(transformer, "block_causal_from_seq_lens", spy)
+    m = _model().eval()
+    seq_lens = torch.tensor([[5, 7, 4], [16, 0, 0]])
+    tokens = torch.randint(0, 50, (2, 16))
+    pos = _positions(seq_lens.tolist())
+    with torch.no_grad():
+        ref = m(tokens, input_pos=pos, seq_lens=seq_lens)
+        compiled = torch.compile(m, backend="eager")
+        got = compiled(tokens, input_pos=pos, seq_lens=seq_lens)
+    assert built == [16]  # only the compiled call took the dense path
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
