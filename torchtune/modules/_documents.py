@@ -16,16 +16,26 @@ Kernels, best first:
   per row length.
 """
 
+import functools
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import torch
 import torch.nn.functional as F
 
-try:  # torch >= 2.9 on CUDA builds
-    from torch.nn.attention.varlen import varlen_attn
-except ImportError:  # pragma: no cover - depends on the torch build
-    varlen_attn = None
+
+@functools.lru_cache(maxsize=None)
+def load_varlen_attn() -> Optional[Callable]:
+    """``torch.nn.attention.varlen.varlen_attn``, or None where torch lacks it (< 2.9).
+
+    Imported on first use, on CUDA only: the import pulls in torch's compiler stack
+    (about 1 s and 70 MB), which a CPU run has no use for.
+    """
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:  # pragma: no cover - depends on the torch version
+        return None
+    return varlen_attn
 
 
 @dataclass(frozen=True)
@@ -67,13 +77,13 @@ def uses_varlen(q: torch.Tensor, dropout_p: float) -> bool:
     """Whether ``varlen_attn`` serves ``q`` ``[b, s, n_h, h_d]`` (see the module docstring)."""
     h_d = q.shape[-1]
     return (
-        varlen_attn is not None
-        and q.is_cuda
+        q.is_cuda
         and q.dtype in (torch.float16, torch.bfloat16)
         and dropout_p == 0.0
         and h_d % 8 == 0
         and h_d <= 256
         and torch.cuda.get_device_capability(q.device) >= (8, 0)  # FlashAttention 2 and up
+        and load_varlen_attn() is not None
     )
 
 
@@ -99,7 +109,7 @@ def document_attention(
     b, s, n_h, h_d = q.shape
     n_kv = k.shape[2]
     if uses_varlen(q, dropout_p):
-        out = varlen_attn(
+        out = load_varlen_attn()(
             q.reshape(b * s, n_h, h_d),
             k.reshape(b * s, n_kv, h_d),
             v.reshape(b * s, n_kv, h_d),

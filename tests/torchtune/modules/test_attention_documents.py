@@ -162,7 +162,7 @@ def test_varlen_kernel_gets_the_flattened_documents(monkeypatch):
     tokens = torch.randint(0, 50, (2, 16))
     pos = _positions(seq_lens.tolist())
     ref, ref_grads = _forward_backward(m, tokens, input_pos=pos, seq_lens=seq_lens)
-    monkeypatch.setattr(_documents, "varlen_attn", fake_varlen)
+    monkeypatch.setattr(_documents, "load_varlen_attn", lambda: fake_varlen)
     monkeypatch.setattr(_documents, "uses_varlen", lambda q, dropout_p: True)
     out, grads = _forward_backward(m, tokens, input_pos=pos, seq_lens=seq_lens)
     assert calls == [[0, 5, 12, 16, 32]] * 2  # one call per layer, both rows together
