@@ -3,6 +3,7 @@
 from typing import Iterable, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from torchtune._errors import UserValueError
@@ -59,6 +60,46 @@ class TransformerDecoderLayer(nn.Module):
         return h + self.mlp(self.mlp_norm(h))
 
 
+class TiedLinear(nn.Module):
+    """The output projection tied to the token embedding: ``x @ embedding.weight.T``.
+
+    It owns no parameter: the one ``[v, d]`` weight stays the embedding's, so a model's
+    state dict holds ``tok_embeddings.weight`` and no ``output.weight``, optimizers see it
+    once, and its gradient is the sum of both uses. The embedding is kept out of
+    ``_modules`` (it is registered once, as the decoder's ``tok_embeddings``), so
+    ``state_dict``, ``to_empty`` and ``named_modules`` do not visit it twice; the weight is
+    looked up on every call, so it stays tied after the embedding's parameter is replaced
+    (``to_empty``, ``load_state_dict(assign=True)``).
+
+    Args:
+        embedding (nn.Embedding): the token embedding whose weight is shared.
+    """
+
+    def __init__(self, embedding: nn.Embedding) -> None:
+        super().__init__()
+        # Plain attribute, bypassing nn.Module.__setattr__: not a submodule (see above).
+        self.__dict__["embedding"] = embedding
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The shared ``[v, d]`` weight (``embedding.weight`` itself)."""
+        return self.embedding.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            x (torch.Tensor): [..., d].
+
+        Returns:
+            torch.Tensor: [..., v].
+        """
+        return F.linear(x, self.embedding.weight)
+
+    def extra_repr(self) -> str:
+        v, d = self.embedding.weight.shape
+        return f"in_features={d}, out_features={v}, tied to the token embedding"
+
+
 class TransformerDecoder(nn.Module):
     """Decoder-only transformer: embedding, layers, final norm and output projection.
 
@@ -67,7 +108,8 @@ class TransformerDecoder(nn.Module):
         layers (Iterable[TransformerDecoderLayer]): the layers, in order.
         max_seq_len (int): longest sequence the model accepts (and the KV-cache length).
         norm (nn.Module): final norm.
-        output (nn.Module): d -> v projection (not tied to ``tok_embeddings``).
+        output (nn.Module): d -> v projection: an ``nn.Linear`` (or LoRA) of its own, or a
+            ``TiedLinear(tok_embeddings)`` sharing the embedding's weight.
 
     Attributes:
         skip_output_layer (bool): when True, ``forward`` returns the final normed hidden

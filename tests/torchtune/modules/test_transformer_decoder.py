@@ -101,3 +101,33 @@ def test_mask_batch_rows_are_independent():
         out = model(tokens, mask=mask, input_pos=pos)
         torch.testing.assert_close(out[:1], model(tokens[:1]), atol=1e-5, rtol=0)
         torch.testing.assert_close(out[1:, 3:], model(tokens[1:, 3:]), atol=1e-5, rtol=0)
+
+
+# --- tied output projection -------------------------------------------------------------------
+
+
+def test_tied_linear_shares_the_embedding_weight():
+    import copy
+
+    from torchtune.modules import TiedLinear
+
+    emb = torch.nn.Embedding(VOCAB, 8)
+    tied = TiedLinear(emb)
+    assert tied.weight is emb.weight
+    assert list(tied.parameters()) == [] and tied.state_dict() == {}
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(tied(x), x @ emb.weight.t(), atol=0, rtol=0)
+
+    holder = torch.nn.Module()
+    holder.emb, holder.out = emb, tied
+    assert list(holder.state_dict()) == ["emb.weight"]  # no second copy of the weight
+    # A deep copy stays tied to its own copy of the embedding, not to the original.
+    clone = copy.deepcopy(holder)
+    assert clone.out.weight is clone.emb.weight and clone.emb.weight is not emb.weight
+    # to_empty replaces the embedding's parameter; the projection follows it.
+    with torch.device("meta"):
+        meta = torch.nn.Module()
+        meta.emb = torch.nn.Embedding(VOCAB, 8)
+        meta.out = TiedLinear(meta.emb)
+    meta.to_empty(device="cpu")
+    assert meta.out.weight is meta.emb.weight and meta.emb.weight.device.type == "cpu"

@@ -1,8 +1,10 @@
 """Component builders: wire Llama 2 from flat, typed arguments.
 
 ``llama2`` builds the base model and ``lora_llama2`` the same model with ``LoRALinear``
-where the base builder puts ``nn.Linear``. Model builders (``_model_builders.py``) pin the
-published sizes. The resulting state-dict layout (full table in docs/design.md)::
+where the base builder puts ``nn.Linear``. Both call ``llama_decoder``, the wiring every Llama
+generation shares (the Llama 3.x builders pass it their RoPE scaling and tied output). Model
+builders (``_model_builders.py``) pin the published sizes. The resulting state-dict layout
+(full table in docs/design.md)::
 
     tok_embeddings.weight                 [v, d]
     layers.{i}.sa_norm.scale              [d]
@@ -27,9 +29,11 @@ from torch import nn
 from torchtune._errors import UserValueError
 from torchtune.modules import (
     FeedForward,
+    Llama3RopeScaling,
     MultiHeadAttention,
     RMSNorm,
     RotaryPositionalEmbeddings,
+    TiedLinear,
     TransformerDecoder,
     TransformerDecoderLayer,
 )
@@ -64,7 +68,7 @@ def _linear(
     return nn.Linear(in_dim, out_dim, bias=False)
 
 
-def _build(
+def llama_decoder(
     *,
     vocab_size: int,
     num_layers: int,
@@ -72,22 +76,53 @@ def _build(
     num_kv_heads: int,
     embed_dim: int,
     max_seq_len: int,
-    intermediate_dim: Optional[int],
+    hidden_dim: int,
     attn_dropout: float,
     norm_eps: float,
     rope_base: int,
+    rope_scaling: Optional[Llama3RopeScaling] = None,
+    tie_word_embeddings: bool = False,
     lora_modules: frozenset = frozenset(),
     lora_rank: int = 0,
     lora_alpha: float = 0.0,
     lora_dropout: float = 0.0,
 ) -> TransformerDecoder:
-    """Shared wiring of ``llama2`` and ``lora_llama2``; ``lora_modules`` picks the LoRA linears."""
+    """The Llama decoder wiring shared by every Llama generation's component builders.
+
+    Llama 2 and Llama 3.x differ only in the options: RoPE base and scaling, tied output
+    and sizes; each family's builder passes its own.
+
+    Args:
+        vocab_size, num_layers, num_heads, num_kv_heads, embed_dim, max_seq_len,
+        attn_dropout, norm_eps, rope_base: as in ``llama2``.
+        hidden_dim (int): SwiGLU hidden size (already resolved by the family's rule).
+        rope_scaling (Optional[Llama3RopeScaling]): RoPE frequency scaling (Llama 3.1+).
+        tie_word_embeddings (bool): the output projection is a ``TiedLinear`` sharing
+            ``tok_embeddings.weight`` (no ``output.weight`` in the state dict).
+        lora_modules (frozenset): names whose linears become ``LoRALinear``: any of
+            ``LORA_ATTN_MODULES``, ``"mlp"``, ``"output"`` (see ``lora_module_names``).
+        lora_rank, lora_alpha, lora_dropout: as in ``lora_llama2``.
+
+    Returns:
+        TransformerDecoder: the model, on the current default device and dtype.
+
+    Raises:
+        ValueError: if the head counts don't divide as required, or LoRA is asked on a
+            tied output projection.
+    """
     head_dim = _check_dims(embed_dim, num_heads, num_kv_heads)
-    hidden_dim = intermediate_dim or scale_hidden_dim_for_mlp(embed_dim)
+    if tie_word_embeddings and "output" in lora_modules:
+        raise UserValueError(
+            "apply_lora_to_output is not supported with tied word embeddings: the output "
+            "projection is the token embedding's weight"
+        )
 
     def linear(name: str, in_dim: int, out_dim: int) -> nn.Module:
         return _linear(in_dim, out_dim, name in lora_modules, lora_rank, lora_alpha, lora_dropout)
 
+    # One RoPE module for all layers: its cos/sin cache depends only on these arguments
+    # (131072 positions x 64 pairs x 2 is 64 MiB, not worth repeating per layer).
+    rope = RotaryPositionalEmbeddings(head_dim, max_seq_len, rope_base, scaling=rope_scaling)
     layers = []
     for _ in range(num_layers):
         attn = MultiHeadAttention(
@@ -99,7 +134,7 @@ def _build(
             k_proj=linear("k_proj", embed_dim, num_kv_heads * head_dim),
             v_proj=linear("v_proj", embed_dim, num_kv_heads * head_dim),
             output_proj=linear("output_proj", num_heads * head_dim, embed_dim),
-            pos_embeddings=RotaryPositionalEmbeddings(head_dim, max_seq_len, rope_base),
+            pos_embeddings=rope,
             max_seq_len=max_seq_len,
             attn_dropout=attn_dropout,
         )
@@ -116,13 +151,39 @@ def _build(
                 mlp_norm=RMSNorm(embed_dim, eps=norm_eps),
             )
         )
+    tok_embeddings = nn.Embedding(vocab_size, embed_dim)
+    if tie_word_embeddings:
+        output = TiedLinear(tok_embeddings)
+    else:
+        output = linear("output", embed_dim, vocab_size)
     return TransformerDecoder(
-        tok_embeddings=nn.Embedding(vocab_size, embed_dim),
+        tok_embeddings=tok_embeddings,
         layers=layers,
         max_seq_len=max_seq_len,
         norm=RMSNorm(embed_dim, eps=norm_eps),
-        output=linear("output", embed_dim, vocab_size),
+        output=output,
     )
+
+
+def lora_module_names(
+    lora_attn_modules: List[str], apply_lora_to_mlp: bool, apply_lora_to_output: bool
+) -> frozenset:
+    """The ``lora_modules`` argument of ``llama_decoder`` from the LoRA builders' arguments.
+
+    Raises:
+        ValueError: on an unknown module name in ``lora_attn_modules``.
+    """
+    unknown = sorted(set(lora_attn_modules) - set(LORA_ATTN_MODULES))
+    if unknown:
+        raise UserValueError(
+            f"Unknown lora_attn_modules {unknown}; expected any of {list(LORA_ATTN_MODULES)}"
+        )
+    names = set(lora_attn_modules)
+    if apply_lora_to_mlp:
+        names.add("mlp")
+    if apply_lora_to_output:
+        names.add("output")
+    return frozenset(names)
 
 
 def llama2(
@@ -162,14 +223,14 @@ def llama2(
         >>> model = llama2(vocab_size=512, num_layers=2, num_heads=4, num_kv_heads=2,
         ...                embed_dim=64, max_seq_len=128)
     """
-    return _build(
+    return llama_decoder(
         vocab_size=vocab_size,
         num_layers=num_layers,
         num_heads=num_heads,
         num_kv_heads=num_kv_heads,
         embed_dim=embed_dim,
         max_seq_len=max_seq_len,
-        intermediate_dim=intermediate_dim,
+        hidden_dim=intermediate_dim or scale_hidden_dim_for_mlp(embed_dim),
         attn_dropout=attn_dropout,
         norm_eps=norm_eps,
         rope_base=rope_base,
@@ -218,28 +279,20 @@ def lora_llama2(
     Raises:
         ValueError: on an unknown module name in ``lora_attn_modules`` or bad head counts.
     """
-    unknown = sorted(set(lora_attn_modules) - set(LORA_ATTN_MODULES))
-    if unknown:
-        raise UserValueError(
-            f"Unknown lora_attn_modules {unknown}; expected any of {list(LORA_ATTN_MODULES)}"
-        )
-    lora_modules = set(lora_attn_modules)
-    if apply_lora_to_mlp:
-        lora_modules.add("mlp")
-    if apply_lora_to_output:
-        lora_modules.add("output")
-    return _build(
+    return llama_decoder(
         vocab_size=vocab_size,
         num_layers=num_layers,
         num_heads=num_heads,
         num_kv_heads=num_kv_heads,
         embed_dim=embed_dim,
         max_seq_len=max_seq_len,
-        intermediate_dim=intermediate_dim,
+        hidden_dim=intermediate_dim or scale_hidden_dim_for_mlp(embed_dim),
         attn_dropout=attn_dropout,
         norm_eps=norm_eps,
         rope_base=rope_base,
-        lora_modules=frozenset(lora_modules),
+        lora_modules=lora_module_names(
+            lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output
+        ),
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,

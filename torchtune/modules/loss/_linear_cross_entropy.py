@@ -8,6 +8,7 @@ from torch import nn
 
 from torchtune._errors import UserValueError
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX
+from torchtune.modules.transformer import TiedLinear
 
 
 class _LinearCrossEntropyFn(torch.autograd.Function):
@@ -86,7 +87,9 @@ class LinearCrossEntropyLoss(nn.Module):
     - the gradients are computed in the forward while each chunk's logits exist, so
       nothing is recomputed (``_LinearCrossEntropyFn``).
 
-    An output projection other than a bias-free ``nn.Linear`` (e.g. a LoRA adapter on it)
+    A bias-free ``nn.Linear`` or a ``TiedLinear`` (the output tied to the token embedding:
+    the fused gradient then accumulates into the one shared weight, next to the
+    embedding lookup's) takes this path. Any other projection (e.g. a LoRA adapter on it)
     is called as a module on each chunk of selected positions instead.
 
     Args:
@@ -156,9 +159,22 @@ class LinearCrossEntropyLoss(nn.Module):
         if keep.numel() == 0:
             return hidden.sum().float() * 0.0, num_tokens  # keeps the graph: backward gives zeros
         chunk = max(-(-keep.numel() // self.num_output_chunks), self.min_chunk_size)
-        if type(output) is nn.Linear and output.bias is None:
-            return _LinearCrossEntropyFn.apply(h, output.weight, t, chunk), num_tokens
+        weight = _plain_weight(output)
+        if weight is not None:
+            return _LinearCrossEntropyFn.apply(h, weight, t, chunk), num_tokens
         total = h.new_zeros((), dtype=torch.float32)
         for h_chunk, t_chunk in zip(h.split(chunk), t.split(chunk)):
             total = total + F.cross_entropy(output(h_chunk).float(), t_chunk, reduction="sum")
         return total, num_tokens
+
+
+def _plain_weight(output: nn.Module) -> Optional[torch.Tensor]:
+    """The weight of a projection that is exactly ``h @ weight.T``, else None.
+
+    ``type(...) is`` rather than ``isinstance``: a subclass may change ``forward``.
+    """
+    if type(output) is nn.Linear and output.bias is None:
+        return output.weight
+    if type(output) is TiedLinear:
+        return output.weight
+    return None

@@ -128,3 +128,36 @@ def test_bf16_matches_reference_loosely():
     torch.testing.assert_close(loss, ref, rtol=1e-2, atol=1e-2)
     torch.testing.assert_close(grads[0], hidden.grad, rtol=5e-2, atol=5e-2)
     torch.testing.assert_close(grads[1], output.weight.grad, rtol=5e-2, atol=5e-2)
+
+
+def test_tied_output_takes_the_fused_path_and_its_gradient_reaches_the_one_weight(monkeypatch):
+    """A tied decoder: the fused loss equals logits + cross-entropy, in the loss and in the
+    shared weight's gradient (embedding lookup + output projection together)."""
+    from torchtune.modules import TiedLinear
+    from torchtune.modules.loss import _linear_cross_entropy as lce
+
+    torch.manual_seed(0)
+    model = llama2(vocab_size=64, num_layers=1, num_heads=4, num_kv_heads=2, embed_dim=32,
+                   max_seq_len=16, intermediate_dim=48)
+    model.output = TiedLinear(model.tok_embeddings)
+    tokens = torch.randint(0, 64, (2, 16))
+    labels = tokens.clone()
+    labels[1, :4] = -100
+    ref_loss, _ = ChunkedCrossEntropyLoss(num_output_chunks=1)(model(tokens), labels)
+    ref_loss.backward()
+    ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+
+    calls = []
+    real_apply = lce._LinearCrossEntropyFn.apply
+    monkeypatch.setattr(lce._LinearCrossEntropyFn, "apply",
+                        lambda *a: calls.append(a[1]) or real_apply(*a))
+    loss_fn = LinearCrossEntropyLoss(num_output_chunks=2, min_chunk_size=4)
+    loss_fn.set_model_output(model)
+    loss, _ = loss_fn(model(tokens), labels)
+    loss.backward()
+    assert len(calls) == 1 and calls[0] is model.tok_embeddings.weight  # the fused path
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-5)
+    assert [n for n, _ in model.named_parameters()].count("tok_embeddings.weight") == 1
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, ref_grads[n], rtol=1e-4, atol=1e-6, msg=n)

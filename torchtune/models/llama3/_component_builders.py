@@ -1,0 +1,117 @@
+"""Component builders for Llama 3 (Meta, April 2024).
+
+Llama 3 is Llama 2's decoder (``llama2._component_builders.llama_decoder``) with:
+
+- RoPE base 500000 (Llama 2: 10000);
+- GQA in every size (a property of the model builders' head counts, not of the wiring);
+- the default SwiGLU hidden size of ``_model_utils.scale_hidden_dim_for_mlp``.
+
+The state-dict layout is Llama 2's (docs/design.md).
+"""
+
+from typing import List, Optional
+
+from torchtune.models.llama2._component_builders import llama_decoder, lora_module_names
+from torchtune.models.llama3._model_utils import scale_hidden_dim_for_mlp
+from torchtune.modules import TransformerDecoder
+
+
+def llama3(
+    vocab_size: int,
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int,
+    embed_dim: int,
+    max_seq_len: int,
+    attn_dropout: float = 0.0,
+    rope_base: int = 500_000,
+    intermediate_dim: Optional[int] = None,
+    norm_eps: float = 1e-5,
+) -> TransformerDecoder:
+    """Build a Llama 3 decoder with the given sizes.
+
+    Args:
+        vocab_size (int): v.
+        num_layers (int): number of decoder layers.
+        num_heads (int): query heads n_h; must divide ``embed_dim``.
+        num_kv_heads (int): key/value heads n_kv; must divide ``num_heads``.
+        embed_dim (int): d.
+        max_seq_len (int): longest sequence (RoPE table and KV-cache length).
+        attn_dropout (float): attention-weight dropout while training.
+        rope_base (int): RoPE base.
+        intermediate_dim (Optional[int]): SwiGLU hidden size; None uses
+            ``scale_hidden_dim_for_mlp(embed_dim)``.
+        norm_eps (float): RMSNorm epsilon.
+
+    Returns:
+        TransformerDecoder: the model, on the current default device and dtype.
+
+    Raises:
+        ValueError: if the head counts don't divide as required.
+    """
+    return llama_decoder(
+        vocab_size=vocab_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        embed_dim=embed_dim,
+        max_seq_len=max_seq_len,
+        hidden_dim=intermediate_dim or scale_hidden_dim_for_mlp(embed_dim),
+        attn_dropout=attn_dropout,
+        norm_eps=norm_eps,
+        rope_base=rope_base,
+    )
+
+
+def lora_llama3(
+    lora_attn_modules: List[str],
+    apply_lora_to_mlp: bool = False,
+    apply_lora_to_output: bool = False,
+    *,
+    vocab_size: int,
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int,
+    embed_dim: int,
+    max_seq_len: int,
+    intermediate_dim: Optional[int] = None,
+    attn_dropout: float = 0.0,
+    norm_eps: float = 1e-5,
+    rope_base: int = 500_000,
+    lora_rank: int,
+    lora_alpha: float,
+    lora_dropout: float = 0.0,
+) -> TransformerDecoder:
+    """Build Llama 3 with LoRA adapters on the chosen linear layers.
+
+    Args:
+        lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output, lora_rank, lora_alpha,
+        lora_dropout: as in ``torchtune.models.llama2.lora_llama2``.
+        vocab_size, num_layers, num_heads, num_kv_heads, embed_dim, max_seq_len,
+        intermediate_dim, attn_dropout, norm_eps, rope_base: as in ``llama3``.
+
+    Returns:
+        TransformerDecoder: the LoRA model (all parameters trainable until
+        ``set_trainable_params`` is called).
+
+    Raises:
+        ValueError: on an unknown module name in ``lora_attn_modules`` or bad head counts.
+    """
+    return llama_decoder(
+        vocab_size=vocab_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        embed_dim=embed_dim,
+        max_seq_len=max_seq_len,
+        hidden_dim=intermediate_dim or scale_hidden_dim_for_mlp(embed_dim),
+        attn_dropout=attn_dropout,
+        norm_eps=norm_eps,
+        rope_base=rope_base,
+        lora_modules=lora_module_names(
+            lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output
+        ),
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+    )

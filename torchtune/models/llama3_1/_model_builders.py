@@ -1,0 +1,105 @@
+"""Model builders: Llama 3.1 at the published sizes (meta-llama/llama-models ``sku_list``:
+128K context, RoPE scale factor 8)."""
+
+from typing import List
+
+from torchtune.models.llama3_1._component_builders import llama3_1, lora_llama3_1
+from torchtune.modules import TransformerDecoder
+
+# One dict per size, shared by the base and the LoRA builder so they cannot drift apart.
+_LLAMA3_1_8B = dict(
+    vocab_size=128_256,
+    num_layers=32,
+    num_heads=32,
+    num_kv_heads=8,
+    embed_dim=4096,
+    max_seq_len=131_072,
+    intermediate_dim=14336,
+    attn_dropout=0.0,
+    norm_eps=1e-5,
+    rope_base=500_000,
+    scale_factor=8,
+)
+_LLAMA3_1_70B = dict(
+    _LLAMA3_1_8B, num_layers=80, num_heads=64, embed_dim=8192, intermediate_dim=28672
+)
+_LLAMA3_1_405B = dict(
+    _LLAMA3_1_8B, num_layers=126, num_heads=128, embed_dim=16384, intermediate_dim=53248
+)
+
+
+def llama3_1_8b() -> TransformerDecoder:
+    """Llama 3.1 8B: 32 layers, 32 heads / 8 kv heads, d=4096, hidden 14336;
+    8,030,261,248 parameters."""
+    return llama3_1(**_LLAMA3_1_8B)
+
+
+def llama3_1_70b() -> TransformerDecoder:
+    """Llama 3.1 70B: 80 layers, 64 heads / 8 kv heads, d=8192, hidden 28672;
+    70,553,706,496 parameters."""
+    return llama3_1(**_LLAMA3_1_70B)
+
+
+def llama3_1_405b() -> TransformerDecoder:
+    """Llama 3.1 405B: 126 layers, 128 heads / 8 kv heads, d=16384, hidden 53248."""
+    return llama3_1(**_LLAMA3_1_405B)
+
+
+def lora_llama3_1_8b(
+    lora_attn_modules: List[str],
+    apply_lora_to_mlp: bool = False,
+    apply_lora_to_output: bool = False,
+    lora_rank: int = 8,
+    lora_alpha: float = 16,
+    lora_dropout: float = 0.05,
+) -> TransformerDecoder:
+    """Llama 3.1 8B with LoRA adapters; arguments as in ``lora_llama3_1``."""
+    return lora_llama3_1(
+        lora_attn_modules,
+        apply_lora_to_mlp,
+        apply_lora_to_output,
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        **_LLAMA3_1_8B,
+    )
+
+
+def lora_llama3_1_70b(
+    lora_attn_modules: List[str],
+    apply_lora_to_mlp: bool = False,
+    apply_lora_to_output: bool = False,
+    lora_rank: int = 8,
+    lora_alpha: float = 16,
+    lora_dropout: float = 0.05,
+) -> TransformerDecoder:
+    """Llama 3.1 70B with LoRA adapters; arguments as in ``lora_llama3_1``."""
+    return lora_llama3_1(
+        lora_attn_modules,
+        apply_lora_to_mlp,
+        apply_lora_to_output,
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        **_LLAMA3_1_70B,
+    )
+
+
+def lora_llama3_1_405b(
+    lora_attn_modules: List[str],
+    apply_lora_to_mlp: bool = False,
+    apply_lora_to_output: bool = False,
+    lora_rank: int = 8,
+    lora_alpha: float = 16,
+    lora_dropout: float = 0.05,
+) -> TransformerDecoder:
+    """Llama 3.1 405B with LoRA adapters; arguments as in ``lora_llama3_1``."""
+    return lora_llama3_1(
+        lora_attn_modules,
+        apply_lora_to_mlp,
+        apply_lora_to_output,
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        **_LLAMA3_1_405B,
+    )
