@@ -1,7 +1,8 @@
 from dataclasses import dataclass
-from typing import List, Literal, Protocol, Sequence
+from typing import List, Literal, Optional, Protocol, Sequence
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "ipython"]
+ROLES = ("system", "user", "assistant", "ipython")
 
 
 @dataclass(frozen=True)
@@ -9,12 +10,29 @@ class Message:
     """One turn of a conversation.
 
     Args:
-        role (str): "system", "user" or "assistant".
+        role (str): "system", "user", "assistant" or "ipython" (a tool's output).
         content (str): the text of the turn.
+        masked (Optional[bool]): leave the turn out of the loss; None (the default) masks
+            every role but "assistant". (torchtune defaults to False; a default that
+            follows the role means a plain ``Message("user", ...)`` is never learned.)
+        eot (bool): the turn ends the model's turn (Llama 3: ``<|eot_id|>``); False for a
+            message that waits for a tool's result (``<|eom_id|>``).
+
+    Raises:
+        ValueError: if ``role`` is not one of the four roles.
     """
 
     role: Role
     content: str
+    masked: Optional[bool] = None
+    eot: bool = True
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ValueError(f"message role {self.role!r} is not one of {', '.join(ROLES)}")
+        if self.masked is None:
+            # frozen: fill the role's default through object.__setattr__
+            object.__setattr__(self, "masked", self.role != "assistant")
 
 
 class ChatFormat(Protocol):

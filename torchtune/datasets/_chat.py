@@ -16,7 +16,11 @@ from torchtune.tokenizers import encode_truncated, Tokenizer
 # conversation style -> (role key, content key, {their role name: our role})
 _STYLES = {
     "sharegpt": ("from", "value", {"system": "system", "human": "user", "gpt": "assistant"}),
-    "openai": ("role", "content", {"system": "system", "user": "user", "assistant": "assistant"}),
+    "openai": (
+        "role",
+        "content",
+        {"system": "system", "user": "user", "assistant": "assistant", "ipython": "ipython"},
+    ),
 }
 
 
@@ -40,10 +44,14 @@ def _to_messages(conversation, style: str) -> List[Message]:
 
 
 class _ChatTransform:
+    """Tokenizes conversations: through ``chat_format``'s text segments, or, when
+    ``chat_format`` is None, through ``tokenizer.tokenize_messages`` (the tokenizer owns
+    the format, as Llama 3's does)."""
+
     def __init__(
         self,
         tokenizer: Tokenizer,
-        chat_format: Type[ChatFormat],
+        chat_format: Optional[Type[ChatFormat]],
         column: str,
         style: str,
         train_on_input: bool,
@@ -79,14 +87,32 @@ class _ChatTransform:
                 labels += ids
         return tokens, labels
 
+    def _tokenize_messages(self, messages: List[Message]) -> Tuple[List[int], List[int]]:
+        """Ids and labels from the tokenizer's own chat format; as in ``_encode``, only
+        the first ``max_seq_len + 1`` ids are made."""
+        budget = None if self.max_seq_len is None else self.max_seq_len + 1
+        # train_on_input learns every turn; otherwise only the assistant's
+        messages = [
+            Message(m.role, m.content, masked=m.role != "assistant" and not self.train_on_input)
+            for m in messages
+        ]
+        tokens, mask = self.tokenizer.tokenize_messages(messages, max_tokens=budget)
+        labels = [CROSS_ENTROPY_IGNORE_IDX if m else t for t, m in zip(tokens, mask)]
+        return tokens, labels
+
     def __call__(self, batch: Mapping[str, list], indices: List[int]) -> Dict[str, list]:
         out: Dict[str, list] = {"tokens": [], "labels": [], "truncated": []}
         for conversation, row in zip(batch[self.column], indices):
             try:
-                segments = self.chat_format.format(_to_messages(conversation, self.style))
+                messages = _to_messages(conversation, self.style)
+                if self.chat_format is not None:
+                    segments = self.chat_format.format(messages)
             except ValueError as e:
                 raise UserValueError(f"row {row}: column {self.column!r}: {e}") from None
-            tokens, labels = self._encode(segments)
+            if self.chat_format is None:
+                tokens, labels = self._tokenize_messages(messages)
+            else:
+                tokens, labels = self._encode(segments)
             tokens, labels, cut = truncate(
                 tokens, labels, self.max_seq_len, self.tokenizer.eos_id
             )
@@ -101,21 +127,26 @@ def chat_dataset(
     source: str,
     conversation_column: str = "conversations",
     conversation_style: str = "sharegpt",
-    chat_format: Union[str, Type[ChatFormat]] = Llama2ChatFormat,
+    chat_format: Optional[Union[str, Type[ChatFormat]]] = None,
     max_seq_len: Optional[int] = None,
     train_on_input: bool = False,
     packed: bool = False,
     num_proc: int = 1,
     **load_dataset_kwargs,
 ) -> Union[TokenizedDataset, PackedDataset]:
-    """Multi-turn conversations in a chat format (Llama 2's by default).
+    """Multi-turn conversations in a chat format.
 
     Each record's ``conversation_column`` is a list of turns: ShareGPT style
     (``{"from": "system"|"human"|"gpt", "value": ...}``) or OpenAI style
-    (``{"role": "system"|"user"|"assistant", "content": ...}``). ``chat_format`` turns it
-    into user and assistant segments; user segments are encoded with BOS, assistant
-    segments with EOS (for Llama 2 this reproduces Meta's ``chat_completion`` ids). By
-    default only the assistant turns are learned. Only as much of a long conversation as
+    (``{"role": "system"|"user"|"assistant"|"ipython", "content": ...}``).
+
+    The format: with ``chat_format`` None (the default) a tokenizer that has
+    ``tokenize_messages`` (Llama 3's) formats the conversation itself, as in torchtune;
+    the sample is its ids, labels ignored where its mask is True. Otherwise
+    ``chat_format`` (``Llama2ChatFormat`` when None) turns the conversation into user and
+    assistant text segments; user segments are encoded with BOS, assistant segments with
+    EOS (for Llama 2 this reproduces Meta's ``chat_completion`` ids). By default only the
+    assistant turns are learned. Only as much of a long conversation as
     the truncated sample keeps is encoded (``encode_truncated``). If no sample has a
     target left within ``max_seq_len`` the build fails; if some have none, their number
     is logged.
@@ -125,9 +156,11 @@ def chat_dataset(
         source (str): Hub dataset name, or "json" with ``data_files``.
         conversation_column (str): the column holding the list of turns.
         conversation_style (str): "sharegpt" or "openai".
-        chat_format (Union[str, Type[ChatFormat]]): the format class or its dotted path.
+        chat_format (Optional[Union[str, Type[ChatFormat]]]): the text format class or
+            its dotted path; None for the tokenizer's ``tokenize_messages`` if it has one,
+            else ``Llama2ChatFormat``.
         max_seq_len (Optional[int]): truncate samples to this length (keeping EOS last).
-        train_on_input (bool): also learn the user (and system) segments.
+        train_on_input (bool): also learn the user (and system and ipython) turns.
         packed (bool): pack into rows of exactly ``max_seq_len``.
         num_proc (int): processes for tokenizing.
         **load_dataset_kwargs: passed to ``datasets.load_dataset``.
@@ -141,7 +174,10 @@ def chat_dataset(
         )
     if packed and max_seq_len is None:
         raise UserValueError("packed=True needs max_seq_len")
-    chat_format = resolve_class(chat_format, "chat_format")
+    if chat_format is not None:
+        chat_format = resolve_class(chat_format, "chat_format")
+    elif not callable(getattr(tokenizer, "tokenize_messages", None)):
+        chat_format = Llama2ChatFormat
     ds = load_hf_dataset(source, **load_dataset_kwargs)
     check_columns(ds, [conversation_column], source)
     transform = _ChatTransform(
