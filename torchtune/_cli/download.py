@@ -19,6 +19,13 @@ What the command guarantees:
   the network, a full disk or a refused folder, a clash, conflicting arguments) ends the
   command with one line ``error: <message>`` on stderr and status 1, without a traceback.
   ``DownloadError`` is a ``torchtune._errors.UserError``.
+- Weights are downloaded once. Repos often hold them twice; by default the copy the
+  configs don't read is skipped. Llama 2 layout (top level holds ``pytorch_model*.bin`` or
+  ``consolidated*.pth``, which its configs name): ``*.safetensors`` is skipped. Llama 3
+  layout (top-level ``*.safetensors``, Meta's copy under ``original/``, e.g.
+  ``meta-llama/Llama-3.1-8B-Instruct``): ``original/*consolidated*.pth`` is skipped, while
+  ``original/tokenizer.model`` and ``original/params.json`` are kept. Any other repo is
+  downloaded whole. ``--ignore-patterns`` replaces the default; ``''`` downloads everything.
 - The finished folder holds ``.tune_download.json`` (``{"repo_id": ..., "revision": <commit
   sha>}``), written last; the checkpointers read it to fill ``base_model_name_or_path`` when
   they write PEFT adapter configs.
@@ -46,17 +53,28 @@ from torchtune._errors import one_line, one_line_usage_errors, UserError
 
 RECORD_FILE = ".tune_download.json"
 
-# Hub repos often carry the same weights twice: as safetensors and as `pytorch_model*.bin`
-# (HF) or `consolidated.*.pth` (Meta). The seed's configs name the .bin / .pth files, so by
-# default we skip the safetensors copy, but only when one of the other copies is there:
-# a safetensors-only repo is downloaded whole.
+# Hub repos often carry the same weights twice, and by default only the copy the configs
+# name is downloaded. The rule, from the repo's file list (top level = not in a subfolder):
+#
+# 1. Llama 2 layout: the top level holds pytorch_model*.bin or *consolidated*.pth (HF's
+#    meta-llama/Llama-2-7b-hf, Meta's meta-llama/Llama-2-7b). The configs name those files,
+#    so the '*.safetensors' copy is skipped (anywhere in the repo).
+# 2. Llama 3 layout: otherwise, when the top level holds *.safetensors, the Meta copy in a
+#    subfolder ('original/consolidated.00.pth', 'original/mp16/consolidated.07.pth' ...)
+#    is skipped: pattern 'original/*consolidated*.pth'. The rest of original/ (params.json,
+#    tokenizer.model, which the Meta-format configs and tokenizers read) is kept.
+# 3. Otherwise nothing is skipped: a repo with a single copy is downloaded whole.
 _DUPLICATE_WEIGHTS = "*.safetensors"
 _OTHER_WEIGHTS = ("pytorch_model*.bin", "*consolidated*.pth")
+_META_COPY = "original/*consolidated*.pth"
 
 _HELP_IGNORE = (
-    "glob of repo files not to download; repeat the flag for several. Default: '*.safetensors' "
-    "when the repo also holds the weights as pytorch_model*.bin or consolidated*.pth (the "
-    "same weights twice), otherwise nothing. Pass --ignore-patterns '' to download every file."
+    "glob of repo files not to download; repeat the flag for several. Default: skip the "
+    "second copy of the weights. In a Llama 2 layout repo (top level holds pytorch_model*.bin "
+    "or consolidated*.pth, which its configs name) that is '*.safetensors'; in a Llama 3 "
+    "layout repo (top-level *.safetensors with Meta's copy in original/) it is "
+    f"'{_META_COPY}', keeping original/tokenizer.model and original/params.json; otherwise "
+    "nothing. Pass --ignore-patterns '' to download every file."
 )
 _HELP_FORCE = (
     "replace files in --output-dir that have the names of the repo's files (a previous "
@@ -181,8 +199,8 @@ def download(
     wanted = _without_ignored(repo_files, patterns)
     if ignore_patterns is None and len(wanted) < len(repo_files):
         print(
-            f"Skipping {len(repo_files) - len(wanted)} {_DUPLICATE_WEIGHTS} files that repeat the "
-            "weights of the .bin/.pth files; pass --ignore-patterns '' to download them too."
+            f"Skipping {len(repo_files) - len(wanted)} files matching {patterns[0]!r}: a second "
+            "copy of the weights; pass --ignore-patterns '' to download them too."
         )
     _refuse_clashes(output_dir, wanted, repo_id, force)
     _refuse_unmovable(output_dir, wanted)
@@ -236,10 +254,15 @@ def _list_repo(repo_id: str, token: Optional[str]) -> Tuple[str, List[str]]:
 
 
 def _ignore_patterns(requested: Optional[Sequence[str]], repo_files: Sequence[str]) -> List[str]:
+    """The patterns asked for, or the default: the rule above ``_DUPLICATE_WEIGHTS``."""
     if requested is not None:
         return [p for p in requested if p]
-    has_other_weights = any(fnmatch.fnmatch(f, p) for f in repo_files for p in _OTHER_WEIGHTS)
-    return [_DUPLICATE_WEIGHTS] if has_other_weights else []
+    top_level = [f for f in repo_files if "/" not in f]
+    if any(fnmatch.fnmatch(f, p) for f in top_level for p in _OTHER_WEIGHTS):
+        return [_DUPLICATE_WEIGHTS]  # Llama 2 layout
+    if any(fnmatch.fnmatch(f, _DUPLICATE_WEIGHTS) for f in top_level):
+        return [_META_COPY]  # Llama 3 layout (a no-op when there is no original/ copy)
+    return []
 
 
 def _without_ignored(repo_files: Sequence[str], patterns: Sequence[str]) -> List[str]:

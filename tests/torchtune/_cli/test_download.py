@@ -47,6 +47,27 @@ SAFETENSORS_ONLY = {
     "model.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{}      " + bytes(range(60)) * 5,
     "training_args.bin": b"not weights",
 }
+# meta-llama/Llama-3.1-8B-Instruct's layout: HF safetensors shards at the top, Meta's copy
+# (with the params.json and tokenizer.model that Meta-format configs read) in original/.
+LLAMA3 = {
+    "config.json": b'{"model_type": "llama", "tie_word_embeddings": false}\n',
+    "generation_config.json": b'{"eos_token_id": [1, 2]}\n',
+    "model-00001-of-00002.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{}      " + bytes(range(11, 111)) * 7,
+    "model-00002-of-00002.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{}      " + bytes(range(21, 91)) * 6,
+    "model.safetensors.index.json": b'{"weight_map": {}}\n',
+    "tokenizer.json": b'{"version": "1.0"}\n',
+    "tokenizer_config.json": b"{}\n",
+    "special_tokens_map.json": b"{}\n",
+    "original/consolidated.00.pth": bytes(range(33, 233)) * 11,
+    "original/params.json": b'{"dim": 8, "use_scaled_rope": true}\n',
+    "original/tokenizer.model": bytes(range(200, 256)) * 5,
+}
+# Meta's Llama 2 repo (meta-llama/Llama-2-7b): the Meta copy only, at the top level.
+LLAMA2_META = {
+    "consolidated.00.pth": bytes(range(77, 177)) * 13,
+    "params.json": b'{"dim": 16}\n',
+    "tokenizer.model": bytes(range(0, 99)) * 4,
+}
 SHA = "1f0e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c"
 # Served at 2 KiB/s, the weights take 20 s: a test can stop the command mid-transfer. (The
 # bytes are unlike any other repo's, as the CDN finds a blob, and its speed, by content.)
@@ -61,6 +82,8 @@ def make_hub() -> HubServer:
         repos={
             "tiny/llama": HubRepo(LLAMA, sha=SHA),
             "tiny/st-only": HubRepo(SAFETENSORS_ONLY),
+            "tiny/llama3": HubRepo(LLAMA3),
+            "tiny/llama2-meta": HubRepo(LLAMA2_META),
             "meta/gated": HubRepo(LLAMA, gated=True),
             "someone/private": HubRepo(SAFETENSORS_ONLY, private=True),
             "tiny/slow": HubRepo(SLOW, bytes_per_second=2048),
@@ -148,10 +171,27 @@ def test_downloads_repo_and_writes_record(hub, tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["llama"]
 
 
+def test_llama3_repo_default_skips_meta_weights_but_keeps_its_tokenizer_and_params(hub, tmp_path):
+    out = tmp_path / "out"
+    result = tune_download(hub.endpoint, tmp_path, "tiny/llama3", "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr
+    got = files_under(out)
+    assert {k: v for k, v in got.items() if k != RECORD} == {
+        k: v for k, v in LLAMA3.items() if k != "original/consolidated.00.pth"
+    }
+    # Never fetched, not just deleted afterwards.
+    assert not [r for r in hub.requests if r.path.endswith("consolidated.00.pth")]
+    assert "original/*consolidated*.pth" in result.stdout
+
+
 @pytest.mark.parametrize(
     "repo, args, expected",
     [
         ("tiny/st-only", [], set(SAFETENSORS_ONLY)),
+        ("tiny/llama2-meta", [], set(LLAMA2_META)),
+        ("tiny/llama3", ["--ignore-patterns", ""], set(LLAMA3)),
+        ("tiny/llama3", ["--ignore-patterns", "*.safetensors"], set(LLAMA3) - {
+            "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}),
         ("tiny/llama", ["--ignore-patterns", ""], set(LLAMA)),
         (
             "tiny/llama",
@@ -160,7 +200,8 @@ def test_downloads_repo_and_writes_record(hub, tmp_path):
             - {"original/params.json", "original/consolidated.00.pth"},
         ),
     ],
-    ids=["safetensors-only-repo-kept", "empty-pattern-downloads-all", "repeated-patterns"],
+    ids=["safetensors-only-repo-kept", "llama2-meta-repo-kept", "llama3-empty-pattern-downloads-all",
+         "llama3-meta-copy-on-request", "empty-pattern-downloads-all", "repeated-patterns"],
 )
 def test_ignore_patterns(hub, tmp_path, repo, args, expected):
     out = tmp_path / "out"
@@ -288,6 +329,7 @@ def test_help_documents_default_ignore_patterns(tmp_path):
     assert result.returncode == 0
     help_text = " ".join(result.stdout.split())
     assert "--ignore-patterns" in help_text and "'*.safetensors'" in help_text
+    assert "'original/*consolidated*.pth'" in help_text and "original/tokenizer.model" in help_text
     assert "--ignore-patterns ''" in help_text
     assert "--repo-id" in help_text and "HF_TOKEN" in help_text
     assert "--force" in help_text and "Folders are never replaced" in help_text

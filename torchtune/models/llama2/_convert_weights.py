@@ -82,7 +82,7 @@ def _invert(mapping: Dict[str, str]) -> Dict[str, str]:
     return {v: k for k, v in mapping.items()}
 
 
-def _map_key(key: str, mapping: Dict[str, str], source: str) -> str:
+def _map_key(key: str, mapping: Dict[str, str], source: str, family: str = "Llama 2") -> str:
     """Rename ``key`` through ``mapping``, whose per-layer entries use ``{}`` for the index."""
     if key in mapping:
         return mapping[key]
@@ -92,8 +92,8 @@ def _map_key(key: str, mapping: Dict[str, str], source: str) -> str:
         if abstract in mapping:
             return mapping[abstract].format(layer.group(0))
     raise UserValueError(
-        f"Unexpected key {key!r}: it is not a Llama 2 parameter name in the {source} layout "
-        "(is this a Llama 2 checkpoint in that layout?)"
+        f"Unexpected key {key!r}: it is not a {family} parameter name in the {source} layout "
+        f"(is this a {family} checkpoint in that layout?)"
     )
 
 
@@ -102,12 +102,13 @@ def _convert(
     mapping: Dict[str, str],
     source: str,
     ignored: Optional[re.Pattern] = None,
+    family: str = "Llama 2",
 ) -> Dict[str, torch.Tensor]:
     out = {}
     for key, value in state_dict.items():
         if ignored is not None and ignored.match(key):
             continue
-        out[_map_key(key, mapping, source)] = value
+        out[_map_key(key, mapping, source, family)] = value
     return out
 
 
@@ -186,12 +187,24 @@ def hf_to_tune(
     Raises:
         ValueError: on an unknown key or a q/k tensor whose shape does not fit the head counts.
     """
+    return _hf_to_tune(state_dict, num_heads, num_kv_heads, dim, head_dim, "Llama 2")
+
+
+def _hf_to_tune(
+    state_dict: Dict[str, torch.Tensor],
+    num_heads: int,
+    num_kv_heads: int,
+    dim: int,
+    head_dim: Optional[int],
+    family: str,
+) -> Dict[str, torch.Tensor]:
+    """``hf_to_tune`` for any family sharing Llama 2's names (``family`` is for messages)."""
     head_dim = _head_dim(num_heads, dim, head_dim)
     out = {}
     for key, value in state_dict.items():
         if _HF_IGNORED.match(key):
             continue
-        new_key = _map_key(key, _FROM_HF, "HF")
+        new_key = _map_key(key, _FROM_HF, "HF", family)
         if new_key.endswith("attn.q_proj.weight"):
             value = _permute_rows(value, num_heads, head_dim, to_hf=False, name=key)
         elif new_key.endswith("attn.k_proj.weight"):
@@ -214,11 +227,23 @@ def tune_to_hf(
     Raises:
         ValueError: on an unknown key or a q/k tensor whose shape does not fit the head counts.
     """
+    return _tune_to_hf(state_dict, num_heads, num_kv_heads, dim, head_dim, "Llama 2")
+
+
+def _tune_to_hf(
+    state_dict: Dict[str, torch.Tensor],
+    num_heads: int,
+    num_kv_heads: int,
+    dim: int,
+    head_dim: Optional[int],
+    family: str,
+) -> Dict[str, torch.Tensor]:
+    """``tune_to_hf`` for any family sharing Llama 2's names (``family`` is for messages)."""
     head_dim = _head_dim(num_heads, dim, head_dim)
     to_hf = _invert(_FROM_HF)
     out = {}
     for key, value in state_dict.items():
-        new_key = _map_key(key, to_hf, "internal")
+        new_key = _map_key(key, to_hf, "internal", family)
         if key.endswith("attn.q_proj.weight"):
             value = _permute_rows(value, num_heads, head_dim, to_hf=True, name=key)
         elif key.endswith("attn.k_proj.weight"):

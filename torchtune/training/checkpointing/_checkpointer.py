@@ -1,4 +1,4 @@
-"""Checkpointers for Meta's ``consolidated.00.pth`` layout and torchtune's internal layout.
+"""Checkpointers for Meta's ``consolidated.NN.pth`` layout and torchtune's internal layout.
 
 See ``_core`` for what a save writes and the shared load/save contract.
 """
@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 
 from torchtune._errors import UserValueError
-from torchtune.training.checkpointing import _io, _sidecars
+from torchtune.training.checkpointing import _io, _meta_shards, _sidecars
 from torchtune.training.checkpointing._core import CheckpointerCore, as_tensor_dict
 from torchtune.training.checkpointing._overwrite_guard import OutputLayout
 from torchtune.training.checkpointing._save_writer import SaveWriter
@@ -21,15 +21,23 @@ _META_EXTRA_FILES = ("params.json", "tokenizer.model")
 
 
 class FullModelMetaCheckpointer:
-    """Read and write Meta's ``consolidated.00.pth`` layout (meta-llama/llama).
+    """Read and write Meta's ``consolidated.NN.pth`` layout (meta-llama/llama, llama-models).
 
-    ``params.json`` beside the checkpoint is read and checked here (it gives the head counts
-    the peft copy of a LoRA adapter needs).
+    One file (``consolidated.00.pth``) or the N model-parallel files of the large models
+    (``consolidated.00.pth`` ... ``consolidated.07.pth``): their slices are joined into
+    full tensors on load (``_meta_shards``), and a save cuts them again into as many files,
+    split the same way. ``params.json`` beside the checkpoint is read and checked here (it
+    gives the head counts the peft copy of a LoRA adapter needs, and the embedding size a
+    joined checkpoint must have).
+
+    For a tied model type (``LLAMA3_2``) the file's ``output.weight`` (Meta ships it, equal
+    to ``tok_embeddings.weight``) is dropped on load after checking it equals the embedding,
+    and written again on save iff the input had it.
 
     Args:
         checkpoint_dir (str): folder holding the checkpoint (and params.json, tokenizer.model).
-        checkpoint_files (List[str]): exactly one file, e.g. ``[consolidated.00.pth]``.
-        model_type (Union[ModelType, str]): e.g. ``"LLAMA2"``.
+        checkpoint_files (List[str]): ``[consolidated.00.pth]``, or every rank's file.
+        model_type (Union[ModelType, str]): e.g. ``"LLAMA2"``, ``"LLAMA3"``, ``"LLAMA3_2"``.
         output_dir (str): where saves go.
         adapter_checkpoint (Optional[str]): adapter file to load when resuming (relative to
             checkpoint_dir, or absolute).
@@ -39,9 +47,11 @@ class FullModelMetaCheckpointer:
 
     Raises:
         UserFileNotFoundError: if a checkpoint file is missing (the message lists the folder).
-        UserValueError: on more than one checkpoint file, an unknown model_type, resuming
-            without recipe_checkpoint, a malformed params.json or download record, or a
-            checkpoint file that a save to ``output_dir`` would overwrite (not resuming).
+        UserValueError: on an unknown model_type, resuming without recipe_checkpoint, a
+            malformed params.json or download record, a checkpoint file that a save to
+            ``output_dir`` would overwrite (not resuming), model-parallel files that are not
+            the ranks of one checkpoint (missing ranks, other tensors, shapes or values),
+            or (tied types) an ``output.weight`` that differs from the embedding.
     """
 
     def __init__(
@@ -58,25 +68,55 @@ class FullModelMetaCheckpointer:
         self._c = CheckpointerCore(
             checkpoint_dir, checkpoint_files, model_type, output_dir, adapter_checkpoint,
             recipe_checkpoint, resume_from_checkpoint, keep_last_n_checkpoints,
-            OutputLayout(model_files=[rf"meta_model_{NUMBER_RE}\.pt"]),
+            OutputLayout(
+                model_files=[rf"meta_model_{NUMBER_RE}\.pt"],
+                model_folders=[rf"meta_model_{NUMBER_RE}"],
+            ),
         )
-        if len(self._c.files) != 1:
+        self._ranks = _meta_shards.order_files(self._c.files)
+        names = [os.path.basename(p) for p in self._ranks]
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice is not None:
             raise UserValueError(
-                "FullModelMetaCheckpointer reads one consolidated file; got "
-                f"{len(self._c.files)}: {self._c.files} (model-parallel shards are not supported)"
+                f"checkpoint_files lists {twice} more than once; a model-parallel Meta "
+                f"checkpoint is one file per rank: {self._c.files}"
             )
         self._extras = {n: p for n in _META_EXTRA_FILES if (p := self._c.find_beside(n))}
         params = self._extras.get("params.json")
         self._heads = _sidecars.read_params(params) if params else None
+        self._had_output: Optional[bool] = None  # tied types: did the input carry output.weight
 
     def load_checkpoint(self) -> Dict[str, Any]:
         """Returns ``{"model": internal state dict}`` (+ recipe state/adapter when resuming)."""
         training_state = self._c.load_training_state()  # checked before the model is read
-        path = self._c.files[0]
-        meta = as_tensor_dict(_io.torch_load(path), path)
-        out = {MODEL_KEY: self._c.convert(self._c.converter.meta_to_tune, meta, path)}
+        shards = [(p, as_tensor_dict(_io.torch_load(p), p)) for p in self._ranks]
+        meta = _meta_shards.merge(shards) if len(shards) > 1 else shards[0][1]
+        source = ", ".join(self._ranks)
+        if len(shards) > 1:
+            self._check_joined_size(meta, source)
+        del shards
+        model = self._c.convert(self._c.converter.meta_to_tune, meta, source)
+        self._had_output = self._c.untie(model, source)
+        out = {MODEL_KEY: model}
         out.update(training_state)
         return out
+
+    def _check_joined_size(self, meta: Dict[str, torch.Tensor], source: str) -> None:
+        """A subset of the ranks joins into tensors too small: params.json tells."""
+        emb = meta.get("tok_embeddings.weight")
+        if self._heads is None or emb is None or emb.dim() != 2:
+            return
+        if emb.shape[1] != self._heads["dim"]:
+            raise UserValueError(
+                f"The {len(self._ranks)} Meta shards ({source}) join into an embedding of "
+                f"size {emb.shape[1]}, but params.json has dim {self._heads['dim']}: list "
+                "every rank's consolidated.NN.pth file of the checkpoint"
+            )
+
+    def _input_had_output(self) -> bool:
+        if self._had_output is None:  # saving without loading: read the key list only
+            self._had_output = "output.weight" in _io.checkpoint_keys(self._ranks[0])
+        return self._had_output
 
     def save_checkpoint(
         self,
@@ -87,16 +127,29 @@ class FullModelMetaCheckpointer:
         step: Optional[int] = None,
     ) -> None:
         """Write ``meta_model_{epoch}.pt`` (+ params.json, tokenizer.model) and the rest (the
-        full list is in ``torchtune.training.checkpointing._core``)."""
+        full list is in ``torchtune.training.checkpointing._core``). A model-parallel input
+        gives the folder ``meta_model_{epoch}/`` with the input's file names, one per rank,
+        and params.json, tokenizer.model: what Meta's loaders read."""
 
         def write_model(writer: SaveWriter, is_step: bool) -> None:
+            model = state_dict[MODEL_KEY]
+            if self._c.tied:
+                model = self._c.retie(model, self._input_had_output())
             meta = self._c.convert(
-                self._c.converter.tune_to_meta, state_dict[MODEL_KEY], "state_dict['model']",
-                user_input=False,
+                self._c.converter.tune_to_meta, model, "state_dict['model']", user_input=False,
             )
-            writer.torch_save(meta, os.path.join(writer.root, f"meta_model_{epoch}.pt"), role="model")
-            for name, src in self._extras.items():
-                writer.copy_file(src, os.path.join(writer.root, name))
+            if len(self._ranks) == 1:
+                writer.torch_save(meta, os.path.join(writer.root, f"meta_model_{epoch}.pt"), role="model")
+                for name, src in self._extras.items():
+                    writer.copy_file(src, os.path.join(writer.root, name))
+                return
+            parts = _meta_shards.split(meta, len(self._ranks))
+            del meta
+            with writer.folder(os.path.join(writer.root, f"meta_model_{epoch}")) as folder:
+                for path, part in zip(self._ranks, parts):
+                    writer.torch_save(part, os.path.join(folder, os.path.basename(path)), role="model")
+                for name, src in self._extras.items():
+                    writer.copy_file(src, os.path.join(folder, name))
 
         self._c.save(
             state_dict, epoch, step, None if adapter_only else write_model,

@@ -21,10 +21,15 @@ What a save writes, in this order, with ``root`` = ``output_dir`` (or
 name and renamed into place complete):
 
 ===============  ==========================================================================
-model            Meta: ``root/meta_model_{epoch}.pt`` + params.json + tokenizer.model
+model            Meta: ``root/meta_model_{epoch}.pt`` + params.json + tokenizer.model;
+                 from N model-parallel files: ``root/meta_model_{epoch}/`` with the input's
+                 N file names, split as Meta splits them, + params.json + tokenizer.model.
                  HF: ``output_dir/epoch_{epoch}/`` (``root`` itself for a step) with the
-                 input's shard names, tensor->shard assignment, index json, config.json
-                 and tokenizer files. TorchTune: ``root/torchtune_model_{epoch}.pt``.
+                 input's shard names, tensor->shard assignment, index json, and a copy of
+                 every other file beside the input weights (config.json, tokenizer and
+                 generation files ...; not weights, indexes, hidden files, subfolders).
+                 TorchTune: ``root/torchtune_model_{epoch}.pt``. Tied types (LLAMA3_2)
+                 write the output projection iff the input file had it.
 adapter          ``root/adapter_{epoch}.pt`` (internal names)
 peft adapter     ``root/adapter_{epoch}_peft/adapter_model.safetensors`` + adapter_config.json
                  (a folder of its own: an adapter_config.json inside the model folder
@@ -64,6 +69,7 @@ from torchtune.training.checkpointing._utils import (
     MODEL_KEY,
     RECIPE_STATE_NAME,
     SAVE_ID_KEY,
+    MODEL_TYPES,
     ModelType,
     get_converter,
 )
@@ -130,6 +136,7 @@ class CheckpointerCore:
             _io.require_file(f)
         self.model_type = ModelType.coerce(model_type)
         self.converter = get_converter(self.model_type)
+        self.tied = MODEL_TYPES[self.model_type].tied_embeddings
         self.output_dir = str(output_dir)
         self.resume = bool(resume_from_checkpoint)
         self.adapter_path = self.resolve(adapter_checkpoint) if adapter_checkpoint else None
@@ -333,6 +340,46 @@ class CheckpointerCore:
         except ValueError as err:
             cls = UserValueError if user_input else ValueError
             raise cls(f"{source} does not match model_type {self.model_type.name}: {err}") from err
+
+
+    def untie(self, model: Dict[str, torch.Tensor], source: str) -> bool:
+        """For a tied model type, drop the file's copy of the output projection.
+
+        Meta's Llama 3.2 ``consolidated.00.pth`` stores ``output.weight`` (equal to the
+        embedding); transformers' safetensors of a tied model do not store ``lm_head.weight``.
+        Returns whether ``model`` (internal names) had ``output.weight``, so a save can write
+        the layout the input had.
+
+        Raises:
+            UserValueError: the copy differs from ``tok_embeddings.weight``: the checkpoint is
+                not of a tied model.
+        """
+        if not self.tied or "output.weight" not in model:
+            return False
+        out, emb = model["output.weight"], model.get("tok_embeddings.weight")
+        if emb is None or out.shape != emb.shape or not torch.equal(out, emb):
+            raise UserValueError(
+                f"{source} holds an output projection that differs from the token embedding, "
+                f"but model_type {self.model_type.name} ties them: use a model_type with an "
+                "untied output (e.g. LLAMA3)"
+            )
+        del model["output.weight"]
+        return True
+
+    def retie(self, model: Dict[str, torch.Tensor], with_output: bool) -> Dict[str, torch.Tensor]:
+        """The internal state dict to convert for saving: for a tied model type whose input
+        file had the output copy, ``output.weight`` is added back (a copy of the embedding:
+        safetensors refuses shared storage, and a view would make torch.save share it)."""
+        if not self.tied:
+            return model
+        if "output.weight" in model:
+            raise ValueError(
+                f"state_dict['model'] has 'output.weight', but model_type {self.model_type.name} "
+                "ties the output projection to tok_embeddings.weight"
+            )
+        if not with_output:
+            return model
+        return dict(model, **{"output.weight": model["tok_embeddings.weight"].clone()})
 
 
 def as_tensor_dict(obj: Any, path: str) -> Dict[str, torch.Tensor]:

@@ -15,10 +15,30 @@ from torchtune.training.checkpointing import _io, _sidecars
 from torchtune.training.checkpointing._core import CheckpointerCore, as_tensor_dict
 from torchtune.training.checkpointing._overwrite_guard import OutputLayout
 from torchtune.training.checkpointing._save_writer import SaveWriter
-from torchtune.training.checkpointing._utils import HF_MODEL_TYPES, MODEL_KEY, NUMBER_RE, ModelType
+from torchtune.training.checkpointing._utils import (
+    HF_MODEL_TYPES,
+    MANIFEST_NAME,
+    MODEL_KEY,
+    NUMBER_RE,
+    ModelType,
+)
 
-# Copied next to the weights so from_pretrained and llama.cpp's converter take the folder as is.
-_HF_EXTRA_FILES = (
+# Files beside the weights that a save does not copy into its model folder: weights in any
+# format (the saved shards replace them; a stale copy in another format would be read
+# instead by some tools) and indexes, hidden files (``.tune_download.json``,
+# ``.gitattributes``, our temporaries) and the bookkeeping of our own saves. Every other
+# file (config.json, generation_config.json, tokenizer.json, tokenizer_config.json,
+# special_tokens_map.json, tokenizer.model, README.md, LICENSE ...) is copied, so that
+# from_pretrained, llama.cpp's convert_hf_to_gguf.py and vLLM read the folder as they read
+# the original. Subfolders (``original/``) are not copied.
+_NOT_COPIED_SUFFIXES = (
+    ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx",
+    ".index.json",
+)
+_NOT_COPIED_NAMES = (MANIFEST_NAME,)
+# Looked for in checkpoint_dir too when not beside the weights (the layout before shards
+# were put in subfolders).
+_HF_SIDECARS = (
     "config.json",
     "generation_config.json",
     "tokenizer.model",
@@ -29,6 +49,12 @@ _HF_EXTRA_FILES = (
 )
 
 
+def _copied(name: str) -> bool:
+    return not (
+        name.startswith(".") or name in _NOT_COPIED_NAMES or name.endswith(_NOT_COPIED_SUFFIXES)
+    )
+
+
 class FullModelHFCheckpointer:
     """Read and write transformers' Llama layout: ``.bin`` or ``.safetensors``, sharded or not.
 
@@ -36,13 +62,20 @@ class FullModelHFCheckpointer:
     file names, same tensor->file assignment, same format, and the index json (written
     whenever there is more than one shard, so ``from_pretrained`` can read the folder).
     config.json, the index json and ``.tune_download.json`` are read and checked here, when
-    the checkpointer is built.
+    the checkpointer is built. The model folder a save writes also gets a copy of every
+    other file beside the input weights (tokenizer and generation configs, README ...; not
+    weights in any format, indexes, hidden files or our manifest; not subfolders).
+
+    For a tied model type (``LLAMA3_2``, config.json ``tie_word_embeddings: true``) the
+    files normally have no ``lm_head.weight``; one that is there must equal the embedding,
+    is dropped on load and written again on save. config.json's ``tie_word_embeddings``
+    must agree with the model type.
 
     Args:
         checkpoint_dir (str): folder with the weights, config.json and tokenizer files.
         checkpoint_files (List[str]): the weight files (an ``*.index.json`` entry is expanded
             to the shards it names).
-        model_type (Union[ModelType, str]): e.g. ``"LLAMA2"``.
+        model_type (Union[ModelType, str]): e.g. ``"LLAMA2"``, ``"LLAMA3"``, ``"LLAMA3_2"``.
         output_dir (str): where saves go.
         adapter_checkpoint (Optional[str]): adapter file to load when resuming.
         recipe_checkpoint (Optional[str]): ``recipe_state.pt`` to load when resuming.
@@ -107,10 +140,35 @@ class FullModelHFCheckpointer:
                 f"{HF_MODEL_TYPES[self._c.model_type]})"
             )
         self._heads = _sidecars.heads_from_hf_config(self._config, config_path)
+        tie = self._config.get("tie_word_embeddings")
+        if tie is not None and tie is not self._c.tied:
+            raise UserValueError(
+                f"{config_path} has tie_word_embeddings {str(tie).lower()}, but model_type "
+                f"{self._c.model_type.name} {'ties' if self._c.tied else 'does not tie'} the "
+                "output projection to the embedding"
+                + (" (use LLAMA3_2 for Llama 3.2 1B/3B)" if tie is True else "")
+            )
         # Found now, copied at save time.
-        self._extras = {n: p for n in _HF_EXTRA_FILES if (p := self._c.find_beside(n))}
+        self._extras = self._find_extras(config_path)
         self._weight_map: Optional[Dict[str, str]] = None
         self._metadata: Dict[str, Optional[Dict[str, str]]] = {}
+
+    def _find_extras(self, config_path: str) -> Dict[str, str]:
+        """Every non-weight file beside the weights (see ``_copied``), and the usual config
+        and tokenizer files from checkpoint_dir when they are not beside the weights."""
+        folder = os.path.dirname(self._c.files[0])
+        extras = {}
+        with _io.user_os_errors(folder):
+            names = sorted(os.listdir(folder))
+        for name in names:
+            path = os.path.join(folder, name)
+            if _copied(name) and os.path.isfile(path):
+                extras[name] = path
+        for name in _HF_SIDECARS:
+            if name not in extras and (path := self._c.find_beside(name)):
+                extras[name] = path
+        extras.setdefault("config.json", config_path)
+        return extras
 
     def _find_index(self) -> None:
         """Remember the ``*.index.json`` beside the shards that maps tensors into them, if any."""
@@ -155,6 +213,7 @@ class FullModelHFCheckpointer:
         source = ", ".join(self._shard_names)
         model = self._c.convert(self._c.converter.hf_to_tune, merged, source, **self._heads)
         del merged
+        self._c.untie(model, source)  # the save repeats lm_head iff the weight map has it
         out = {MODEL_KEY: model}
         out.update(training_state)
         return out
@@ -170,11 +229,13 @@ class FullModelHFCheckpointer:
     def _write_model_folder(
         self, writer: SaveWriter, folder: str, model_sd: Dict[str, torch.Tensor]
     ) -> None:
+        weight_map = self._ensure_weight_map()
+        if self._c.tied:
+            model_sd = self._c.retie(model_sd, "lm_head.weight" in weight_map)
         hf = self._c.convert(
             self._c.converter.tune_to_hf, model_sd, "state_dict['model']", user_input=False,
             **self._heads,
         )
-        weight_map = self._ensure_weight_map()
         unmapped = [k for k in hf if k not in weight_map]
         if unmapped:
             raise UserValueError(

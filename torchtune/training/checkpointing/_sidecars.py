@@ -80,6 +80,9 @@ def read_hf_config(path: str) -> Dict[str, Any]:
         raise UserValueError(f"{where}: 'model_type' must be a string, got {config['model_type']!r}")
     for key in _HF_SIZE_KEYS:
         _int(config, key, where, required=False)
+    tie = config.get("tie_word_embeddings")
+    if tie is not None and not isinstance(tie, bool):
+        raise UserValueError(f"{where}: 'tie_word_embeddings' must be true or false, got {tie!r}")
     heads_from_hf_config(config, path)
     return config
 

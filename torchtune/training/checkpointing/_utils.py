@@ -1,9 +1,10 @@
 """Model types, state-dict validation and resume checks shared by the checkpointers."""
 
 import importlib
+from dataclasses import dataclass
 from enum import Enum
 from types import ModuleType
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -34,9 +35,15 @@ NUMBER_RE = r"(?:0|[1-9][0-9]*)"
 
 
 class ModelType(Enum):
-    """Model families the checkpointers can convert. Configs pass the name: ``LLAMA2``."""
+    """Model families the checkpointers can convert. Configs pass the name: ``LLAMA2``.
+
+    ``LLAMA3`` covers Llama 3 and 3.1 (untied output projection); ``LLAMA3_2`` the Llama 3.2
+    text models (1B, 3B), whose output projection is tied to the token embedding.
+    """
 
     LLAMA2 = "llama2"
+    LLAMA3 = "llama3"
+    LLAMA3_2 = "llama3_2"
 
     @classmethod
     def coerce(cls, value: Union["ModelType", str]) -> "ModelType":
@@ -52,16 +59,41 @@ class ModelType(Enum):
         )
 
 
-# Each family keeps its key maps next to its model code; the checkpointers look them up.
-_CONVERTERS = {ModelType.LLAMA2: "torchtune.models.llama2._convert_weights"}
+@dataclass(frozen=True)
+class ModelTypeInfo:
+    """What the checkpointers need to know about a model family.
+
+    Attributes:
+        converter (str): module with ``meta_to_tune``/``tune_to_meta``/``hf_to_tune``/
+            ``tune_to_hf`` (and the peft adapter maps); each family keeps its key maps next
+            to its model code.
+        hf_model_types (Tuple[str, ...]): the ``"model_type"`` values transformers writes in
+            config.json for the family.
+        tied_embeddings (bool): the output projection is the token embedding: the internal
+            state dict has ``tok_embeddings.weight`` and no ``output.weight``.
+    """
+
+    converter: str
+    hf_model_types: Tuple[str, ...]
+    tied_embeddings: bool = False
+
+
+# The one table: adding a family is a row here plus its converter module.
+MODEL_TYPES: Dict[ModelType, ModelTypeInfo] = {
+    ModelType.LLAMA2: ModelTypeInfo("torchtune.models.llama2._convert_weights", ("llama",)),
+    ModelType.LLAMA3: ModelTypeInfo("torchtune.models.llama3._convert_weights", ("llama",)),
+    ModelType.LLAMA3_2: ModelTypeInfo(
+        "torchtune.models.llama3._convert_weights", ("llama",), tied_embeddings=True
+    ),
+}
 
 # The "model_type" written by transformers in config.json for each family.
-HF_MODEL_TYPES = {ModelType.LLAMA2: ("llama",)}
+HF_MODEL_TYPES = {t: info.hf_model_types for t, info in MODEL_TYPES.items()}
 
 
 def get_converter(model_type: ModelType) -> ModuleType:
     """Module with ``meta_to_tune``/``tune_to_meta``/``hf_to_tune``/``tune_to_hf`` for a type."""
-    return importlib.import_module(_CONVERTERS[model_type])
+    return importlib.import_module(MODEL_TYPES[model_type].converter)
 
 
 def _shapes(obj: Union[nn.Module, Mapping[str, Any]]) -> Dict[str, tuple]:
