@@ -7,7 +7,8 @@ Features (the whole budget; anything else belongs in another recipe):
     - through an instruct template: ``instruct_template: torchtune.data.AlpacaInstructTemplate``
       with the template's columns, ``prompt: {instruction: ..., input: ...}``, or
     - through a chat format: ``chat_format: torchtune.data.Llama2ChatFormat`` with
-      ``prompt: "a user message"`` or ``prompt: {system: ..., user: ...}``
+      ``prompt: "a user message"`` or ``prompt: {system: ..., user: ...}``; or, with a
+      tokenizer that has its own chat format (Llama 3's), ``prompt: {system: ..., user: ...}``
     - sampling with ``temperature`` (0 = greedy) and ``top_k``, at most ``max_new_tokens``,
       stopping at EOS, with the decoder's KV cache; seed, device, dtype
     - prints the prompt and its continuation, then logs tokens per second
@@ -141,14 +142,30 @@ class GenerateRecipe:
             messages = [Message(role, turns[role]) for role in ("system", "user") if turns.get(role)]
             # One user turn formats to exactly one segment: the text the answer follows.
             text = fmt.format(messages)[0].content
+        elif isinstance(prompt, Mapping) and hasattr(self._tokenizer, "tokenize_messages"):
+            # The tokenizer's own chat format (Llama 3's): the conversation so far and an
+            # open assistant header, the text the answer follows.
+            return self._chat_prompt_tokens(prompt)
         else:
             if not isinstance(prompt, str):
-                raise UserValueError("prompt: a mapping needs instruct_template or chat_format; "
-                                 "otherwise give plain text")
+                raise UserValueError("prompt: a mapping needs instruct_template or chat_format "
+                                 "(or a tokenizer with a chat format); otherwise give plain text")
             if not prompt.strip():
                 raise UserValueError("prompt is empty: give some text to continue")
             text = prompt
         return self._tokenizer.encode(text, add_bos=True, add_eos=False)
+
+    def _chat_prompt_tokens(self, prompt: Mapping[str, str]) -> list[int]:
+        unknown = sorted(set(prompt) - {"system", "user"})
+        if unknown:
+            raise UserValueError(f"prompt: {unknown} are not allowed in a chat prompt; "
+                                 "give {system: ..., user: ...}")
+        if not str(prompt.get("user") or "").strip():
+            raise UserValueError("prompt is empty: a chat prompt needs a user message (prompt.user)")
+        messages = [Message(role, prompt[role]) for role in ("system", "user") if prompt.get(role)]
+        messages.append(Message("assistant", ""))
+        tokens, _ = self._tokenizer.tokenize_messages(messages, add_end_tokens=False)
+        return tokens
 
     def generate(self) -> list[int]:
         """Sample a continuation of the prompt; print the text and log tokens per second.
@@ -165,7 +182,8 @@ class GenerateRecipe:
             max_new_tokens=self._max_new_tokens,
             temperature=self._temperature,
             top_k=self._top_k,
-            stop_tokens=[self._tokenizer.eos_id],
+            # Llama 3 ends a turn with <|eot_id|>, not EOS: stop at any of the tokenizer's.
+            stop_tokens=list(getattr(self._tokenizer, "stop_tokens", [self._tokenizer.eos_id])),
             pad_id=self._tokenizer.pad_id,
         ).tolist()
         elapsed = time.perf_counter() - start

@@ -193,3 +193,25 @@ def test_empty_prompt_through_tune_run():
     assert [l for l in out.stderr.splitlines() if not l.startswith("INFO:")] == [
         "error: prompt is empty: give some text to continue"
     ]
+
+
+def test_chat_prompt_through_a_tokenizer_with_its_own_format(tmp_path):
+    """With Llama 3's tokenizer, {system, user} becomes the official conversation with an
+    open assistant header, and generation stops at <|eot_id|> as well as EOS."""
+    import lzma
+
+    from torchtune.models.llama3 import llama3_tokenizer
+
+    path = tmp_path / "tokenizer.model"
+    path.write_bytes(lzma.decompress((REPO / "tests" / "assets" / "llama3_tokenizer.model.xz").read_bytes()))
+    recipe = GenerateRecipe.__new__(GenerateRecipe)  # only the prompt step: no model
+    recipe._tokenizer = llama3_tokenizer(str(path))
+    ids = recipe._setup_prompt({"system": "Be brief.", "user": "Hi"}, None, None)
+    assert recipe._tokenizer.decode(ids, skip_special_tokens=False) == (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+    assert 128009 in recipe._tokenizer.stop_tokens
+    with pytest.raises(ValueError, match="needs a user message"):
+        recipe._setup_prompt({"system": "Be brief."}, None, None)
