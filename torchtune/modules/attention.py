@@ -33,6 +33,14 @@ class MultiHeadAttention(nn.Module):
         pos_embeddings (nn.Module): applied to q and k, called as ``(x, input_pos)``.
         max_seq_len (int): cache length used by ``setup_cache``.
         attn_dropout (float): dropout on the attention weights while training.
+        q_norm (Optional[nn.Module]): applied to the queries per head, ``[b, s, n_h, h_d]``,
+            before RoPE (Qwen 3's ``RMSNorm(h_d)``); None: none. In the state dict as
+            ``q_norm.scale``.
+        k_norm (Optional[nn.Module]): the same for the keys, ``[b, s, n_kv, h_d]``.
+
+    ``head_dim`` need not be ``embed_dim // num_heads`` (Qwen 3: d 1024, 16 heads, h_d 128);
+    the projections give the sizes. Biases are the projections' own (``nn.Linear(bias=True)``
+    or ``LoRALinear(use_bias=True)``: ``q_proj.bias``).
 
     Raises:
         ValueError: if ``num_kv_heads`` does not divide ``num_heads``.
@@ -52,6 +60,8 @@ class MultiHeadAttention(nn.Module):
         pos_embeddings: nn.Module,
         max_seq_len: int = 4096,
         attn_dropout: float = 0.0,
+        q_norm: Optional[nn.Module] = None,
+        k_norm: Optional[nn.Module] = None,
     ) -> None:
         super().__init__()
         if num_kv_heads <= 0 or num_heads % num_kv_heads:
@@ -71,6 +81,8 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = v_proj
         self.output_proj = output_proj
         self.pos_embeddings = pos_embeddings
+        self.q_norm = q_norm
+        self.k_norm = k_norm
         self.kv_cache: Optional[KVCache] = None
 
     def setup_cache(self, batch_size: int, dtype: torch.dtype) -> None:
@@ -105,6 +117,10 @@ class MultiHeadAttention(nn.Module):
         q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim)  # [b, s, n_h, h_d]
         k = self.k_proj(x).view(b, s, self.num_kv_heads, self.head_dim)  # [b, s, n_kv, h_d]
         v = self.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim)  # [b, s, n_kv, h_d]
+        if self.q_norm is not None:
+            q = self.q_norm(q)
+        if self.k_norm is not None:
+            k = self.k_norm(k)
         q = self.pos_embeddings(q, input_pos)
         k = self.pos_embeddings(k, input_pos)
         dropout_p = self.attn_dropout if self.training else 0.0

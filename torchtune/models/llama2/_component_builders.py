@@ -22,7 +22,7 @@ HF <-> internal a rename plus a per-head row permutation (``_convert_weights.py`
 unchanged ``<module>.weight``.
 """
 
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
@@ -61,11 +61,27 @@ def _check_dims(embed_dim: int, num_heads: int, num_kv_heads: int) -> int:
 
 
 def _linear(
-    in_dim: int, out_dim: int, lora: bool, rank: int = 0, alpha: float = 0.0, dropout: float = 0.0
+    in_dim: int,
+    out_dim: int,
+    lora: bool,
+    rank: int = 0,
+    alpha: float = 0.0,
+    dropout: float = 0.0,
+    bias: bool = False,
 ) -> nn.Module:
     if lora:
-        return LoRALinear(in_dim, out_dim, rank=rank, alpha=alpha, dropout=dropout)
-    return nn.Linear(in_dim, out_dim, bias=False)
+        return LoRALinear(in_dim, out_dim, rank=rank, alpha=alpha, dropout=dropout, use_bias=bias)
+    return nn.Linear(in_dim, out_dim, bias=bias)
+
+
+def _flags(value: Union[bool, Sequence[bool]], n: int, name: str) -> Tuple[bool, ...]:
+    """One bool for all, or one per item (q, k[, v])."""
+    if isinstance(value, bool):
+        return (value,) * n
+    flags = tuple(bool(v) for v in value)
+    if len(flags) != n:
+        raise UserValueError(f"{name} takes a bool or {n} bools, got {value!r}")
+    return flags
 
 
 def llama_decoder(
@@ -82,6 +98,9 @@ def llama_decoder(
     rope_base: int,
     rope_scaling: Optional[Llama3RopeScaling] = None,
     tie_word_embeddings: bool = False,
+    head_dim: Optional[int] = None,
+    qkv_bias: Union[bool, Sequence[bool]] = False,
+    qk_norm: Union[bool, Sequence[bool]] = False,
     lora_modules: frozenset = frozenset(),
     lora_rank: int = 0,
     lora_alpha: float = 0.0,
@@ -90,7 +109,8 @@ def llama_decoder(
     """The Llama decoder wiring shared by every Llama generation's component builders.
 
     Llama 2 and Llama 3.x differ only in the options: RoPE base and scaling, tied output
-    and sizes; each family's builder passes its own.
+    and sizes; each family's builder passes its own. Qwen 2 / 2.5 add q/k/v biases and
+    Qwen 3 per-head q/k RMSNorm and an explicit head_dim.
 
     Args:
         vocab_size, num_layers, num_heads, num_kv_heads, embed_dim, max_seq_len,
@@ -99,6 +119,13 @@ def llama_decoder(
         rope_scaling (Optional[Llama3RopeScaling]): RoPE frequency scaling (Llama 3.1+).
         tie_word_embeddings (bool): the output projection is a ``TiedLinear`` sharing
             ``tok_embeddings.weight`` (no ``output.weight`` in the state dict).
+        head_dim (Optional[int]): per-head size h_d; None means ``embed_dim // num_heads``
+            (which must then divide). q is ``[n_h * h_d, d]``, output ``[d, n_h * h_d]``.
+        qkv_bias (Union[bool, Sequence[bool]]): biases on the q, k, v projections (one bool
+            for all three or three bools), state dict ``attn.{q,k,v}_proj.bias``; never on
+            ``output_proj``.
+        qk_norm (Union[bool, Sequence[bool]]): ``RMSNorm(h_d, norm_eps)`` on each query /
+            key head before RoPE (one bool or two), state dict ``attn.{q,k}_norm.scale``.
         lora_modules (frozenset): names whose linears become ``LoRALinear``: any of
             ``LORA_ATTN_MODULES``, ``"mlp"``, ``"output"`` (see ``lora_module_names``).
         lora_rank, lora_alpha, lora_dropout: as in ``lora_llama2``.
@@ -110,15 +137,27 @@ def llama_decoder(
         ValueError: if the head counts don't divide as required, or LoRA is asked on a
             tied output projection.
     """
-    head_dim = _check_dims(embed_dim, num_heads, num_kv_heads)
+    if head_dim is None:
+        head_dim = _check_dims(embed_dim, num_heads, num_kv_heads)
+    else:
+        if head_dim <= 0 or head_dim % 2:
+            raise UserValueError(f"head_dim ({head_dim}) must be positive and even (RoPE pairs)")
+        if num_kv_heads <= 0 or num_heads <= 0 or num_heads % num_kv_heads:
+            raise UserValueError(
+                f"num_kv_heads ({num_kv_heads}) must divide num_heads ({num_heads})"
+            )
+    q_bias, k_bias, v_bias = _flags(qkv_bias, 3, "qkv_bias")
+    q_norm, k_norm = _flags(qk_norm, 2, "qk_norm")
     if tie_word_embeddings and "output" in lora_modules:
         raise UserValueError(
             "apply_lora_to_output is not supported with tied word embeddings: the output "
             "projection is the token embedding's weight"
         )
 
-    def linear(name: str, in_dim: int, out_dim: int) -> nn.Module:
-        return _linear(in_dim, out_dim, name in lora_modules, lora_rank, lora_alpha, lora_dropout)
+    def linear(name: str, in_dim: int, out_dim: int, bias: bool = False) -> nn.Module:
+        return _linear(
+            in_dim, out_dim, name in lora_modules, lora_rank, lora_alpha, lora_dropout, bias
+        )
 
     # One RoPE module for all layers: its cos/sin cache depends only on these arguments
     # (131072 positions x 64 pairs x 2 is 64 MiB, not worth repeating per layer).
@@ -130,13 +169,15 @@ def llama_decoder(
             num_heads=num_heads,
             num_kv_heads=num_kv_heads,
             head_dim=head_dim,
-            q_proj=linear("q_proj", embed_dim, num_heads * head_dim),
-            k_proj=linear("k_proj", embed_dim, num_kv_heads * head_dim),
-            v_proj=linear("v_proj", embed_dim, num_kv_heads * head_dim),
+            q_proj=linear("q_proj", embed_dim, num_heads * head_dim, q_bias),
+            k_proj=linear("k_proj", embed_dim, num_kv_heads * head_dim, k_bias),
+            v_proj=linear("v_proj", embed_dim, num_kv_heads * head_dim, v_bias),
             output_proj=linear("output_proj", num_heads * head_dim, embed_dim),
             pos_embeddings=rope,
             max_seq_len=max_seq_len,
             attn_dropout=attn_dropout,
+            q_norm=RMSNorm(head_dim, eps=norm_eps) if q_norm else None,
+            k_norm=RMSNorm(head_dim, eps=norm_eps) if k_norm else None,
         )
         mlp = FeedForward(
             w1=linear("mlp", embed_dim, hidden_dim),

@@ -1,0 +1,145 @@
+"""The Qwen 3 tokenizer: Qwen 2.5's vocabulary and ChatML, with thinking blocks.
+
+Special tokens
+--------------
+The same ids as Qwen 2.5 (no BOS; pad ``<|endoftext|>`` 151643, ``<|im_start|>`` 151644,
+eos ``<|im_end|>`` 151645; stop tokens [151645, 151643]), plus the added tokens
+``<tool_response>`` 151665, ``</tool_response>`` 151666, ``<think>`` 151667 and
+``</think>`` 151668. These four (like ``<tool_call>``) are *not* flagged special in
+``tokenizer.json``: they are vocabulary words that ``encode`` matches in any text, as
+transformers does, so thinking text written in content gets its single ids; they are
+checked against the file, and ``decode(skip_special_tokens=True)`` keeps them.
+``splits_at_spaces`` holds as for Qwen 2.5 (none of the added tokens contains a space).
+
+The chat format, as Qwen 3's chat template renders it (``tools=None``)
+---------------------------------------------------------------------
+- No default system prompt (unlike Qwen 2.5).
+- An assistant message's content may carry its reasoning: ``<think>...</think>answer``.
+  As the template does, the text after the last ``</think>`` (``lstrip("\\n")``) is the
+  answer and the text between ``<think>`` and the first ``</think>`` (trimmed of
+  newlines) the reasoning.
+- Assistant turns before the last user query (the last user message that is not a
+  ``<tool_response>`` wrapper) are written without their reasoning: the template drops
+  thinking from history.
+- Assistant turns after it are written ``<think>\\n{reasoning}\\n</think>\\n\\n{answer}``
+  when they have reasoning; the last message always is, so a final assistant turn
+  without reasoning gets the empty block ``<think>\\n\\n</think>\\n\\n``, as the template
+  writes it.
+- The generation prompt: ``add_end_tokens=False`` with an empty assistant message last
+  gives ``<|im_start|>assistant\\n``, followed by the empty think block
+  ``<think>\\n\\n</think>\\n\\n`` when ``enable_thinking=False`` (the template's
+  ``enable_thinking`` variable). ``add_end_tokens=False`` with a non-empty assistant
+  message last leaves that turn, rendered as above, open.
+- ``ipython`` messages as the template's ``tool`` role, as for Qwen 2.5.
+
+Not supported: tools, ``tool_calls`` and ``reasoning_content`` fields (``Message`` has none).
+"""
+
+from typing import List, Optional, Sequence
+
+from torchtune._errors import UserValueError
+from torchtune.data import Message
+from torchtune.models.qwen2_5._tokenizer import _Part, QWEN2_5_SPECIAL_IDS, Qwen2_5Tokenizer
+
+QWEN3_ADDED_IDS = {
+    "<tool_response>": 151665,
+    "</tool_response>": 151666,
+    "<think>": 151667,
+    "</think>": 151668,
+}
+
+EMPTY_THINK = "<think>\n\n</think>\n\n"
+
+
+class Qwen3Tokenizer(Qwen2_5Tokenizer):
+    """Qwen 3's tokenizer, with the ChatML format of its chat template.
+
+    Args:
+        path (str): the model's ``tokenizer.json``.
+        max_seq_len (Optional[int]): ``tokenize_messages`` cuts its output to this many ids.
+        enable_thinking (bool): the template's ``enable_thinking``: False adds the empty
+            think block to the generation prompt, which tells the model not to think.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if ``path`` is not a ``tokenizer.json`` with Qwen 3's added tokens.
+    """
+
+    def __init__(
+        self, path: str, max_seq_len: Optional[int] = None, enable_thinking: bool = True
+    ):
+        super().__init__(
+            path,
+            max_seq_len=max_seq_len,
+            default_system_prompt=None,
+            special_ids=QWEN2_5_SPECIAL_IDS,
+        )
+        for text, want in QWEN3_ADDED_IDS.items():
+            got = self.added_tokens.get(text)
+            if got != want:
+                raise UserValueError(
+                    f"{self.path}: added token {text!r} has id {got}, not {want} as in Qwen 3"
+                )
+        self.think_start_id = QWEN3_ADDED_IDS["<think>"]
+        self.think_end_id = QWEN3_ADDED_IDS["</think>"]
+        self.enable_thinking = enable_thinking
+
+    def _render_messages(
+        self, messages: Sequence[Message], add_end_tokens: bool
+    ) -> List[List[_Part]]:
+        last = messages[-1] if messages else None
+        if (
+            not add_end_tokens
+            and last is not None
+            and last.role == "assistant"
+            and last.content == ""
+        ):
+            # the template's add_generation_prompt
+            turns = super()._render_messages(messages[:-1], True)
+            prompt = "" if self.enable_thinking else EMPTY_THINK
+            turns.append(self._turn("assistant", prompt, last.masked, close=False))
+            return turns
+        return super()._render_messages(messages, add_end_tokens)
+
+    def _content(self, messages: Sequence[Message], i: int) -> str:
+        m = messages[i]
+        if m.role != "assistant":
+            return m.content
+        content, reasoning = m.content, ""
+        if "</think>" in content:
+            reasoning = content.split("</think>")[0].rstrip("\n").split("<think>")[-1]
+            reasoning = reasoning.lstrip("\n")
+            content = content.split("</think>")[-1].lstrip("\n")
+        is_last = i == len(messages) - 1
+        if i > _last_query_index(messages) and (is_last or reasoning):
+            return "<think>\n" + reasoning.strip("\n") + "\n</think>\n\n" + content.lstrip("\n")
+        return content
+
+
+def _last_query_index(messages: Sequence[Message]) -> int:
+    """The template's ``ns.last_query_index``: the last user message that is not a tool
+    response wrapped as ``<tool_response>...</tool_response>``."""
+    for i in range(len(messages) - 1, -1, -1):
+        m = messages[i]
+        if m.role == "user" and not (
+            m.content.startswith("<tool_response>") and m.content.endswith("</tool_response>")
+        ):
+            return i
+    return len(messages) - 1
+
+
+def qwen3_tokenizer(
+    path: str, max_seq_len: Optional[int] = None, enable_thinking: bool = True
+) -> Qwen3Tokenizer:
+    """The Qwen 3 tokenizer (all sizes share it).
+
+    Args:
+        path (str): the model's ``tokenizer.json``.
+        max_seq_len (Optional[int]): cut ``tokenize_messages`` output to this length.
+        enable_thinking (bool): False adds the empty think block to generation prompts.
+
+    Returns:
+        Qwen3Tokenizer: no BOS, eos ``<|im_end|>`` 151645, pad ``<|endoftext|>`` 151643,
+        stop tokens [151645, 151643], ``<think>`` 151667, ``</think>`` 151668.
+    """
+    return Qwen3Tokenizer(path, max_seq_len=max_seq_len, enable_thinking=enable_thinking)
