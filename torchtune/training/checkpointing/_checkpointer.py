@@ -13,7 +13,7 @@ from torchtune.training.checkpointing import _io, _meta_shards, _sidecars
 from torchtune.training.checkpointing._core import CheckpointerCore, as_tensor_dict
 from torchtune.training.checkpointing._overwrite_guard import OutputLayout
 from torchtune.training.checkpointing._save_writer import SaveWriter
-from torchtune.training.checkpointing._utils import MODEL_KEY, NUMBER_RE, ModelType
+from torchtune.training.checkpointing._utils import MODEL_KEY, MODEL_TYPES, NUMBER_RE, ModelType
 
 
 # Beside the weights so llama.cpp's converter accepts the output folder.
@@ -65,6 +65,12 @@ class FullModelMetaCheckpointer:
         resume_from_checkpoint: bool = False,
         keep_last_n_checkpoints: Optional[int] = None,
     ) -> None:
+        kind = ModelType.coerce(model_type)
+        if not MODEL_TYPES[kind].meta_format:
+            raise UserValueError(
+                f"model_type {kind.name} has no Meta-format checkpoint: use "
+                "FullModelHFCheckpointer (or FullModelTorchTuneCheckpointer)"
+            )
         self._c = CheckpointerCore(
             checkpoint_dir, checkpoint_files, model_type, output_dir, adapter_checkpoint,
             recipe_checkpoint, resume_from_checkpoint, keep_last_n_checkpoints,

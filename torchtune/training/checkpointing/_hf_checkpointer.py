@@ -66,16 +66,17 @@ class FullModelHFCheckpointer:
     other file beside the input weights (tokenizer and generation configs, README ...; not
     weights in any format, indexes, hidden files or our manifest; not subfolders).
 
-    For a tied model type (``LLAMA3_2``, config.json ``tie_word_embeddings: true``) the
-    files normally have no ``lm_head.weight``; one that is there must equal the embedding,
-    is dropped on load and written again on save. config.json's ``tie_word_embeddings``
-    must agree with the model type.
+    For a tied model type (``LLAMA3_2``; ``QWEN2``/``QWEN3`` when config.json says
+    ``tie_word_embeddings: true``) the files normally have no ``lm_head.weight``; one that
+    is there must equal the embedding, is dropped on load and written again on save.
+    config.json's ``tie_word_embeddings`` must agree with a model type that fixes it.
 
     Args:
         checkpoint_dir (str): folder with the weights, config.json and tokenizer files.
         checkpoint_files (List[str]): the weight files (an ``*.index.json`` entry is expanded
             to the shards it names).
-        model_type (Union[ModelType, str]): e.g. ``"LLAMA2"``, ``"LLAMA3"``, ``"LLAMA3_2"``.
+        model_type (Union[ModelType, str]): e.g. ``"LLAMA2"``, ``"LLAMA3"``, ``"LLAMA3_2"``,
+            ``"QWEN2"``, ``"QWEN3"``.
         output_dir (str): where saves go.
         adapter_checkpoint (Optional[str]): adapter file to load when resuming.
         recipe_checkpoint (Optional[str]): ``recipe_state.pt`` to load when resuming.
@@ -141,7 +142,13 @@ class FullModelHFCheckpointer:
             )
         self._heads = _sidecars.heads_from_hf_config(self._config, config_path)
         tie = self._config.get("tie_word_embeddings")
-        if tie is not None and tie is not self._c.tied:
+        if self._c.tied is None:  # a family with tied and untied sizes (QWEN2, QWEN3)
+            if tie is not None and not isinstance(tie, bool):
+                raise UserValueError(
+                    f"{config_path} has tie_word_embeddings {tie!r}; expected true or false"
+                )
+            self._c.tied = bool(tie)
+        elif tie is not None and tie is not self._c.tied:
             raise UserValueError(
                 f"{config_path} has tie_word_embeddings {str(tie).lower()}, but model_type "
                 f"{self._c.model_type.name} {'ties' if self._c.tied else 'does not tie'} the "

@@ -39,11 +39,15 @@ class ModelType(Enum):
 
     ``LLAMA3`` covers Llama 3 and 3.1 (untied output projection); ``LLAMA3_2`` the Llama 3.2
     text models (1B, 3B), whose output projection is tied to the token embedding.
+    ``QWEN2`` covers Qwen 2 and 2.5, ``QWEN3`` Qwen 3 (text); both HF-format only, tied or
+    not as each checkpoint's config.json says.
     """
 
     LLAMA2 = "llama2"
     LLAMA3 = "llama3"
     LLAMA3_2 = "llama3_2"
+    QWEN2 = "qwen2"
+    QWEN3 = "qwen3"
 
     @classmethod
     def coerce(cls, value: Union["ModelType", str]) -> "ModelType":
@@ -69,13 +73,19 @@ class ModelTypeInfo:
             to its model code.
         hf_model_types (Tuple[str, ...]): the ``"model_type"`` values transformers writes in
             config.json for the family.
-        tied_embeddings (bool): the output projection is the token embedding: the internal
-            state dict has ``tok_embeddings.weight`` and no ``output.weight``.
+        tied_embeddings (Optional[bool]): the output projection is the token embedding: the
+            internal state dict has ``tok_embeddings.weight`` and no ``output.weight``.
+            ``None``: the family has tied and untied sizes, and each checkpoint's
+            config.json ``tie_word_embeddings`` decides (HF checkpointer only; absent means
+            untied).
+        meta_format (bool): the family has a Meta-format checkpoint
+            (``FullModelMetaCheckpointer`` refuses the type otherwise).
     """
 
     converter: str
     hf_model_types: Tuple[str, ...]
-    tied_embeddings: bool = False
+    tied_embeddings: Optional[bool] = False
+    meta_format: bool = True
 
 
 # The one table: adding a family is a row here plus its converter module.
@@ -84,6 +94,14 @@ MODEL_TYPES: Dict[ModelType, ModelTypeInfo] = {
     ModelType.LLAMA3: ModelTypeInfo("torchtune.models.llama3._convert_weights", ("llama",)),
     ModelType.LLAMA3_2: ModelTypeInfo(
         "torchtune.models.llama3._convert_weights", ("llama",), tied_embeddings=True
+    ),
+    ModelType.QWEN2: ModelTypeInfo(
+        "torchtune.models.qwen2._convert_weights", ("qwen2",), tied_embeddings=None,
+        meta_format=False,
+    ),
+    ModelType.QWEN3: ModelTypeInfo(
+        "torchtune.models.qwen3._convert_weights", ("qwen3",), tied_embeddings=None,
+        meta_format=False,
     ),
 }
 
