@@ -6,15 +6,11 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-import torch
-
 from torchtune._cli.tune import main as tune_main
 
 from recipe_helpers import (
     REPO,
     SLOW_STEPS,
-    STORIES,
     common_overrides,
     copy_meta_checkpoint,
     run_recipe,
