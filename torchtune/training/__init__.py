@@ -1,7 +1,9 @@
 """Helpers that recipes share: seeding, precision, lr schedules, gradient scaling, the
 optimizer step in backward, CPU heap hygiene, memory readings, metric loggers and the
 output-folder lock.
-Checkpointers live in ``torchtune.training.checkpointing``.
+Checkpointers live in ``torchtune.training.checkpointing``; torchtune 0.6.1's configs name
+them ``torchtune.training.FullModelHFCheckpointer`` (and Meta, TorchTune), which resolve
+here on first access to the same classes.
 """
 
 from torchtune.training._distributed import (
@@ -48,3 +50,20 @@ __all__ = [
     "set_rng_state",
     "set_seed",
 ]
+
+# torchtune 0.6.1's dotted paths for the checkpointers (canonical home: .checkpointing).
+_CHECKPOINTER_NAMES = (
+    "FullModelHFCheckpointer",
+    "FullModelMetaCheckpointer",
+    "FullModelTorchTuneCheckpointer",
+)
+__all__ += list(_CHECKPOINTER_NAMES)
+
+
+def __getattr__(name: str):
+    # Imported on first use: the checkpointers pull in safetensors and the family key maps.
+    if name in _CHECKPOINTER_NAMES:
+        from torchtune.training import checkpointing
+
+        return getattr(checkpointing, name)
+    raise AttributeError(f"module 'torchtune.training' has no attribute '{name}'")
