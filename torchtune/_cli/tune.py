@@ -19,8 +19,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     for module in (ls, cp, validate, run, download):
         module.add_subparser(sub)
-    cat = sub.add_parser("cat", help="print a built-in config", description="Print a built-in config.")
-    cat.add_argument("config", help="built-in config name, e.g. llama2/7B_lora_single_device")
+    cat = sub.add_parser("cat", help="print a built-in config or a yaml file")
+    cat.add_argument("config", help="built-in config name (e.g. llama2/7B_lora_single_device) or yaml path")
+    cp.add_cat_arguments(cat)
     cat.set_defaults(func=cp.cat)
     for subparser in (parser, *sub.choices.values()):
         one_line_usage_errors(subparser)
