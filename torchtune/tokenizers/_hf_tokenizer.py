@@ -24,9 +24,18 @@ in pre-training.
 
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from tokenizers import Tokenizer as _HFTokenizer
+from tokenizers import (
+    AddedToken,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    Regex,
+    Tokenizer as _HFTokenizer,
+)
 
 from torchtune._errors import UserFileNotFoundError, UserValueError
 
@@ -35,14 +44,17 @@ class HuggingFaceBaseTokenizer:
     """A tokenizer read from a Hugging Face ``tokenizer.json``.
 
     Args:
-        path (str): the ``tokenizer.json`` file.
+        path (str): the ``tokenizer.json`` file (with ``tokenizer_json``: only the name
+            messages give the tokenizer).
         bos_id (Optional[int]): id prepended when ``add_bos=True``; None for models
             without BOS (Qwen): then ``add_bos`` adds nothing and ``bos_id`` is None.
         eos_id (int): id appended when ``add_eos=True``.
         pad_id (Optional[int]): padding id; ``eos_id`` when None.
         splits_at_spaces (bool): no piece spans a space that follows a non-whitespace
             character (prove it for the file's pre-tokenizer before setting it; see
-            ``torchtune/models/qwen2_5/_tokenizer.py``).
+            ``torchtune/models/qwen2/_tokenizer.py``).
+        tokenizer_json (Optional[str]): the ``tokenizer.json`` text, when the caller built
+            it (``byte_level_bpe_json``) instead of reading it from ``path``.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
@@ -57,12 +69,12 @@ class HuggingFaceBaseTokenizer:
         eos_id: int,
         pad_id: Optional[int] = None,
         splits_at_spaces: bool = False,
+        tokenizer_json: Optional[str] = None,
     ):
         self.path = os.fspath(path)
-        if not os.path.isfile(self.path):
-            raise UserFileNotFoundError(f"tokenizer.json not found: {self.path}")
-        with open(self.path, encoding="utf-8") as f:
-            json_str = f.read()
+        json_str = tokenizer_json
+        if json_str is None:
+            json_str = read_text(self.path, "tokenizer.json")
         self.bos_id = bos_id
         self.eos_id = eos_id
         self.pad_id = eos_id if pad_id is None else pad_id
@@ -73,17 +85,15 @@ class HuggingFaceBaseTokenizer:
         try:
             self._tok = _HFTokenizer.from_str(json_str)  # user text: special tokens as text
             self._tok_special = _HFTokenizer.from_str(json_str)  # trusted text
-            added = json.loads(json_str).get("added_tokens", [])
         except Exception as e:  # the library raises a bare Exception on bad JSON
             raise UserValueError(f"{self.path} is not a tokenizer.json: {e}") from None
+        added = sorted(self._tok.get_added_tokens_decoder().items())
         self._tok.encode_special_tokens = True
         self._tok_special.encode_special_tokens = False
         self._json = json_str
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
-        self.added_tokens: Dict[str, int] = {a["content"]: a["id"] for a in added}
-        self.special_tokens: Dict[str, int] = {
-            a["content"]: a["id"] for a in added if a.get("special", False)
-        }
+        self.added_tokens: Dict[str, int] = {a.content: i for i, a in added}
+        self.special_tokens: Dict[str, int] = {a.content: i for i, a in added if a.special}
         self._special_ids = frozenset(self.special_tokens.values())
         for name in ("bos_id", "eos_id", "pad_id"):
             i = getattr(self, name)
@@ -162,3 +172,120 @@ class HuggingFaceBaseTokenizer:
                     f"[0, {self.vocab_size}) of {self.path}"
                 )
         return self._tok_special.decode(ids, skip_special_tokens=skip_special_tokens)
+
+
+def read_text(path: str, what: str) -> str:
+    """The UTF-8 text of the file ``path``, a ``what`` (named in the one-line errors)."""
+    if not os.path.isfile(path):
+        raise UserFileNotFoundError(f"{what} not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError:
+        raise UserValueError(f"{path} is not a {what}: not UTF-8 text") from None
+
+
+def read_json(path: str, what: str) -> Any:
+    """The JSON value in the file ``path``, a ``what`` (named in the one-line errors)."""
+    try:
+        return json.loads(read_text(path, what))
+    except json.JSONDecodeError as e:
+        raise UserValueError(f"{path} is not a {what}: {e}") from None
+
+
+def read_added_tokens(path: str) -> List[Tuple[str, int, bool]]:
+    """The added tokens of a Hugging Face ``tokenizer.json``: (text, id, special).
+
+    torchtune 0.6.1's ``special_tokens_path``: a ``tokenizer.json``, or any JSON file with
+    an ``added_tokens`` list of ``{"content", "id"}`` objects; a token without a
+    ``special`` flag counts as special.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if it has no such list.
+    """
+    data = read_json(path, "tokenizer.json (special_tokens_path)")
+    added = data.get("added_tokens") if isinstance(data, dict) else None
+    if not isinstance(added, list) or not all(
+        isinstance(a, dict) and isinstance(a.get("content"), str) and isinstance(a.get("id"), int)
+        for a in added
+    ):
+        raise UserValueError(
+            f"{path} (special_tokens_path) has no 'added_tokens' list of "
+            '{"content": str, "id": int} objects, as a tokenizer.json has'
+        )
+    return [(a["content"], a["id"], bool(a.get("special", True))) for a in added]
+
+
+def byte_level_bpe_json(
+    vocab_path: str,
+    merges_path: str,
+    *,
+    split_pattern: str,
+    added_tokens: Sequence[Tuple[str, int, bool]],
+    nfc: bool = True,
+) -> str:
+    """The ``tokenizer.json`` text of a GPT-2-style byte-level BPE given as the two files
+    ``vocab.json`` and ``merges.txt`` (what ``transformers``' slow tokenizers read).
+
+    ``tokenizers`` reads the files (``BPE.from_file``); around the BPE go the stages a Qwen
+    ``tokenizer.json`` spells out: NFC normalizer, a ``Split`` on ``split_pattern``
+    (isolated) then ``ByteLevel`` without prefix space or regex, ``ByteLevel`` decoder.
+
+    Args:
+        vocab_path (str): ``vocab.json``, token text to id.
+        merges_path (str): ``merges.txt``, one merge a line, in rank order.
+        split_pattern (str): the pre-tokenizer's regex.
+        added_tokens (Sequence[Tuple[str, int, bool]]): (text, id, special) of the tokens
+            outside the BPE vocabulary; their ids must follow the vocabulary's, without
+            gaps (as Qwen's do).
+        nfc (bool): normalize input text to NFC first.
+
+    Returns:
+        str: JSON for ``tokenizers.Tokenizer.from_str`` / ``HuggingFaceBaseTokenizer``.
+
+    Raises:
+        FileNotFoundError: if a file does not exist.
+        ValueError: if the files are not a BPE vocabulary and its merges, or the added
+            tokens' ids do not follow the vocabulary.
+    """
+    for path, what in ((vocab_path, "vocab.json"), (merges_path, "merges.txt")):
+        if not os.path.isfile(path):
+            raise UserFileNotFoundError(f"{what} not found: {path}")
+    try:
+        tok = _HFTokenizer(models.BPE.from_file(vocab_path, merges_path))
+    except Exception as e:  # the library raises a bare Exception on bad files
+        raise UserValueError(
+            f"{vocab_path} and {merges_path} are not a BPE vocab.json and merges.txt: {e}"
+        ) from None
+    if nfc:
+        tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(split_pattern), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.decoder = decoders.ByteLevel()
+    # ``add_tokens`` numbers tokens from the vocabulary's size on: right when the ids
+    # follow it, checked here and after.
+    added = sorted(added_tokens, key=lambda a: a[1])
+    n = tok.get_vocab_size(with_added_tokens=False)
+    if [i for _, i, _ in added] != list(range(n, n + len(added))):
+        raise UserValueError(
+            f"{vocab_path}: the special tokens' ids {[i for _, i, _ in added][:4]}... do not "
+            f"follow its {n} tokens without gaps"
+        )
+    tok.add_tokens(
+        [
+            AddedToken(text, special=special, normalized=False, single_word=False)
+            for text, _, special in added
+        ]
+    )
+    for text, i, _ in added:
+        if tok.token_to_id(text) != i:
+            raise UserValueError(
+                f"{vocab_path}: special token {text!r} is also a vocabulary token"
+            )
+    return tok.to_str()

@@ -41,8 +41,9 @@ at all, or one endless run of spaces) is encoded whole, as before: correct, not 
 """
 
 import re
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
+from torchtune._errors import UserValueError
 from torchtune.tokenizers._types import Tokenizer
 
 # A space that follows a character other than whitespace or "▁": a safe place to cut.
@@ -118,3 +119,50 @@ def _safe_cut_at_or_after(text: str, pos: int) -> Optional[int]:
         return None
     match = _SAFE_CUT.search(text, pos)
     return match.start() if match else None
+
+
+TRUNCATION_TYPES = ("right", "left")
+
+
+def check_truncation_type(truncation_type: str) -> str:
+    """``truncation_type`` itself, if it is "right" or "left".
+
+    Raises:
+        ValueError: naming ``truncation_type``, for any other value.
+    """
+    if truncation_type not in TRUNCATION_TYPES:
+        raise UserValueError(
+            f"truncation_type must be 'right' or 'left', not {truncation_type!r}"
+        )
+    return truncation_type
+
+
+def truncate_to_max_seq_len(
+    tokens: List[int],
+    mask: List[bool],
+    max_seq_len: Optional[int],
+    *,
+    eos_id: int,
+    add_end_tokens: bool,
+    truncation_type: str = "right",
+) -> Tuple[List[int], List[bool]]:
+    """Cut a tokenized conversation to ``max_seq_len`` ids, as torchtune's ``truncate``.
+
+    "right" keeps the first ``max_seq_len`` ids and, when the caller added end tokens,
+    makes the last one ``eos_id`` (masked), so a cut sample still ends its document.
+    "left" keeps the last ``max_seq_len`` ids, which already end as the whole did.
+    A sequence that fits is returned unchanged; so is everything when ``max_seq_len`` is
+    None.
+
+    Returns:
+        Tuple[List[int], List[bool]]: the ids and the mask, of equal length.
+    """
+    if max_seq_len is None or len(tokens) <= max_seq_len:
+        return tokens, mask
+    if truncation_type == "left":
+        return tokens[len(tokens) - max_seq_len :], mask[len(mask) - max_seq_len :]
+    tokens, mask = tokens[:max_seq_len], mask[:max_seq_len]
+    if add_end_tokens and tokens:
+        tokens[-1] = eos_id
+        mask[-1] = True
+    return tokens, mask

@@ -21,11 +21,14 @@ of the whole text's. Meta's long-text cuts (``split_long_text``) are made left t
 at positions counted from the start, so the prefix gets the same cuts plus its own end.
 """
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torchtune._errors import UserValueError
 from torchtune.data import Message
 from torchtune.tokenizers import encode_truncated, TikTokenBaseTokenizer
+from torchtune.tokenizers._hf_tokenizer import read_added_tokens
+from torchtune.tokenizers._prompt_template import apply_prompt_template, resolve_prompt_template
+from torchtune.tokenizers._truncated import check_truncation_type, truncate_to_max_seq_len
 
 # Meta's llama/tokenizer.py pattern (the same as tokenizer.json's pre-tokenizer).
 LLAMA3_SPLIT_PATTERN = (
@@ -66,10 +69,16 @@ class Llama3Tokenizer(TikTokenBaseTokenizer):
         path (str): Meta's ``tokenizer.model`` (tiktoken ranks, ``base64 rank`` lines).
         max_seq_len (Optional[int]): ``tokenize_messages`` cuts its output to this many
             ids (keeping EOS last when it adds end tokens), as torchtune's does.
+        special_tokens (Optional[Mapping[str, int]]): the names of the 256 special ids
+            (e.g. a Llama 3.0 ``tokenizer.json``'s); None for ``LLAMA3_SPECIAL_TOKENS``.
+            Only the names change: the control ids are fixed.
+        prompt_template (Optional[Any]): see ``resolve_prompt_template``; None for none.
+        truncation_type (str): "right" or "left", the end ``max_seq_len`` cuts from.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if ``path`` is not a rank file of 128,000 tokens.
+        ValueError: if ``path`` is not a rank file of 128,000 tokens, or the special
+            tokens are not 256 names for 128000..128255.
 
     Example:
         >>> tok = llama3_tokenizer("Meta-Llama-3.1-8B-Instruct/original/tokenizer.model")
@@ -77,18 +86,28 @@ class Llama3Tokenizer(TikTokenBaseTokenizer):
         [128000, 9906, 1917, 128001]
     """
 
-    def __init__(self, path: str, max_seq_len: Optional[int] = None):
+    def __init__(
+        self,
+        path: str,
+        max_seq_len: Optional[int] = None,
+        special_tokens: Optional[Mapping[str, int]] = None,
+        *,
+        prompt_template=None,
+        truncation_type: str = "right",
+    ):
         super().__init__(
             path,
             name="llama3",
             pattern=LLAMA3_SPLIT_PATTERN,
             bos_id=LLAMA3_SPECIAL_TOKENS["<|begin_of_text|>"],
             eos_id=LLAMA3_SPECIAL_TOKENS["<|end_of_text|>"],
-            special_tokens=LLAMA3_SPECIAL_TOKENS,
+            special_tokens=_check_special_tokens(special_tokens, path),
             pad_id=LLAMA3_SPECIAL_TOKENS["<|finetune_right_pad_id|>"],
             splits_at_spaces=True,  # proved in the module docstring
         )
         self.max_seq_len = max_seq_len
+        self.prompt_template = resolve_prompt_template(prompt_template)
+        self.truncation_type = check_truncation_type(truncation_type)
         self.start_header_id = LLAMA3_SPECIAL_TOKENS["<|start_header_id|>"]
         self.end_header_id = LLAMA3_SPECIAL_TOKENS["<|end_header_id|>"]
         self.eot_id = LLAMA3_SPECIAL_TOKENS["<|eot_id|>"]
@@ -159,6 +178,7 @@ class Llama3Tokenizer(TikTokenBaseTokenizer):
         Returns:
             Tuple[List[int], List[bool]]: the ids and the mask, of equal length.
         """
+        messages = apply_prompt_template(self.prompt_template, messages)
         tokens, mask = [self.bos_id], [True]
         for i, message in enumerate(messages):
             if max_tokens is not None and len(tokens) >= max_tokens:
@@ -173,22 +193,62 @@ class Llama3Tokenizer(TikTokenBaseTokenizer):
             mask.append(True)
         if max_tokens is not None:
             tokens, mask = tokens[:max_tokens], mask[:max_tokens]
-        if self.max_seq_len is not None and len(tokens) > self.max_seq_len:
-            tokens, mask = tokens[: self.max_seq_len], mask[: self.max_seq_len]
-            if add_end_tokens:
-                tokens[-1] = self.eos_id
-                mask[-1] = True
-        return tokens, mask
+        return truncate_to_max_seq_len(
+            tokens,
+            mask,
+            self.max_seq_len,
+            eos_id=self.eos_id,
+            add_end_tokens=add_end_tokens,
+            truncation_type=self.truncation_type,
+        )
 
 
-def llama3_tokenizer(path: str, max_seq_len: Optional[int] = None) -> Llama3Tokenizer:
+def _check_special_tokens(special_tokens: Optional[Mapping[str, int]], where) -> Dict[str, int]:
+    """``special_tokens`` if it names exactly the ids 128000..128255, else a one-line error."""
+    if special_tokens is None:
+        return dict(LLAMA3_SPECIAL_TOKENS)
+    ids = sorted(special_tokens.values())
+    want = list(range(NUM_BASE_TOKENS, NUM_BASE_TOKENS + NUM_SPECIAL_TOKENS))
+    if ids != want:
+        raise UserValueError(
+            f"{where}: the special tokens must name each id {want[0]}..{want[-1]} once, as "
+            f"Llama 3's do; got {len(ids)} tokens with ids {ids[:1]}..{ids[-1:]}"
+        )
+    return dict(special_tokens)
+
+
+def llama3_tokenizer(
+    path: str,
+    special_tokens_path: Optional[str] = None,
+    max_seq_len: Optional[int] = None,
+    prompt_template=None,
+    truncation_type: str = "right",
+) -> Llama3Tokenizer:
     """The Llama 3 (3.0, 3.1, 3.2, 3.3) tokenizer from Meta's ``tokenizer.model``.
+
+    torchtune 0.6.1's signature (``truncation_type`` from later releases).
 
     Args:
         path (str): the ``tokenizer.model`` file (``original/tokenizer.model`` on the Hub).
+        special_tokens_path (Optional[str]): a Hugging Face ``tokenizer.json`` whose
+            ``added_tokens`` name the 256 special ids; None for the Llama 3.1 names.
         max_seq_len (Optional[int]): cut ``tokenize_messages`` output to this length.
+        prompt_template (Optional[Any]): a dotted path, a ``{role: [prepend, append]}``
+            mapping or None (``resolve_prompt_template``).
+        truncation_type (str): "right" (keep the start, EOS last) or "left" (keep the end).
 
     Returns:
         Llama3Tokenizer: the tokenizer (bos 128000, eos 128001, pad 128004, vocab 128256).
     """
-    return Llama3Tokenizer(path, max_seq_len=max_seq_len)
+    check_truncation_type(truncation_type)
+    special_tokens = None
+    if special_tokens_path is not None:
+        special_tokens = {t: i for t, i, _ in read_added_tokens(str(special_tokens_path))}
+        special_tokens = _check_special_tokens(special_tokens, special_tokens_path)
+    return Llama3Tokenizer(
+        path,
+        max_seq_len=max_seq_len,
+        special_tokens=special_tokens,
+        prompt_template=prompt_template,
+        truncation_type=truncation_type,
+    )

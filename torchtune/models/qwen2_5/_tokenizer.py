@@ -1,4 +1,5 @@
-"""The Qwen 2.5 tokenizer: Qwen's byte-level BPE ``tokenizer.json`` and the ChatML format.
+"""The Qwen 2.5 tokenizer: Qwen 2's (``torchtune/models/qwen2/_tokenizer.py``: files, chat
+format, truncation) with Qwen 2.5's added tokens and default system prompt.
 
 Special tokens
 --------------
@@ -9,83 +10,51 @@ chat turn and is the Instruct models' EOS (``tokenizer_config.json``'s ``eos_tok
 either, as the models' ``generation_config.json`` lists). ``<|im_start|>`` 151644 opens a
 turn. The ids are read from the file and checked against these.
 
-Why ``splits_at_spaces`` holds for Qwen's pre-tokenizer
--------------------------------------------------------
-``encode_truncated`` cuts a text before a space that follows a non-whitespace character.
-Qwen's split regex is Llama 3's with ``\\p{N}`` in place of ``\\p{N}{1,3}``:
-``(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*
-|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+``. No alternative matches a non-whitespace character followed
-by a space (a space only comes first, or in whitespace-only chunks), so no chunk spans the
-cut; the only lookahead, ``(?!\\S)``, follows whitespace, and the character before the cut
-is not whitespace, so the prefix alone splits into the same chunks (the argument of
-``torchtune/models/llama3/_tokenizer.py``). The byte-level BPE merges within chunks. The
-other stages do not reach across the cut either: the NFC normalizer composes a character
-only with the combining marks after it, and U+0020 is a starter that composes with
-nothing, so NFC(prefix) is a prefix of NFC(text); the added-token pass matches token
-texts none of which contains a space, so no match spans the cut. So the prefix's ids are
-a prefix of the text's ids, and ``splits_at_spaces`` is True (``encode_truncated`` also
-drops a margin of ids at the cut's end).
-
-The chat format (ChatML), as the published chat template renders it
--------------------------------------------------------------------
-Each message is ``<|im_start|>{role}\\n{content}<|im_end|>\\n``; content is used as is (the
-template does not strip it). The text between two control ids is encoded as one text, as
-encoding the rendered template does, so the ids are exactly the template's. Supported, with
-``tools=None``:
-
-- the default system prompt ("You are Qwen, created by Alibaba Cloud. You are a helpful
-  assistant.") inserted when the first message is not a system message (the template's
-  rule; ``default_system_prompt=None`` turns it off);
-- system, user and assistant messages, multi-turn, a system message after the first;
-- ``ipython`` messages (tool results) as the template's ``tool`` role: consecutive ones
-  share one ``<|im_start|>user`` turn, each written as
-  ``\\n<tool_response>\\n{content}\\n</tool_response>``;
-- the generation prompt: ``add_end_tokens=False`` leaves the last message open, so an
-  empty assistant message last gives the template's ``<|im_start|>assistant\\n``.
-
-Not supported: tools in the system prompt and assistant ``tool_calls`` (``Message`` has
-neither; tool-call text an assistant writes is encoded as its content).
-
-Special-token text *inside* message content ("<|im_end|>" typed by a user) is encoded as
-text, never as control ids (``HuggingFaceBaseTokenizer``), where the template would make
-it a control id: the one place the ids differ from the template's, on purpose.
+Qwen 2.5 adds 19 tokens at 151646..151664 (``QWEN2_5_ADDED_TOKENS``, with the ``special``
+flags of its ``tokenizer.json``: the tool-call and FIM tokens are ordinary added words);
+they matter when the tokenizer is built from ``vocab.json`` + ``merges.txt``, which do not
+hold them.
 """
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional
 
-from torchtune._errors import UserValueError
-from torchtune.data import Message
-from torchtune.tokenizers import encode_truncated, HuggingFaceBaseTokenizer
+from torchtune.models.qwen2._tokenizer import (
+    AddedTokens,
+    QWEN2_ADDED_TOKENS,
+    QWEN2_SPECIAL_IDS,
+    qwen_tokenizer_args,
+    Qwen2Tokenizer,
+)
 
-ENDOFTEXT = "<|endoftext|>"
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
+QWEN2_5_SPECIAL_IDS = QWEN2_SPECIAL_IDS
 
-QWEN2_5_SPECIAL_IDS = {ENDOFTEXT: 151643, IM_START: 151644, IM_END: 151645}
+QWEN2_5_ADDED_TOKENS = QWEN2_ADDED_TOKENS + [
+    (text, 151646 + k, special)
+    for k, (text, special) in enumerate(
+        [
+            ("<|object_ref_start|>", True), ("<|object_ref_end|>", True),
+            ("<|box_start|>", True), ("<|box_end|>", True),
+            ("<|quad_start|>", True), ("<|quad_end|>", True),
+            ("<|vision_start|>", True), ("<|vision_end|>", True),
+            ("<|vision_pad|>", True), ("<|image_pad|>", True), ("<|video_pad|>", True),
+            ("<tool_call>", False), ("</tool_call>", False),
+            ("<|fim_prefix|>", False), ("<|fim_middle|>", False),
+            ("<|fim_suffix|>", False), ("<|fim_pad|>", False),
+            ("<|repo_name|>", False), ("<|file_sep|>", False),
+        ]
+    )
+]  # fmt: skip
 
 QWEN2_5_DEFAULT_SYSTEM_PROMPT = (
     "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 )
 
-# A rendered turn: (control id, masked) and (text encoded as ordinary text, masked).
-_Part = Tuple[Union[int, str], bool]
 
-
-class Qwen2_5Tokenizer(HuggingFaceBaseTokenizer):
+class Qwen2_5Tokenizer(Qwen2Tokenizer):
     """Qwen 2.5's tokenizer, with the message-level ChatML format.
 
-    Args:
-        path (str): the model's ``tokenizer.json``.
-        max_seq_len (Optional[int]): ``tokenize_messages`` cuts its output to this many ids
-            (keeping ``<|im_end|>`` last when it adds end tokens).
-        default_system_prompt (Optional[str]): the system prompt inserted when a
-            conversation does not start with a system message; None inserts none.
-        special_ids (Optional[dict]): token text to the id the file must give it; defaults
-            to ``<|endoftext|>`` 151643, ``<|im_start|>`` 151644, ``<|im_end|>`` 151645.
-
-    Raises:
-        FileNotFoundError: if ``path`` does not exist.
-        ValueError: if ``path`` is not a ``tokenizer.json`` with Qwen's special tokens.
+    Args: as ``Qwen2Tokenizer``; ``default_system_prompt`` defaults to Qwen 2.5's
+    ("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.").
 
     Example:
         >>> tok = qwen2_5_tokenizer("Qwen2.5-7B-Instruct/tokenizer.json")
@@ -93,160 +62,65 @@ class Qwen2_5Tokenizer(HuggingFaceBaseTokenizer):
         [9707, 1879, 151645]
     """
 
+    ADDED_TOKENS: AddedTokens = QWEN2_5_ADDED_TOKENS
+
     def __init__(
         self,
         path: str,
+        merges_file: Optional[str] = None,
+        special_tokens: Optional[AddedTokens] = None,
         max_seq_len: Optional[int] = None,
+        *,
+        prompt_template=None,
+        truncation_type: str = "right",
         default_system_prompt: Optional[str] = QWEN2_5_DEFAULT_SYSTEM_PROMPT,
-        special_ids: Optional[dict] = None,
     ):
-        special_ids = dict(QWEN2_5_SPECIAL_IDS if special_ids is None else special_ids)
         super().__init__(
             path,
-            bos_id=None,
-            eos_id=special_ids[IM_END],
-            pad_id=special_ids[ENDOFTEXT],
-            splits_at_spaces=True,  # argued in the module docstring
+            merges_file,
+            special_tokens,
+            max_seq_len,
+            prompt_template=prompt_template,
+            truncation_type=truncation_type,
+            default_system_prompt=default_system_prompt,
         )
-        for text, want in special_ids.items():
-            got = self.added_tokens.get(text)
-            if got != want:
-                raise UserValueError(
-                    f"{self.path}: added token {text!r} has id {got}, not {want} as in Qwen"
-                )
-        self.max_seq_len = max_seq_len
-        self.default_system_prompt = default_system_prompt
-        self.im_start_id = special_ids[IM_START]
-        self.im_end_id = special_ids[IM_END]
-        self.endoftext_id = special_ids[ENDOFTEXT]
-        self.stop_tokens = [self.im_end_id, self.endoftext_id]
-
-    # ----- rendering: what the chat template writes, as control ids and texts -----
-
-    def _render(self, messages: Sequence[Message], add_end_tokens: bool) -> List[List[_Part]]:
-        """The parts of each turn; the last turn is left open when not ``add_end_tokens``."""
-        turns: List[List[_Part]] = []
-        if self.default_system_prompt is not None and (
-            not messages or messages[0].role != "system"
-        ):
-            turns.append(self._turn("system", self.default_system_prompt, True, close=True))
-        turns += self._render_messages(messages, add_end_tokens)
-        return turns
-
-    def _render_messages(
-        self, messages: Sequence[Message], add_end_tokens: bool
-    ) -> List[List[_Part]]:
-        turns: List[List[_Part]] = []
-        n = len(messages)
-        for i, m in enumerate(messages):
-            close = add_end_tokens or i != n - 1
-            if m.role == "ipython":
-                turns.append(self._tool_part(messages, i, close))
-            else:
-                turns.append(self._turn(m.role, self._content(messages, i), m.masked, close))
-        return turns
-
-    def _content(self, messages: Sequence[Message], i: int) -> str:
-        """The text written after ``{role}\\n`` for message ``i`` (Qwen 3 overrides)."""
-        return messages[i].content
-
-    def _turn(self, role: str, content: str, masked: bool, close: bool) -> List[_Part]:
-        parts: List[_Part] = [(self.im_start_id, masked), (f"{role}\n{content}", masked)]
-        if close:
-            parts += [(self.im_end_id, masked), ("\n", True)]
-        return parts
-
-    def _tool_part(self, messages: Sequence[Message], i: int, close: bool) -> List[_Part]:
-        """The template's ``tool`` role: one user turn for a run of tool results."""
-        m = messages[i]
-        parts: List[_Part] = []
-        text = ""
-        if i == 0 or messages[i - 1].role != "ipython":
-            parts.append((self.im_start_id, m.masked))
-            text = "user"
-        parts.append((f"{text}\n<tool_response>\n{m.content}\n</tool_response>", m.masked))
-        last_of_run = i == len(messages) - 1 or messages[i + 1].role != "ipython"
-        if last_of_run and close:
-            parts += [(self.im_end_id, m.masked), ("\n", True)]
-        return parts
-
-    # ----- encoding -----
-
-    def tokenize_messages(
-        self,
-        messages: Sequence[Message],
-        add_end_tokens: bool = True,
-        *,
-        max_tokens: Optional[int] = None,
-    ) -> Tuple[List[int], List[bool]]:
-        """Tokenize a conversation in ChatML, as the model's chat template renders it.
-
-        The mask is True where the loss should be ignored: the default system prompt,
-        every id of a message whose ``masked`` is True (by default all but assistant
-        turns), and the ``\\n`` written after each ``<|im_end|>`` (template glue between
-        turns, not something the model generates). An assistant turn's
-        ``<|im_start|>assistant\\n``, content and ``<|im_end|>`` are learned. A run of
-        tool results shares one turn; its texts, encoded as one, are masked if any is.
-
-        Args:
-            messages (Sequence[Message]): the conversation.
-            add_end_tokens (bool): close the last message with ``<|im_end|>\\n``; False
-                leaves it open (an empty assistant message last: the generation prompt).
-            max_tokens (Optional[int]): return only the first this many ids (before the
-                ``max_seq_len`` cut), encoding only what they need.
-
-        Returns:
-            Tuple[List[int], List[bool]]: the ids and the mask, of equal length.
-        """
-        parts = [p for turn in self._render(messages, add_end_tokens) for p in turn]
-        tokens: List[int] = []
-        mask: List[bool] = []
-        text, text_masked = "", False
-        for part in parts + [None]:  # None flushes the last text
-            if part is not None and isinstance(part[0], str):
-                # Texts with no control id between them are one text in the template.
-                text_masked = part[1] if not text else (text_masked or part[1])
-                text += part[0]
-                continue
-            if text:
-                if max_tokens is not None and len(tokens) >= max_tokens:
-                    break
-                left = None if max_tokens is None else max_tokens - len(tokens)
-                ids = encode_truncated(self, text, left, add_bos=False, add_eos=False)
-                tokens += ids
-                mask += [bool(text_masked)] * len(ids)
-                text = ""
-            if part is None or (max_tokens is not None and len(tokens) >= max_tokens):
-                break
-            tokens.append(part[0])
-            mask.append(bool(part[1]))
-        if max_tokens is not None:
-            tokens, mask = tokens[:max_tokens], mask[:max_tokens]
-        if self.max_seq_len is not None and len(tokens) > self.max_seq_len:
-            tokens, mask = tokens[: self.max_seq_len], mask[: self.max_seq_len]
-            if add_end_tokens:
-                tokens[-1] = self.eos_id
-                mask[-1] = True
-        return tokens, mask
 
 
 def qwen2_5_tokenizer(
     path: str,
+    merges_file: Optional[str] = None,
+    special_tokens_path: Optional[str] = None,
     max_seq_len: Optional[int] = None,
+    prompt_template=None,
+    truncation_type: str = "right",
     default_system_prompt: Optional[str] = QWEN2_5_DEFAULT_SYSTEM_PROMPT,
 ) -> Qwen2_5Tokenizer:
     """The Qwen 2.5 tokenizer (all sizes, base and Instruct, Coder and Math share it).
 
+    torchtune 0.6.1's signature, plus ``default_system_prompt``.
+
     Args:
-        path (str): the model's ``tokenizer.json``.
+        path (str): the model's ``tokenizer.json``, or its ``vocab.json`` with ``merges_file``.
+        merges_file (Optional[str]): ``merges.txt``, when ``path`` is a ``vocab.json``.
+        special_tokens_path (Optional[str]): a ``tokenizer.json`` whose ``added_tokens`` are
+            the special tokens; None for Qwen 2.5's 22.
         max_seq_len (Optional[int]): cut ``tokenize_messages`` output to this length.
+        prompt_template (Optional[Any]): a dotted path, a ``{role: [prepend, append]}``
+            mapping or None (``resolve_prompt_template``).
+        truncation_type (str): "right" (keep the start) or "left" (keep the end).
         default_system_prompt (Optional[str]): inserted when a conversation has no system
-            message first, as the Instruct chat template does; None for none.
+            message first, as the Instruct chat template does; None for none (0.6.1).
 
     Returns:
         Qwen2_5Tokenizer: no BOS, eos ``<|im_end|>`` 151645, pad ``<|endoftext|>`` 151643,
         stop tokens [151645, 151643].
     """
     return Qwen2_5Tokenizer(
-        path, max_seq_len=max_seq_len, default_system_prompt=default_system_prompt
+        path,
+        merges_file,
+        qwen_tokenizer_args(special_tokens_path, truncation_type),
+        max_seq_len,
+        prompt_template=prompt_template,
+        truncation_type=truncation_type,
+        default_system_prompt=default_system_prompt,
     )

@@ -37,9 +37,13 @@ Not supported: tools, ``tool_calls`` and ``reasoning_content`` fields (``Message
 
 from typing import List, Optional, Sequence
 
-from torchtune._errors import UserValueError
 from torchtune.data import Message
-from torchtune.models.qwen2_5._tokenizer import _Part, QWEN2_5_SPECIAL_IDS, Qwen2_5Tokenizer
+from torchtune.models.qwen2._tokenizer import _Part, AddedTokens, qwen_tokenizer_args
+from torchtune.models.qwen2_5._tokenizer import (
+    QWEN2_5_ADDED_TOKENS,
+    QWEN2_5_SPECIAL_IDS,
+    Qwen2_5Tokenizer,
+)
 
 QWEN3_ADDED_IDS = {
     "<tool_response>": 151665,
@@ -48,38 +52,46 @@ QWEN3_ADDED_IDS = {
     "</think>": 151668,
 }
 
+QWEN3_ADDED_TOKENS = QWEN2_5_ADDED_TOKENS + [(t, i, False) for t, i in QWEN3_ADDED_IDS.items()]
+
 EMPTY_THINK = "<think>\n\n</think>\n\n"
 
 
 class Qwen3Tokenizer(Qwen2_5Tokenizer):
     """Qwen 3's tokenizer, with the ChatML format of its chat template.
 
-    Args:
-        path (str): the model's ``tokenizer.json``.
-        max_seq_len (Optional[int]): ``tokenize_messages`` cuts its output to this many ids.
+    Args: as ``Qwen2Tokenizer`` (no default system prompt), and
         enable_thinking (bool): the template's ``enable_thinking``: False adds the empty
             think block to the generation prompt, which tells the model not to think.
 
     Raises:
-        FileNotFoundError: if ``path`` does not exist.
-        ValueError: if ``path`` is not a ``tokenizer.json`` with Qwen 3's added tokens.
+        FileNotFoundError: if a file does not exist.
+        ValueError: if the files are not a Qwen tokenizer with Qwen 3's added tokens.
     """
 
+    ADDED_TOKENS: AddedTokens = QWEN3_ADDED_TOKENS
+    REQUIRED_IDS = {**QWEN2_5_SPECIAL_IDS, **QWEN3_ADDED_IDS}
+
     def __init__(
-        self, path: str, max_seq_len: Optional[int] = None, enable_thinking: bool = True
+        self,
+        path: str,
+        merges_file: Optional[str] = None,
+        special_tokens: Optional[AddedTokens] = None,
+        max_seq_len: Optional[int] = None,
+        *,
+        prompt_template=None,
+        truncation_type: str = "right",
+        enable_thinking: bool = True,
     ):
         super().__init__(
             path,
-            max_seq_len=max_seq_len,
+            merges_file,
+            special_tokens,
+            max_seq_len,
+            prompt_template=prompt_template,
+            truncation_type=truncation_type,
             default_system_prompt=None,
-            special_ids=QWEN2_5_SPECIAL_IDS,
         )
-        for text, want in QWEN3_ADDED_IDS.items():
-            got = self.added_tokens.get(text)
-            if got != want:
-                raise UserValueError(
-                    f"{self.path}: added token {text!r} has id {got}, not {want} as in Qwen 3"
-                )
         self.think_start_id = QWEN3_ADDED_IDS["<think>"]
         self.think_end_id = QWEN3_ADDED_IDS["</think>"]
         self.enable_thinking = enable_thinking
@@ -129,17 +141,37 @@ def _last_query_index(messages: Sequence[Message]) -> int:
 
 
 def qwen3_tokenizer(
-    path: str, max_seq_len: Optional[int] = None, enable_thinking: bool = True
+    path: str,
+    merges_file: Optional[str] = None,
+    special_tokens_path: Optional[str] = None,
+    max_seq_len: Optional[int] = None,
+    prompt_template=None,
+    truncation_type: str = "right",
+    enable_thinking: bool = True,
 ) -> Qwen3Tokenizer:
-    """The Qwen 3 tokenizer (all sizes share it).
+    """The Qwen 3 tokenizer (all sizes share it); the arguments of ``qwen2_5_tokenizer``.
 
     Args:
-        path (str): the model's ``tokenizer.json``.
+        path (str): the model's ``tokenizer.json``, or its ``vocab.json`` with ``merges_file``.
+        merges_file (Optional[str]): ``merges.txt``, when ``path`` is a ``vocab.json``.
+        special_tokens_path (Optional[str]): a ``tokenizer.json`` whose ``added_tokens`` are
+            the special tokens; None for Qwen 3's 26.
         max_seq_len (Optional[int]): cut ``tokenize_messages`` output to this length.
+        prompt_template (Optional[Any]): a dotted path, a ``{role: [prepend, append]}``
+            mapping or None (``resolve_prompt_template``).
+        truncation_type (str): "right" (keep the start) or "left" (keep the end).
         enable_thinking (bool): False adds the empty think block to generation prompts.
 
     Returns:
         Qwen3Tokenizer: no BOS, eos ``<|im_end|>`` 151645, pad ``<|endoftext|>`` 151643,
         stop tokens [151645, 151643], ``<think>`` 151667, ``</think>`` 151668.
     """
-    return Qwen3Tokenizer(path, max_seq_len=max_seq_len, enable_thinking=enable_thinking)
+    return Qwen3Tokenizer(
+        path,
+        merges_file,
+        qwen_tokenizer_args(special_tokens_path, truncation_type),
+        max_seq_len,
+        prompt_template=prompt_template,
+        truncation_type=truncation_type,
+        enable_thinking=enable_thinking,
+    )
