@@ -1,5 +1,5 @@
 import logging
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -50,6 +50,8 @@ class PackedDataset(Dataset):
         max_seq_len (int): the row length.
         padding_idx (int): id that pads tokens.
         split_across_pack (bool): split samples across rows instead of padding each row.
+        max_packs (Optional[int]): keep only the first this many rows (torchtune 0.6.1's
+            argument); None keeps all.
 
     Raises:
         UserValueError: if ``ds`` is empty, or (without ``split_across_pack``) a sample is
@@ -62,7 +64,10 @@ class PackedDataset(Dataset):
         max_seq_len: int,
         padding_idx: int = 0,
         split_across_pack: bool = False,
+        max_packs: Optional[int] = None,
     ):
+        if max_packs is not None and max_packs < 1:
+            raise UserValueError(f"PackedDataset: max_packs must be positive, got {max_packs}")
         if max_seq_len < 1:
             raise UserValueError(
                 f"PackedDataset: max_seq_len must be positive, got {max_seq_len}"
@@ -92,6 +97,9 @@ class PackedDataset(Dataset):
                 )
             self._rows = self._greedy_rows(lengths.tolist(), max_seq_len)
             n_rows = len(self._rows)
+        if max_packs is not None and n_rows > max_packs:
+            n_rows = max_packs
+            total = min(total, int(self._window(n_rows - 1)[1]))
         self._n_rows = n_rows
         log.info(
             "PackedDataset: packed %d samples into %d rows of %d tokens (%.1f%% padding)",

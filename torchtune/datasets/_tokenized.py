@@ -1,14 +1,16 @@
 import glob
+import importlib
 import logging
 import os
 import re
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from torchtune._errors import UserError, UserFileNotFoundError, UserOSError, UserValueError
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX
+from torchtune.tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,23 @@ def truncate(
     return tokens, labels, True
 
 
+def resolve_class(obj: Union[str, type], what: str) -> type:
+    """Return ``obj`` itself, or the class a dotted path such as
+    "torchtune.data.AlpacaInstructTemplate" names."""
+    if not isinstance(obj, str):
+        return obj
+    module_name, _, attr = obj.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise UserValueError(f"{what} {obj!r} is not an importable dotted path ({e})") from None
+
+
+def not_text(value) -> str:
+    """How a record's value fails to be text, for an error message."""
+    return "missing" if value is None else f"of type {type(value).__name__}, not text"
+
+
 def _local_files(data_files: Any) -> List[str]:
     if data_files is None:
         return []
@@ -51,26 +70,62 @@ def _local_files(data_files: Any) -> List[str]:
     return [f for v in data_files for f in _local_files(v)]
 
 
-def load_hf_dataset(source: str, **load_dataset_kwargs) -> "datasets.Dataset":  # noqa: F821
-    """``datasets.load_dataset(source, split="train", **load_dataset_kwargs)`` with the bad
-    inputs a user can make turned into one clear error before anything is tokenized.
+def resolve_max_seq_len(tokenizer: Tokenizer, max_seq_len: Optional[int]) -> Optional[int]:
+    """The truncation length a builder applies: its own ``max_seq_len`` if given, else the
+    tokenizer's ``max_seq_len`` attribute (torchtune 0.6.1 sets the limit on the tokenizer;
+    None or absent means no limit)."""
+    if max_seq_len is not None:
+        return max_seq_len
+    return getattr(tokenizer, "max_seq_len", None)
+
+
+def pack_length(name: str, max_seq_len: Optional[int]) -> int:
+    """The row length for ``packed=True``: ``max_seq_len`` as ``resolve_max_seq_len``
+    gave it, or one line telling the user where to set it."""
+    if max_seq_len is None:
+        raise UserValueError(
+            f"{name}: packed=True needs max_seq_len, the row length: set it on the "
+            "tokenizer (as torchtune 0.6.1 configs do) or pass it to the dataset"
+        )
+    return max_seq_len
+
+
+def load_hf_dataset(
+    source: Optional[str],
+    *,
+    split: str = "train",
+    filter_fn: Optional[Callable] = None,
+    **load_dataset_kwargs,
+) -> "datasets.Dataset":  # noqa: F821
+    """``datasets.load_dataset(source, split=split, **load_dataset_kwargs)``, then
+    ``.filter(filter_fn)``, with the bad inputs a user can make turned into one clear
+    error before anything is tokenized.
 
     Args:
-        source (str): a Hub dataset name, or a loader such as "json", "csv", "text" or
-            "parquet" together with ``data_files``.
+        source (Optional[str]): a Hub dataset name, or a loader such as "json", "csv",
+            "text" or "parquet" together with ``data_files``; None is an error.
+        split (str): the split, or a slice of one ("train[:10]", "train[:10%]").
+        filter_fn (Optional[Callable]): keep only the records for which it returns True
+            (``datasets.Dataset.filter``), before any tokenization, as in torchtune 0.6.1.
         **load_dataset_kwargs: passed to ``datasets.load_dataset`` (``data_files``,
-            ``cache_dir``, ``split`` ...).
+            ``name``, ``cache_dir`` ...).
 
     Returns:
         datasets.Dataset: the split.
 
     Raises:
         UserFileNotFoundError: if a local file in ``data_files`` does not exist.
-        UserValueError: if a file is empty, cannot be parsed (the message gives the
-            parser's own account: the line or row and what is wrong), or the dataset has
-            no rows.
+        UserValueError: if ``source`` is missing, a file is empty, cannot be parsed (the
+            message gives the parser's own account: the line or row and what is wrong),
+            the split is unknown, or the dataset has no rows (before or after
+            ``filter_fn``).
         UserOSError: if reading the files or writing the cache fails.
     """
+    if source is None:
+        raise UserValueError(
+            "dataset: source is required: a Hugging Face dataset id, or a loader such as "
+            "'json' with data_files=PATH"
+        )
     import datasets  # optional heavy import, only where datasets are built
 
     data_files = load_dataset_kwargs.get("data_files")
@@ -82,9 +137,8 @@ def load_hf_dataset(source: str, **load_dataset_kwargs) -> "datasets.Dataset":  
             raise UserFileNotFoundError(f"dataset file not found: {f}")
         if os.path.isfile(f) and os.path.getsize(f) == 0:
             raise UserValueError(f"dataset file is empty: {f}")
-    load_dataset_kwargs.setdefault("split", "train")
     try:
-        ds = datasets.load_dataset(source, **load_dataset_kwargs)
+        ds = datasets.load_dataset(source, split=split, **load_dataset_kwargs)
     except Exception as e:
         user_error = _as_user_error(e, described, data_files)
         if user_error is None:
@@ -96,6 +150,10 @@ def load_hf_dataset(source: str, **load_dataset_kwargs) -> "datasets.Dataset":  
         )
     if len(ds) == 0:
         raise UserValueError(f"dataset {described} has no rows")
+    if filter_fn is not None:
+        ds = ds.filter(filter_fn, desc="filter_fn")
+        if len(ds) == 0:
+            raise UserValueError(f"dataset {described}: filter_fn kept none of its rows")
     return ds
 
 
