@@ -1,6 +1,6 @@
 """Helpers that recipes share: seeding, precision, lr schedules, gradient scaling, the
-optimizer step in backward, CPU heap hygiene, memory readings, metric loggers and the
-output-folder lock.
+optimizer step in backward, activation offloading, the profiler, CPU heap hygiene, memory
+readings, metric loggers and the output-folder lock.
 Checkpointers live in ``torchtune.training.checkpointing``; torchtune 0.6.1's configs name
 them ``torchtune.training.FullModelHFCheckpointer`` (and Meta, TorchTune), which resolve
 here on first access to the same classes.
@@ -8,6 +8,7 @@ here on first access to the same classes.
 
 from torchtune.training._distributed import (
     backend_for_device,
+    check_nf4_shardable,
     gather_full_model_state_dict,
     gather_full_optimizer_state_dict,
     get_world_size_and_rank,
@@ -17,24 +18,29 @@ from torchtune.training._distributed import (
     load_full_optimizer_state_dict,
     shard_model,
 )
+from torchtune.training._activation_offloading import get_act_offloading_ctx_manager
 from torchtune.training._cpu_heap import activations_in_own_pages
 from torchtune.training._grad_scaler import scale_grads_
 from torchtune.training._optimizer_in_backward import OptimizerInBackward
 from torchtune.training._output_lock import OutputDirLock
+from torchtune.training._profiler import DummyProfiler, setup_torch_profiler
 from torchtune.training.lr_schedulers import get_cosine_schedule_with_warmup
 from torchtune.training.memory import format_memory_stats, get_memory_stats
 from torchtune.training.precision import get_dtype, is_bf16_supported, set_default_dtype
 from torchtune.training.seed import get_rng_state, set_rng_state, set_seed
 
 __all__ = [
+    "DummyProfiler",
     "OptimizerInBackward",
     "OutputDirLock",
     "activations_in_own_pages",
     "backend_for_device",
     "gather_full_model_state_dict",
     "gather_full_optimizer_state_dict",
+    "get_act_offloading_ctx_manager",
     "get_world_size_and_rank",
     "init_distributed",
+    "check_nf4_shardable",
     "is_rank_zero",
     "load_full_model_state_dict",
     "load_full_optimizer_state_dict",
@@ -49,6 +55,7 @@ __all__ = [
     "set_default_dtype",
     "set_rng_state",
     "set_seed",
+    "setup_torch_profiler",
 ]
 
 # torchtune 0.6.1's dotted paths for the checkpointers (canonical home: .checkpointing).

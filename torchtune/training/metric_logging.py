@@ -1,4 +1,4 @@
-"""Metric loggers: stdout, JSON-lines on disk, TensorBoard event files and Weights & Biases.
+"""Metric loggers: stdout, JSON lines and 0.6.1-style text on disk, TensorBoard event files and Weights & Biases.
 
 Every logger has ``log(name, data, step)``, ``log_dict(payload, step)``, ``log_config(config)``
 and ``close()``, so a recipe builds whichever one the config names::
@@ -67,15 +67,21 @@ class MetricLoggerInterface(Protocol):
 
 
 class DiskLogger:
-    """Writes one JSON record per line: ``{"step": 3, "loss": 1.25, "lr": 0.0001}``.
+    """Writes each step's metrics to disk, flushed as written, so a killed run keeps its log.
 
-    Records are flushed as they are written, so a killed run keeps its log. Tests and tools
-    read the file back with :meth:`read`.
+    Two forms, chosen by the file name's suffix:
+
+    - JSON lines (``.jsonl``): ``{"step": 3, "loss": 1.25, "lr": 0.0001}``;
+    - text (any other suffix), the lines torchtune 0.6.1 wrote and its users parse:
+      ``Step 3 | loss:1.25 lr:0.0001``.
+
+    Without ``filename`` both are written, ``log_<unix ms>.jsonl`` and ``log_<unix ms>.txt``
+    side by side. :meth:`read` reads either form back.
 
     Args:
         log_dir (Union[str, Path]): directory for the log; created if missing.
-        filename (Optional[str]): file name inside ``log_dir``; by default
-            ``log_<unix time in ms>.jsonl``. An existing file is appended to.
+        filename (Optional[str]): file name inside ``log_dir``; see above. An existing
+            file is appended to.
 
     Example:
         >>> logger = DiskLogger("/tmp/logs")
@@ -83,28 +89,40 @@ class DiskLogger:
         >>> logger.close()
         >>> DiskLogger.read(logger.path)
         [{'step': 1, 'loss': 1.25, 'lr': 0.0001}]
+        >>> logger.text_path.read_text()
+        'Step 1 | loss:1.25 lr:0.0001 \\n'
     """
 
     def __init__(self, log_dir: Union[str, Path], filename: Optional[str] = None) -> None:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if filename is None:
-            filename = f"log_{int(time.time() * 1000)}.jsonl"
-        self.path = self.log_dir / filename
-        self._file = open(self.path, "a", encoding="utf-8")
-        log.info("Writing metric logs to %s", self.path)
+            stem = f"log_{int(time.time() * 1000)}"
+            names = [stem + ".jsonl", stem + ".txt"]
+        else:
+            names = [filename]
+        paths = [self.log_dir / n for n in names]
+        self.path = paths[0]  # the JSON-lines file when there is one
+        self.text_path = next((p for p in paths if not _is_jsonl(p)), None)
+        self._files = [(open(p, "a", encoding="utf-8"), _is_jsonl(p)) for p in paths]
+        log.info("Writing metric logs to %s", ", ".join(str(p) for p in paths))
 
-    def _write(self, record: dict[str, Any]) -> None:
-        if self._file.closed:
-            raise RuntimeError(f"DiskLogger for {self.path} is closed")
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+    def _write(self, step: int, metrics: dict[str, Union[int, float]]) -> None:
+        for file, as_json in self._files:
+            if file.closed:
+                raise RuntimeError(f"DiskLogger for {self.path} is closed")
+            if as_json:
+                file.write(json.dumps({"step": int(step), **metrics}) + "\n")
+            else:
+                pairs = "".join(f"{name}:{value} " for name, value in metrics.items())
+                file.write(f"Step {int(step)} | {pairs}\n")
+            file.flush()
 
     def log(self, name: str, data: Scalar, step: int) -> None:
-        self._write({"step": int(step), name: _to_python(data)})
+        self._write(step, {name: _to_python(data)})
 
     def log_dict(self, payload: Mapping[str, Scalar], step: int) -> None:
-        self._write({"step": int(step), **{k: _to_python(v) for k, v in payload.items()}})
+        self._write(step, {k: _to_python(v) for k, v in payload.items()})
 
     def log_config(self, config: Any) -> None:
         """Save the resolved config as ``config.json`` next to the log."""
@@ -113,14 +131,32 @@ class DiskLogger:
         config_path.write_text(text + "\n")
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        for file, _ in self._files:
+            if not file.closed:
+                file.close()
 
     @staticmethod
     def read(path: Union[str, Path]) -> list[dict[str, Any]]:
-        """The records of a DiskLogger file, in the order written."""
+        """The records of a DiskLogger file (either form), in the order written."""
         with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+            lines = [line for line in f if line.strip()]
+        if _is_jsonl(Path(path)):
+            return [json.loads(line) for line in lines]
+        return [_parse_text_line(line) for line in lines]
+
+
+def _is_jsonl(path: Path) -> bool:
+    return path.suffix in (".jsonl", ".json")
+
+
+def _parse_text_line(line: str) -> dict[str, Any]:
+    """``Step 3 | loss:1.25 lr:0.0001`` -> ``{"step": 3, "loss": 1.25, "lr": 0.0001}``."""
+    head, _, body = line.partition(" | ")
+    record: dict[str, Any] = {"step": int(head.removeprefix("Step "))}
+    for pair in body.split():
+        name, _, value = pair.rpartition(":")
+        record[name] = json.loads(value) if value not in ("nan", "inf", "-inf") else float(value)
+    return record
 
 
 class StdoutLogger:

@@ -51,7 +51,7 @@ import logging
 import os
 import re
 import uuid
-from typing import Any, Callable, Dict, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -82,7 +82,35 @@ DOWNLOAD_RECORD_NAME = ".tune_download.json"  # {"repo_id", "revision"}, written
 WriteModel = Callable[[SaveWriter, bool], None]
 
 
+def expand_checkpoint_files(checkpoint_files: Any) -> Any:
+    """torchtune 0.6.1's short form for many shards, expanded to the list of names::
+
+        checkpoint_files:
+          filename_format: model-{}-of-{}.safetensors
+          max_filename: "00030"
+
+    gives ``model-00001-of-00030.safetensors`` ... ``model-00030-of-00030.safetensors``.
+    Any other value is returned unchanged.
+    """
+    if not isinstance(checkpoint_files, Mapping):
+        return checkpoint_files
+    if set(checkpoint_files) != {"filename_format", "max_filename"}:
+        raise UserValueError(
+            "checkpoint_files: a mapping must have exactly the keys filename_format and "
+            f"max_filename, got {sorted(checkpoint_files)}"
+        )
+    fmt, last = checkpoint_files["filename_format"], str(checkpoint_files["max_filename"])
+    if not isinstance(fmt, str) or fmt.count("{}") != 2:
+        raise UserValueError(
+            f"checkpoint_files.filename_format must hold two '{{}}' (shard, count), got {fmt!r}"
+        )
+    if not last.isdigit() or int(last) < 1:
+        raise UserValueError(f"checkpoint_files.max_filename must be a positive number, got {last!r}")
+    return [fmt.format(str(i).zfill(len(last)), last) for i in range(1, int(last) + 1)]
+
+
 def _path_list(checkpoint_files: Any) -> list:
+    checkpoint_files = expand_checkpoint_files(checkpoint_files)
     if isinstance(checkpoint_files, (str, os.PathLike)):
         return [checkpoint_files]
     try:
