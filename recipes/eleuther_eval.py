@@ -54,10 +54,16 @@ class EleutherEvalParams:
     device: str
     dtype: str
     tasks: list[str]
-    include_path: Optional[str]
     limit: Optional[float]
     batch_size: int
     max_seq_length: int
+    include_path: Optional[str] = None
+    # Keys of torchtune 0.6.1's evaluation configs.
+    seed: Optional[int] = 1234
+    enable_kv_cache: bool = True
+    quantizer: Optional[Component] = None
+    resume_from_checkpoint: bool = False
+    log_level: str = "INFO"
 
 
 
@@ -212,6 +218,16 @@ class EleutherEvalRecipe:
         self._limit = cfg.limit
         if cfg.batch_size < 1:
             raise UserValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+        if cfg.get("quantizer") is not None:
+            raise UserValueError("quantizer: quantized evaluation is not supported; set quantizer: null")
+        if cfg.get("resume_from_checkpoint", False):
+            raise UserValueError("resume_from_checkpoint: evaluation reads a finished model; set it to False")
+        if not cfg.get("enable_kv_cache", True):
+            log.info("enable_kv_cache: False: generate_until tasks here always decode with the "
+                     "KV cache (same tokens, less compute)")
+        log.setLevel(cfg.get("log_level", "INFO"))
+        # Python, NumPy and torch seeded alike; lm-eval seeds its few-shot sampling itself.
+        training.set_seed(cfg.get("seed", 1234))
 
     def setup(self, cfg: DictConfig) -> None:
         """Build every component, in dependency order; every input problem surfaces here.

@@ -75,9 +75,7 @@ class FullFinetuneParams:
     max_steps_per_epoch: Optional[int]
     gradient_accumulation_steps: int
     optimizer: Component
-    lr_scheduler: Optional[Component]
     loss: Component
-    clip_grad_norm: Optional[float]
     device: str
     dtype: str
     enable_activation_checkpointing: bool
@@ -85,7 +83,36 @@ class FullFinetuneParams:
     metric_logger: Component
     log_every_n_steps: int
     log_peak_memory_stats: bool
-    save_every_n_steps: Optional[int]
+    # Optional keys; torchtune 0.6.1 configs leave some out and add others.
+    lr_scheduler: Optional[Component] = None
+    clip_grad_norm: Optional[float] = None
+    save_every_n_steps: Optional[int] = None
+    profiler: Optional[Component] = None
+    enable_activation_offloading: bool = False
+    custom_sharded_layers: Optional[list[str]] = None
+    fsdp_cpu_offload: bool = False
+    optimizer_in_bwd: bool = False
+    tensor_parallel_dim: int = 1
+    tensor_parallel_plan: Optional[Component] = None
+
+    @staticmethod
+    def combination_problems(cfg: DictConfig) -> list[str]:
+        """Settings that are each valid but that this recipe cannot honour."""
+        problems = []
+        if cfg.get("optimizer_in_bwd", False):
+            # FSDP2 does fire per-parameter gradient hooks, but the per-parameter optimizers
+            # have no sharded state dict to gather, so such a run could not be resumed.
+            problems.append(
+                "optimizer_in_bwd: True is not supported by the distributed recipe (its "
+                "per-parameter optimizer states cannot be saved for an exact resume); set "
+                "optimizer_in_bwd: False, or use full_finetune_single_device"
+            )
+        if cfg.get("tensor_parallel_dim", 1) != 1:
+            problems.append(
+                f"tensor_parallel_dim: {cfg.tensor_parallel_dim} is not supported (this recipe "
+                "shards with FSDP2 only); set tensor_parallel_dim: 1"
+            )
+        return problems
     validation_dataset: Optional[Component] = None
     validate_every_n_steps: Optional[int] = None
 
@@ -117,6 +144,9 @@ class FullFinetuneRecipeDistributed:
         self._resume_from_checkpoint = cfg.resume_from_checkpoint
         self._gradient_accumulation_steps = cfg.gradient_accumulation_steps
         self._clip_grad_norm = cfg.clip_grad_norm
+        self._enable_activation_offloading = cfg.enable_activation_offloading
+        self._custom_sharded_layers = cfg.custom_sharded_layers
+        self._fsdp_cpu_offload = cfg.fsdp_cpu_offload
         self._batch_size = cfg.batch_size
 
         if cfg.validation_dataset is not None and not cfg.validate_every_n_steps:
@@ -231,6 +261,11 @@ class FullFinetuneRecipeDistributed:
             checkpoint.get("model", {}),  # rank 0 only
         )
         self._tokenizer = config.instantiate(cfg.tokenizer)
+        # Saved activations go to CPU memory during forward (a no-op on a CPU device).
+        self._activations_ctx = training.get_act_offloading_ctx_manager(
+            self._model, self._enable_activation_offloading
+        )
+        self._profiler = self._setup_profiler(cfg.profiler)
         self._optimizer = self._setup_optimizer(cfg.optimizer)
         self._loss_fn = self._setup_loss(cfg.loss)
         self._sampler, self._dataloader = self._setup_data(cfg.dataset, cfg.shuffle)
@@ -262,6 +297,13 @@ class FullFinetuneRecipeDistributed:
             same_ranks = per_rank is not None and len(per_rank) == self._world_size
             training.set_rng_state(per_rank[self._rank] if same_ranks else checkpoint["rng_state"])
 
+    def _setup_profiler(self, cfg_profiler: Optional[DictConfig]):
+        """``torch.profiler`` from the ``profiler`` node (0.6.1's block), or a no-op."""
+        if cfg_profiler is None:
+            return training.DummyProfiler()
+        profiler, _ = config.instantiate(cfg_profiler)
+        return profiler
+
     def _setup_model(
         self,
         cfg_model: DictConfig,
@@ -280,7 +322,10 @@ class FullFinetuneRecipeDistributed:
         if compile_model:
             for layer in model.layers:
                 layer.compile()  # per layer, before sharding, so FSDP's hooks stay outside
-        training.shard_model(model, self._device)
+        training.shard_model(
+            model, self._device,
+            custom_sharded_layers=self._custom_sharded_layers, cpu_offload=self._fsdp_cpu_offload,
+        )
         model.to_empty(device=self._device)
         for module in model.modules():
             if isinstance(module, modules.RotaryPositionalEmbeddings):
@@ -379,94 +424,97 @@ class FullFinetuneRecipeDistributed:
         checkpoint."""
         self._model.train()
         grad_accum = self._gradient_accumulation_steps
-        for epoch in range(self.epochs_run, self.total_epochs):
-            # A resumed run skips exactly the samples the interrupted run consumed.
-            self._sampler.set_epoch(epoch, start_index=self.steps_run * grad_accum * self._batch_size)
-            pbar = tqdm(
-                total=self._steps_per_epoch, initial=self.steps_run, desc=f"epoch {epoch + 1}",
-                disable=not self._is_rank_zero,
-            )
-            window_loss = torch.zeros((), device=self._device)
-            window_tokens = torch.zeros((), dtype=torch.long, device=self._device)
-            window_input_tokens = 0
-            window_start = time.perf_counter()
-            for idx, batch in enumerate(self._dataloader):
-                if self.steps_run == self._steps_per_epoch:
-                    break
-                loss_sum, num_tokens = self._forward_loss(batch)
-                loss_sum.backward()  # FSDP sums the gradients over ranks
-                window_loss += loss_sum.detach()
-                # Frees the step's graph now rather than when the next forward returns:
-                # its small blocks would sit among that forward's activations in the heap.
-                del loss_sum
-                window_tokens += num_tokens
-                window_input_tokens += self._num_input_tokens(batch)
-                if (idx + 1) % grad_accum != 0:
-                    continue
-
-                # Normalise by the target tokens of the whole global window, so that
-                # 2 ranks x batch 2 and 1 rank x batch 4 give the same update.
-                loss_total, tokens_total, input_tokens_total = self._sum_over_ranks(
-                    window_loss, window_tokens, window_input_tokens
+        with self._profiler:
+            for epoch in range(self.epochs_run, self.total_epochs):
+                # A resumed run skips exactly the samples the interrupted run consumed.
+                self._sampler.set_epoch(epoch, start_index=self.steps_run * grad_accum * self._batch_size)
+                pbar = tqdm(
+                    total=self._steps_per_epoch, initial=self.steps_run, desc=f"epoch {epoch + 1}",
+                    disable=not self._is_rank_zero,
                 )
-                training.scale_grads_(self._model, 1 / max(tokens_total, 1))
-                loss = loss_total / max(tokens_total, 1)
-                if not math.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"loss is {loss} at epoch {epoch + 1}, step {self.global_step + 1}; "
-                        "stopping (the last checkpoint written is intact)"
-                    )
-                grad_norm = None
-                if self._clip_grad_norm is not None:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(
-                        self._model.parameters(), max_norm=self._clip_grad_norm
-                    ).full_tensor()  # the norm over every rank's shards
-                lr = self._optimizer.param_groups[0]["lr"]  # the lr this step uses
-                self._optimizer.step()
-                self._optimizer.zero_grad(set_to_none=True)
-                if self._lr_scheduler is not None:
-                    self._lr_scheduler.step()
-                self.steps_run += 1
-                self.global_step += 1
-
-                elapsed = time.perf_counter() - window_start
-                tokens_per_second = input_tokens_total / elapsed
-                pbar.update(1)
-                pbar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:.0f}")
-                if self._is_rank_zero and self.global_step % self._log_every_n_steps == 0:
-                    metrics = {
-                        "loss": loss,
-                        "lr": lr,
-                        "num_tokens": int(input_tokens_total),  # over all ranks
-                        "tokens_per_second": tokens_per_second,
-                    }
-                    if grad_norm is not None:
-                        metrics["grad_norm"] = grad_norm.item()
-                    if self._log_peak_memory_stats:
-                        metrics.update(training.get_memory_stats(self._device))
-                    self._metric_logger.log_dict(metrics, step=self.global_step)
-                    pbar.write(
-                        f"step {self.global_step} | "
-                        + " ".join(f"{k}: {v:.4g}" for k, v in metrics.items())
-                    )
-                if (
-                    self._val_dataloader is not None
-                    and self.global_step % self._validate_every_n_steps == 0
-                ):
-                    val_loss = self._validation_loss()  # every rank evaluates its shard
-                    if self._is_rank_zero:
-                        self._metric_logger.log_dict({"val_loss": val_loss}, step=self.global_step)
-                if self._save_every_n_steps and self.global_step % self._save_every_n_steps == 0:
-                    self.save_checkpoint(epoch=epoch, step=self.global_step)
-
-                window_loss.zero_()
-                window_tokens.zero_()
+                window_loss = torch.zeros((), device=self._device)
+                window_tokens = torch.zeros((), dtype=torch.long, device=self._device)
                 window_input_tokens = 0
                 window_start = time.perf_counter()
-            pbar.close()
-            self.epochs_run += 1
-            self.steps_run = 0
-            self.save_checkpoint(epoch=epoch)
+                for idx, batch in enumerate(self._dataloader):
+                    if self.steps_run == self._steps_per_epoch:
+                        break
+                    with self._activations_ctx:
+                        loss_sum, num_tokens = self._forward_loss(batch)
+                    loss_sum.backward()  # FSDP sums the gradients over ranks
+                    window_loss += loss_sum.detach()
+                    # Frees the step's graph now rather than when the next forward returns:
+                    # its small blocks would sit among that forward's activations in the heap.
+                    del loss_sum
+                    window_tokens += num_tokens
+                    window_input_tokens += self._num_input_tokens(batch)
+                    if (idx + 1) % grad_accum != 0:
+                        continue
+
+                    # Normalise by the target tokens of the whole global window, so that
+                    # 2 ranks x batch 2 and 1 rank x batch 4 give the same update.
+                    loss_total, tokens_total, input_tokens_total = self._sum_over_ranks(
+                        window_loss, window_tokens, window_input_tokens
+                    )
+                    training.scale_grads_(self._model, 1 / max(tokens_total, 1))
+                    loss = loss_total / max(tokens_total, 1)
+                    if not math.isfinite(loss):
+                        raise NonFiniteLossError(
+                            f"loss is {loss} at epoch {epoch + 1}, step {self.global_step + 1}; "
+                            "stopping (the last checkpoint written is intact)"
+                        )
+                    grad_norm = None
+                    if self._clip_grad_norm is not None:
+                        grad_norm = torch.nn.utils.clip_grad_norm_(
+                            self._model.parameters(), max_norm=self._clip_grad_norm
+                        ).full_tensor()  # the norm over every rank's shards
+                    lr = self._optimizer.param_groups[0]["lr"]  # the lr this step uses
+                    self._optimizer.step()
+                    self._optimizer.zero_grad(set_to_none=True)
+                    if self._lr_scheduler is not None:
+                        self._lr_scheduler.step()
+                    self._profiler.step()
+                    self.steps_run += 1
+                    self.global_step += 1
+
+                    elapsed = time.perf_counter() - window_start
+                    tokens_per_second = input_tokens_total / elapsed
+                    pbar.update(1)
+                    pbar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:.0f}")
+                    if self._is_rank_zero and self.global_step % self._log_every_n_steps == 0:
+                        metrics = {
+                            "loss": loss,
+                            "lr": lr,
+                            "num_tokens": int(input_tokens_total),  # over all ranks
+                            "tokens_per_second": tokens_per_second,
+                        }
+                        if grad_norm is not None:
+                            metrics["grad_norm"] = grad_norm.item()
+                        if self._log_peak_memory_stats:
+                            metrics.update(training.get_memory_stats(self._device))
+                        self._metric_logger.log_dict(metrics, step=self.global_step)
+                        pbar.write(
+                            f"step {self.global_step} | "
+                            + " ".join(f"{k}: {v:.4g}" for k, v in metrics.items())
+                        )
+                    if (
+                        self._val_dataloader is not None
+                        and self.global_step % self._validate_every_n_steps == 0
+                    ):
+                        val_loss = self._validation_loss()  # every rank evaluates its shard
+                        if self._is_rank_zero:
+                            self._metric_logger.log_dict({"val_loss": val_loss}, step=self.global_step)
+                    if self._save_every_n_steps and self.global_step % self._save_every_n_steps == 0:
+                        self.save_checkpoint(epoch=epoch, step=self.global_step)
+
+                    window_loss.zero_()
+                    window_tokens.zero_()
+                    window_input_tokens = 0
+                    window_start = time.perf_counter()
+                pbar.close()
+                self.epochs_run += 1
+                self.steps_run = 0
+                self.save_checkpoint(epoch=epoch)
 
     def cleanup(self) -> None:
         if self._is_rank_zero:

@@ -57,9 +57,7 @@ class FullFinetuneParams:
     max_steps_per_epoch: Optional[int]
     gradient_accumulation_steps: int
     optimizer: Component
-    lr_scheduler: Optional[Component]
     loss: Component
-    clip_grad_norm: Optional[float]
     device: str
     dtype: str
     enable_activation_checkpointing: bool
@@ -67,7 +65,12 @@ class FullFinetuneParams:
     metric_logger: Component
     log_every_n_steps: int
     log_peak_memory_stats: bool
-    save_every_n_steps: Optional[int]
+    # Optional keys; torchtune 0.6.1 configs leave some out and add others.
+    lr_scheduler: Optional[Component] = None
+    clip_grad_norm: Optional[float] = None
+    save_every_n_steps: Optional[int] = None
+    profiler: Optional[Component] = None
+    enable_activation_offloading: bool = False
     validation_dataset: Optional[Component] = None
     validate_every_n_steps: Optional[int] = None
     optimizer_in_bwd: bool = False
@@ -77,13 +80,13 @@ class FullFinetuneParams:
         """Settings that are each valid but cannot work together."""
         problems = []
         if cfg.get("optimizer_in_bwd", False):
-            if cfg.clip_grad_norm is not None:
+            if cfg.get("clip_grad_norm") is not None:
                 problems.append(
                     "optimizer_in_bwd: True steps each parameter before the global gradient "
                     f"norm exists; set clip_grad_norm: null (it is {cfg.clip_grad_norm}) or "
                     "optimizer_in_bwd: False"
                 )
-            if cfg.gradient_accumulation_steps != 1:
+            if cfg.get("gradient_accumulation_steps", 1) != 1:
                 problems.append(
                     "optimizer_in_bwd: True steps during every backward, so it cannot "
                     "accumulate gradients; set gradient_accumulation_steps: 1 (it is "
@@ -115,6 +118,7 @@ class FullFinetuneRecipeSingleDevice:
         self._resume_from_checkpoint = cfg.resume_from_checkpoint
         self._gradient_accumulation_steps = cfg.gradient_accumulation_steps
         self._clip_grad_norm = cfg.clip_grad_norm
+        self._enable_activation_offloading = cfg.enable_activation_offloading
         self._batch_size = cfg.batch_size
         self._optimizer_in_bwd = cfg.get("optimizer_in_bwd", False)
 
@@ -202,6 +206,11 @@ class FullFinetuneRecipeSingleDevice:
             checkpoint["model"],
         )
         self._tokenizer = config.instantiate(cfg.tokenizer)
+        # Saved activations go to CPU memory during forward (a no-op on a CPU device).
+        self._activations_ctx = training.get_act_offloading_ctx_manager(
+            self._model, self._enable_activation_offloading
+        )
+        self._profiler = self._setup_profiler(cfg.profiler)
         self._optimizer = self._setup_optimizer(cfg.optimizer)
         self._loss_fn = self._setup_loss(cfg.loss)
         self._sampler, self._dataloader = self._setup_data(cfg.dataset, cfg.shuffle)
@@ -229,6 +238,13 @@ class FullFinetuneRecipeSingleDevice:
                 self._lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
             # Last, so that building components above cannot shift the restored RNG.
             training.set_rng_state(checkpoint["rng_state"])
+
+    def _setup_profiler(self, cfg_profiler: Optional[DictConfig]):
+        """``torch.profiler`` from the ``profiler`` node (0.6.1's block), or a no-op."""
+        if cfg_profiler is None:
+            return training.DummyProfiler()
+        profiler, _ = config.instantiate(cfg_profiler)
+        return profiler
 
     def _setup_model(
         self,
@@ -338,93 +354,95 @@ class FullFinetuneRecipeSingleDevice:
         clip, step, zero, schedule, log and checkpoint."""
         self._model.train()
         grad_accum = self._gradient_accumulation_steps
-        for epoch in range(self.epochs_run, self.total_epochs):
-            # A resumed run skips exactly the samples the interrupted run consumed.
-            self._sampler.set_epoch(epoch, start_index=self.steps_run * grad_accum * self._batch_size)
-            pbar = tqdm(total=self._steps_per_epoch, initial=self.steps_run, desc=f"epoch {epoch + 1}")
-            window_loss = torch.zeros((), device=self._device)
-            window_tokens = torch.zeros((), dtype=torch.long, device=self._device)
-            window_input_tokens = 0
-            window_start = time.perf_counter()
-            for idx, batch in enumerate(self._dataloader):
-                if self.steps_run == self._steps_per_epoch:
-                    break
-                with training.activations_in_own_pages(self._device):
-                    loss_sum, num_tokens = self._forward_loss(batch)
-                window_loss += loss_sum.detach()
-                window_tokens += num_tokens
-                window_input_tokens += self._num_input_tokens(batch)
-                if self._optimizer_in_bwd:
-                    # Parameters are stepped inside backward (from the second step on), so
-                    # the loss is normalised and checked before backward reaches the weights.
-                    loss = window_loss / window_tokens.clamp(min=1)
-                    self._check_finite(loss, epoch)
-                    (loss_sum / num_tokens.clamp(min=1)).backward()
-                    # Frees the step's graph now rather than when the next forward returns:
-                    # its small blocks would sit among that forward's activations in the
-                    # heap and keep the holes between them from merging (~0.1 GiB of peak).
-                    del loss_sum
-                else:
-                    loss_sum.backward()
-                    del loss_sum  # the graph's blocks, now (see above)
-                    if (idx + 1) % grad_accum != 0:
-                        continue
-                    # Normalise by the target tokens of the whole window, so that
-                    # batch 4 x 1 and batch 2 x 2 give the same update.
-                    training.scale_grads_(self._model, 1 / window_tokens.clamp(min=1))
-                    loss = window_loss / window_tokens.clamp(min=1)
-                    self._check_finite(loss, epoch)
-                grad_norm = None
-                if self._clip_grad_norm is not None:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(
-                        self._model.parameters(), max_norm=self._clip_grad_norm
-                    )
-                lr = self._optimizer.param_groups[0]["lr"]  # the lr this step uses
-                self._optimizer.step()
-                self._optimizer.zero_grad(set_to_none=True)
-                if self._lr_scheduler is not None:
-                    self._lr_scheduler.step()
-                self.steps_run += 1
-                self.global_step += 1
-
-                elapsed = time.perf_counter() - window_start
-                tokens_per_second = window_input_tokens / elapsed
-                pbar.update(1)
-                pbar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:.0f}")
-                if self.global_step % self._log_every_n_steps == 0:
-                    metrics = {
-                        "loss": loss.item(),
-                        "lr": lr,
-                        "num_tokens": window_input_tokens,
-                        "tokens_per_second": tokens_per_second,
-                    }
-                    if grad_norm is not None:
-                        metrics["grad_norm"] = grad_norm.item()
-                    if self._log_peak_memory_stats:
-                        metrics.update(training.get_memory_stats(self._device))
-                    self._metric_logger.log_dict(metrics, step=self.global_step)
-                    pbar.write(
-                        f"step {self.global_step} | "
-                        + " ".join(f"{k}: {v:.4g}" for k, v in metrics.items())
-                    )
-                if (
-                    self._val_dataloader is not None
-                    and self.global_step % self._validate_every_n_steps == 0
-                ):
-                    self._metric_logger.log_dict(
-                        {"val_loss": self._validation_loss()}, step=self.global_step
-                    )
-                if self._save_every_n_steps and self.global_step % self._save_every_n_steps == 0:
-                    self.save_checkpoint(epoch=epoch, step=self.global_step)
-
-                window_loss.zero_()
-                window_tokens.zero_()
+        with self._profiler:
+            for epoch in range(self.epochs_run, self.total_epochs):
+                # A resumed run skips exactly the samples the interrupted run consumed.
+                self._sampler.set_epoch(epoch, start_index=self.steps_run * grad_accum * self._batch_size)
+                pbar = tqdm(total=self._steps_per_epoch, initial=self.steps_run, desc=f"epoch {epoch + 1}")
+                window_loss = torch.zeros((), device=self._device)
+                window_tokens = torch.zeros((), dtype=torch.long, device=self._device)
                 window_input_tokens = 0
                 window_start = time.perf_counter()
-            pbar.close()
-            self.epochs_run += 1
-            self.steps_run = 0
-            self.save_checkpoint(epoch=epoch)
+                for idx, batch in enumerate(self._dataloader):
+                    if self.steps_run == self._steps_per_epoch:
+                        break
+                    with training.activations_in_own_pages(self._device), self._activations_ctx:
+                        loss_sum, num_tokens = self._forward_loss(batch)
+                    window_loss += loss_sum.detach()
+                    window_tokens += num_tokens
+                    window_input_tokens += self._num_input_tokens(batch)
+                    if self._optimizer_in_bwd:
+                        # Parameters are stepped inside backward (from the second step on), so
+                        # the loss is normalised and checked before backward reaches the weights.
+                        loss = window_loss / window_tokens.clamp(min=1)
+                        self._check_finite(loss, epoch)
+                        (loss_sum / num_tokens.clamp(min=1)).backward()
+                        # Frees the step's graph now rather than when the next forward returns:
+                        # its small blocks would sit among that forward's activations in the
+                        # heap and keep the holes between them from merging (~0.1 GiB of peak).
+                        del loss_sum
+                    else:
+                        loss_sum.backward()
+                        del loss_sum  # the graph's blocks, now (see above)
+                        if (idx + 1) % grad_accum != 0:
+                            continue
+                        # Normalise by the target tokens of the whole window, so that
+                        # batch 4 x 1 and batch 2 x 2 give the same update.
+                        training.scale_grads_(self._model, 1 / window_tokens.clamp(min=1))
+                        loss = window_loss / window_tokens.clamp(min=1)
+                        self._check_finite(loss, epoch)
+                    grad_norm = None
+                    if self._clip_grad_norm is not None:
+                        grad_norm = torch.nn.utils.clip_grad_norm_(
+                            self._model.parameters(), max_norm=self._clip_grad_norm
+                        )
+                    lr = self._optimizer.param_groups[0]["lr"]  # the lr this step uses
+                    self._optimizer.step()
+                    self._optimizer.zero_grad(set_to_none=True)
+                    if self._lr_scheduler is not None:
+                        self._lr_scheduler.step()
+                    self._profiler.step()
+                    self.steps_run += 1
+                    self.global_step += 1
+
+                    elapsed = time.perf_counter() - window_start
+                    tokens_per_second = window_input_tokens / elapsed
+                    pbar.update(1)
+                    pbar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:.0f}")
+                    if self.global_step % self._log_every_n_steps == 0:
+                        metrics = {
+                            "loss": loss.item(),
+                            "lr": lr,
+                            "num_tokens": window_input_tokens,
+                            "tokens_per_second": tokens_per_second,
+                        }
+                        if grad_norm is not None:
+                            metrics["grad_norm"] = grad_norm.item()
+                        if self._log_peak_memory_stats:
+                            metrics.update(training.get_memory_stats(self._device))
+                        self._metric_logger.log_dict(metrics, step=self.global_step)
+                        pbar.write(
+                            f"step {self.global_step} | "
+                            + " ".join(f"{k}: {v:.4g}" for k, v in metrics.items())
+                        )
+                    if (
+                        self._val_dataloader is not None
+                        and self.global_step % self._validate_every_n_steps == 0
+                    ):
+                        self._metric_logger.log_dict(
+                            {"val_loss": self._validation_loss()}, step=self.global_step
+                        )
+                    if self._save_every_n_steps and self.global_step % self._save_every_n_steps == 0:
+                        self.save_checkpoint(epoch=epoch, step=self.global_step)
+
+                    window_loss.zero_()
+                    window_tokens.zero_()
+                    window_input_tokens = 0
+                    window_start = time.perf_counter()
+                pbar.close()
+                self.epochs_run += 1
+                self.steps_run = 0
+                self.save_checkpoint(epoch=epoch)
 
     def cleanup(self) -> None:
         self._metric_logger.close()

@@ -43,12 +43,27 @@ class GenerateParams:
     dtype: str
     seed: Optional[int]
     prompt: Union[str, dict]
-    instruct_template: Optional[str]
-    chat_format: Optional[str]
     max_new_tokens: int
     temperature: float
     top_k: Optional[int]
+    instruct_template: Optional[str] = None
+    chat_format: Optional[str] = None
+    # Keys of torchtune 0.6.1's generation configs.
+    output_dir: Optional[str] = None
+    enable_kv_cache: bool = True
+    quantizer: Optional[Component] = None
+    log_level: str = "INFO"
 
+
+
+def _check_0_6_keys(cfg: DictConfig) -> None:
+    """Honour, or refuse in one line, the keys torchtune 0.6.1's generation configs carry."""
+    if cfg.get("quantizer") is not None:
+        raise UserValueError("quantizer: quantized generation is not supported; set quantizer: null")
+    if not cfg.get("enable_kv_cache", True):
+        log.info("enable_kv_cache: False: decoding here always uses the KV cache (same tokens, "
+                 "less compute)")
+    log.setLevel(cfg.get("log_level", "INFO"))
 
 
 class GenerateRecipe:
@@ -71,6 +86,7 @@ class GenerateRecipe:
         if cfg.max_new_tokens < 1:
             raise UserValueError(f"max_new_tokens must be >= 1, got {cfg.max_new_tokens}")
         self.seed = training.set_seed(cfg.seed)
+        _check_0_6_keys(cfg)
 
     def setup(self, cfg: DictConfig) -> None:
         """Build every component, in dependency order; every input problem surfaces here.
@@ -146,6 +162,9 @@ class GenerateRecipe:
             # The tokenizer's own chat format (Llama 3's): the conversation so far and an
             # open assistant header, the text the answer follows.
             return self._chat_prompt_tokens(prompt)
+        elif isinstance(prompt, Mapping) and hasattr(self._tokenizer, "prompt_template"):
+            # A tokenizer built the 0.6.1 way (llama2_tokenizer's prompt_template).
+            return self._templated_prompt_tokens(prompt, self._tokenizer.prompt_template)
         else:
             if not isinstance(prompt, str):
                 raise UserValueError("prompt: a mapping needs instruct_template or chat_format "
@@ -155,14 +174,29 @@ class GenerateRecipe:
             text = prompt
         return self._tokenizer.encode(text, add_bos=True, add_eos=False)
 
-    def _chat_prompt_tokens(self, prompt: Mapping[str, str]) -> list[int]:
+    @staticmethod
+    def _chat_messages(prompt: Mapping[str, str]) -> list[Message]:
         unknown = sorted(set(prompt) - {"system", "user"})
         if unknown:
             raise UserValueError(f"prompt: {unknown} are not allowed in a chat prompt; "
                                  "give {system: ..., user: ...}")
         if not str(prompt.get("user") or "").strip():
             raise UserValueError("prompt is empty: a chat prompt needs a user message (prompt.user)")
-        messages = [Message(role, prompt[role]) for role in ("system", "user") if prompt.get(role)]
+        return [Message(role, prompt[role]) for role in ("system", "user") if prompt.get(role)]
+
+    def _templated_prompt_tokens(self, prompt: Mapping[str, str], template) -> list[int]:
+        """BOS, then each message as the template formats it (as 0.6.1 encoded a prompt
+        with a ``prompt_template``); with no template, the messages' plain text."""
+        messages = self._chat_messages(prompt)
+        if template is not None:
+            messages = template(messages, inference=True)
+        tokens = [self._tokenizer.bos_id]
+        for message in messages:
+            tokens += self._tokenizer.encode(message.content, add_bos=False, add_eos=False)
+        return tokens
+
+    def _chat_prompt_tokens(self, prompt: Mapping[str, str]) -> list[int]:
+        messages = self._chat_messages(prompt)
         messages.append(Message("assistant", ""))
         tokens, _ = self._tokenizer.tokenize_messages(messages, add_end_tokens=False)
         return tokens

@@ -22,7 +22,8 @@ def recipe_classes():
 
 @pytest.mark.parametrize("name,cls", list(recipe_classes()), ids=lambda x: x if isinstance(x, str) else "")
 def test_recipe_class_satisfies_interface(name, cls):
-    interface = FTRecipeInterface if "finetune" in name else EvalRecipeInterface
+    training = any(kind in name for kind in ("finetune", "dpo"))
+    interface = FTRecipeInterface if training else EvalRecipeInterface
     assert issubclass(cls, interface)
     assert interface not in cls.__mro__  # structural, not inherited
     for method in ("load_checkpoint", "setup", "train", "save_checkpoint", "cleanup"):
