@@ -24,3 +24,7 @@ __all__ = [
     "padded_collate",
     "padding_free_collate",
 ]
+
+from torchtune.data._collate_dpo import padded_collate_dpo, padding_free_collate_dpo  # noqa: E402
+
+__all__ += ["padded_collate_dpo", "padding_free_collate_dpo"]
