@@ -13,6 +13,9 @@ import weakref
 import pytest
 from omegaconf import OmegaConf
 
+from torchtune.config import fill_defaults
+from torchtune._cli.validate import params_class
+
 from recipe_helpers import REPO, common_overrides
 
 CASES = {  # id: (recipe, class, config, overrides)
@@ -34,6 +37,7 @@ def test_previous_steps_graph_is_freed_before_the_next_forward(tmp_path, case):
         OmegaConf.load(REPO / "recipes" / "configs" / "stories260K" / f"{config}.yaml"),
         OmegaConf.from_dotlist(common_overrides(tmp_path / "run", **extra)),
     )
+    fill_defaults(cfg, params_class(recipe))  # as recipe_main does
     trainer = getattr(importlib.import_module(f"recipes.{recipe}"), class_name)(cfg)
     trainer.setup(cfg)
     forward_loss = trainer._forward_loss

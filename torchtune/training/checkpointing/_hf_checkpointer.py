@@ -12,7 +12,11 @@ import torch
 
 from torchtune._errors import UserValueError
 from torchtune.training.checkpointing import _io, _sidecars
-from torchtune.training.checkpointing._core import CheckpointerCore, as_tensor_dict
+from torchtune.training.checkpointing._core import (
+    CheckpointerCore,
+    as_tensor_dict,
+    expand_checkpoint_files,
+)
 from torchtune.training.checkpointing._overwrite_guard import OutputLayout
 from torchtune.training.checkpointing._save_writer import SaveWriter
 from torchtune.training.checkpointing._utils import (
@@ -102,6 +106,7 @@ class FullModelHFCheckpointer:
         resume_from_checkpoint: bool = False,
         keep_last_n_checkpoints: Optional[int] = None,
     ) -> None:
+        checkpoint_files = expand_checkpoint_files(checkpoint_files)
         files = [checkpoint_files] if isinstance(checkpoint_files, str) else checkpoint_files
         listed = files if isinstance(files, Iterable) else ()  # the core names a bad value
         index_names = [f for f in listed if isinstance(f, str) and f.endswith(".index.json")]
