@@ -1,13 +1,15 @@
 """LoRA fine-tuning of a decoder across processes and machines, with FSDP2.
 
 Only the low-rank adapters train; the base weights stay frozen (and sharded like the
-adapters). Checkpoints hold the merged model (an ordinary model for other tools), the
-adapter alone (``adapter_{epoch}.pt``, used to resume) and, at the end, the adapter in PEFT
-format.
+adapters). Checkpoints hold the merged model (an ordinary model for other tools, in the input
+checkpoint's dtype), the adapter alone (``adapter_{epoch}.pt``, used to resume) and, at the
+end, the adapter in PEFT format. QLoRA (``qlora_*`` builders) shards the NF4 base weights;
+DoRA (``use_dora: True``) trains its magnitudes like the other adapter parameters.
 
 Started through torchrun by ``tune run`` with launcher arguments, one process per device:
 
     tune run --nproc_per_node 2 lora_finetune_distributed --config stories260K/lora_distributed
+    tune run --nproc_per_node 8 lora_finetune_distributed --config llama3_3/70B_qlora
     tune run --nnodes 2 --node_rank 0 --nproc_per_node 8 --rdzv-backend c10d \
         --rdzv-endpoint HOST:PORT lora_finetune_distributed --config llama2/70B_lora
 
@@ -26,6 +28,12 @@ samples per optimizer step are unchanged; otherwise the data order cannot contin
 recipe refuses to resume. Fresh adapters start from the values the single-device recipe
 would draw on CPU with the same seed, whatever the number of processes: rank 0 builds the
 model on CPU once to draw them (one CPU copy of the model, at start-up only).
+
+QLoRA: NF4 weights cannot be broadcast, nor materialised from the meta device. Rank 0
+broadcasts each full-precision base weight as a plain tensor; every rank quantizes it
+(exactly as the single-device recipe does) and keeps its dim-0 shard, so a rank holds its
+4-bit shards plus one full-precision tensor at a time. Each shard must hold a multiple of
+16384 values (NF4 blocks). Saving dequantizes each shard before gathering it.
 
 Features (the whole budget; anything else belongs in another recipe):
     - epochs, max_steps_per_epoch, batch size (per rank), gradient accumulation
@@ -59,9 +67,11 @@ from torchtune import UserError, UserValueError, config, modules, training, util
 from torchtune.config import Component
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, ResumableSampler, padding_free_collate
 from torchtune.generation import generate
+from torchtune.modules.low_precision import is_nf4
 from torchtune.modules.peft import (
     get_adapter_params,
     get_merged_lora_ckpt,
+    initialize_dora_magnitudes,
     set_trainable_params,
     validate_missing_and_unexpected_for_lora,
 )
@@ -90,9 +100,7 @@ class LoRAFinetuneParams:
     max_steps_per_epoch: Optional[int]
     gradient_accumulation_steps: int
     optimizer: Component
-    lr_scheduler: Optional[Component]
     loss: Component
-    clip_grad_norm: Optional[float]
     device: str
     dtype: str
     enable_activation_checkpointing: bool
@@ -100,7 +108,16 @@ class LoRAFinetuneParams:
     metric_logger: Component
     log_every_n_steps: int
     log_peak_memory_stats: bool
-    save_every_n_steps: Optional[int]
+    # Optional keys; torchtune 0.6.1 configs leave some out and add others.
+    lr_scheduler: Optional[Component] = None
+    clip_grad_norm: Optional[float] = None
+    save_every_n_steps: Optional[int] = None
+    profiler: Optional[Component] = None
+    enable_activation_offloading: bool = False
+    save_adapter_weights_only: bool = False
+    fsdp: Optional[dict] = None  # 0.6.1's {cpu_offload: bool}, same as fsdp_cpu_offload
+    custom_sharded_layers: Optional[list[str]] = None
+    fsdp_cpu_offload: bool = False
     validation_dataset: Optional[Component] = None
     validate_every_n_steps: Optional[int] = None
     sample_prompt: Optional[str] = None
@@ -134,9 +151,14 @@ class LoRAFinetuneRecipeDistributed:
         self._resume_from_checkpoint = cfg.resume_from_checkpoint
         self._gradient_accumulation_steps = cfg.gradient_accumulation_steps
         self._clip_grad_norm = cfg.clip_grad_norm
+        self._enable_activation_offloading = cfg.enable_activation_offloading
+        self._custom_sharded_layers = cfg.custom_sharded_layers
+        self._fsdp_cpu_offload = cfg.fsdp_cpu_offload or bool((cfg.fsdp or {}).get("cpu_offload", False))
+        self._save_adapter_weights_only = cfg.save_adapter_weights_only
         self._batch_size = cfg.batch_size
         self._lora_rank = cfg.model.lora_rank
         self._lora_alpha = cfg.model.lora_alpha
+        self._use_dora = bool(cfg.model.get("use_dora", False))  # a builder argument with a default
         self._sample_prompt = cfg.sample_prompt
         self._sample_max_new_tokens = cfg.sample_max_new_tokens
 
@@ -214,9 +236,6 @@ class LoRAFinetuneRecipeDistributed:
             return
         adapter_keys = set(get_adapter_params(self._model))
         state = {
-            # The merged model is an ordinary model for other tools; training resumes
-            # from the base weights plus the adapter.
-            "model": get_merged_lora_ckpt(model_state, rank=self._lora_rank, alpha=self._lora_alpha),
             "adapter": {k: v for k, v in model_state.items() if k in adapter_keys},
             "adapter_config": self._adapter_config,
             "seed": self.seed,
@@ -234,9 +253,17 @@ class LoRAFinetuneRecipeDistributed:
             "rng_state": rng_states[0],
             "rng_state_per_rank": rng_states,
         }
+        if not self._save_adapter_weights_only:
+            # The merged model is an ordinary model for other tools; training resumes
+            # from the base weights plus the adapter.
+            # Written in the dtype of the input checkpoint, whatever the compute dtype.
+            state["model"] = get_merged_lora_ckpt(
+                model_state, rank=self._lora_rank, alpha=self._lora_alpha, dtype=self._save_dtype
+            )
         intermediate = step is not None or epoch + 1 < self.total_epochs
         self._checkpointer.save_checkpoint(
-            state, epoch=epoch, intermediate_checkpoint=intermediate, step=step
+            state, epoch=epoch, intermediate_checkpoint=intermediate, step=step,
+            adapter_only=self._save_adapter_weights_only,
         )
 
     # ------------------------------------------------------------------ setup
@@ -249,6 +276,10 @@ class LoRAFinetuneRecipeDistributed:
             self._metric_logger = config.instantiate(cfg.metric_logger)
             self._metric_logger.log_config(cfg)
         checkpoint = self.load_checkpoint(cfg.checkpointer)
+        # The merged model is written in the input's dtype (the first floating tensor's; rank 0).
+        self._save_dtype = next(
+            (v.dtype for v in checkpoint.get("model", {}).values() if v.is_floating_point()), self._dtype
+        )
 
         self._model = self._setup_model(
             cfg.model,
@@ -261,8 +292,14 @@ class LoRAFinetuneRecipeDistributed:
             "r": self._lora_rank,
             "lora_alpha": self._lora_alpha,
             "target_modules": self._lora_target_modules(cfg.model),
+            "use_dora": self._use_dora,
         }
         self._tokenizer = config.instantiate(cfg.tokenizer)
+        # Saved activations go to CPU memory during forward (a no-op on a CPU device).
+        self._activations_ctx = training.get_act_offloading_ctx_manager(
+            self._model, self._enable_activation_offloading
+        )
+        self._profiler = self._setup_profiler(cfg.profiler)
         self._optimizer = self._setup_optimizer(cfg.optimizer)
         self._loss_fn = self._setup_loss(cfg.loss)
         self._sampler, self._dataloader = self._setup_data(cfg.dataset, cfg.shuffle)
@@ -310,10 +347,12 @@ class LoRAFinetuneRecipeDistributed:
         adapter_state_dict: Optional[dict[str, torch.Tensor]],
     ) -> dict[str, torch.Tensor]:
         """The initial weights, base and adapter: built on CPU as the single-device recipe
-        builds them, so that fresh adapters draw the same values from the same seed."""
+        builds them, so that fresh adapters draw the same values from the same seed. An NF4
+        weight is given as its full-precision checkpoint tensor: each rank quantizes it."""
         with training.set_default_dtype(self._dtype), torch.device("cpu"):
             model = config.instantiate(cfg_model)
         base_missing, base_unexpected = model.load_state_dict(base_model_state_dict, strict=False)
+        initialize_dora_magnitudes(model)  # from the base weights; a resumed adapter brings its own
         lora_missing = lora_unexpected = None
         if adapter_state_dict is not None:
             lora_missing, lora_unexpected = model.load_state_dict(adapter_state_dict, strict=False)
@@ -324,7 +363,16 @@ class LoRAFinetuneRecipeDistributed:
             lora_missing=lora_missing,
             lora_unexpected=lora_unexpected,
         )
-        return model.state_dict()
+        return {
+            k: base_model_state_dict[k] if is_nf4(v) else v for k, v in model.state_dict().items()
+        }
+
+    def _setup_profiler(self, cfg_profiler: Optional[DictConfig]):
+        """``torch.profiler`` from the ``profiler`` node (0.6.1's block), or a no-op."""
+        if cfg_profiler is None:
+            return training.DummyProfiler()
+        profiler, _ = config.instantiate(cfg_profiler)
+        return profiler
 
     def _setup_model(
         self,
@@ -343,6 +391,13 @@ class LoRAFinetuneRecipeDistributed:
         # tensor at a time and each rank keeps its shard.
         with training.set_default_dtype(self._dtype), torch.device("meta"):
             model = config.instantiate(cfg_model)
+        quantized = any(is_nf4(p) for p in model.parameters())
+        if quantized:
+            training.check_nf4_shardable(model, self._world_size)
+            if self._fsdp_cpu_offload and self._device.type != "cpu":
+                raise UserValueError(
+                    "fsdp_cpu_offload: not supported with an NF4 (QLoRA) base; the 4-bit shards stay on the GPU"
+                )
         adapter_params = get_adapter_params(model)
         set_trainable_params(model, adapter_params)
         log.info(
@@ -354,10 +409,17 @@ class LoRAFinetuneRecipeDistributed:
         if compile_model:
             for layer in model.layers:
                 layer.compile()  # per layer, before sharding, so FSDP's hooks stay outside
-        training.shard_model(model, self._device)
-        model.to_empty(device=self._device)
+        training.shard_model(
+            model, self._device,
+            custom_sharded_layers=self._custom_sharded_layers, cpu_offload=self._fsdp_cpu_offload,
+        )
+        if not quantized:
+            # (to_empty cannot allocate NF4 tensors: a QLoRA model gets every parameter
+            # replaced as it loads. Never model.to(dtype) either: it would dequantize them.)
+            model.to_empty(device=self._device)
         for module in model.modules():
             if isinstance(module, modules.RotaryPositionalEmbeddings):
+                module.to_empty(device=self._device, recurse=False)
                 module.reset_parameters()  # non-persistent: not in any checkpoint
         training.load_full_model_state_dict(model, full_state_dict)
         log.info(
@@ -477,95 +539,98 @@ class LoRAFinetuneRecipeDistributed:
         checkpoint."""
         self._model.train()
         grad_accum = self._gradient_accumulation_steps
-        for epoch in range(self.epochs_run, self.total_epochs):
-            # A resumed run skips exactly the samples the interrupted run consumed.
-            self._sampler.set_epoch(epoch, start_index=self.steps_run * grad_accum * self._batch_size)
-            pbar = tqdm(
-                total=self._steps_per_epoch, initial=self.steps_run, desc=f"epoch {epoch + 1}",
-                disable=not self._is_rank_zero,
-            )
-            window_loss = torch.zeros((), device=self._device)
-            window_tokens = torch.zeros((), dtype=torch.long, device=self._device)
-            window_input_tokens = 0
-            window_start = time.perf_counter()
-            for idx, batch in enumerate(self._dataloader):
-                if self.steps_run == self._steps_per_epoch:
-                    break
-                loss_sum, num_tokens = self._forward_loss(batch)
-                loss_sum.backward()  # FSDP sums the gradients over ranks
-                window_loss += loss_sum.detach()
-                # Frees the step's graph now rather than when the next forward returns:
-                # its small blocks would sit among that forward's activations in the heap.
-                del loss_sum
-                window_tokens += num_tokens
-                window_input_tokens += self._num_input_tokens(batch)
-                if (idx + 1) % grad_accum != 0:
-                    continue
-
-                # Normalise by the target tokens of the whole global window, so that
-                # 2 ranks x batch 2 and 1 rank x batch 4 give the same update.
-                loss_total, tokens_total, input_tokens_total = self._sum_over_ranks(
-                    window_loss, window_tokens, window_input_tokens
+        with self._profiler:
+            for epoch in range(self.epochs_run, self.total_epochs):
+                # A resumed run skips exactly the samples the interrupted run consumed.
+                self._sampler.set_epoch(epoch, start_index=self.steps_run * grad_accum * self._batch_size)
+                pbar = tqdm(
+                    total=self._steps_per_epoch, initial=self.steps_run, desc=f"epoch {epoch + 1}",
+                    disable=not self._is_rank_zero,
                 )
-                training.scale_grads_(self._model, 1 / max(tokens_total, 1))
-                loss = loss_total / max(tokens_total, 1)
-                if not math.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"loss is {loss} at epoch {epoch + 1}, step {self.global_step + 1}; "
-                        "stopping (the last checkpoint written is intact)"
-                    )
-                grad_norm = None
-                if self._clip_grad_norm is not None:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(
-                        [p for p in self._model.parameters() if p.requires_grad],
-                        max_norm=self._clip_grad_norm,
-                    ).full_tensor()  # the norm over every rank's shards
-                lr = self._optimizer.param_groups[0]["lr"]  # the lr this step uses
-                self._optimizer.step()
-                self._optimizer.zero_grad(set_to_none=True)
-                if self._lr_scheduler is not None:
-                    self._lr_scheduler.step()
-                self.steps_run += 1
-                self.global_step += 1
-
-                elapsed = time.perf_counter() - window_start
-                tokens_per_second = input_tokens_total / elapsed
-                pbar.update(1)
-                pbar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:.0f}")
-                if self._is_rank_zero and self.global_step % self._log_every_n_steps == 0:
-                    metrics = {
-                        "loss": loss,
-                        "lr": lr,
-                        "num_tokens": int(input_tokens_total),  # over all ranks
-                        "tokens_per_second": tokens_per_second,
-                    }
-                    if grad_norm is not None:
-                        metrics["grad_norm"] = grad_norm.item()
-                    if self._log_peak_memory_stats:
-                        metrics.update(training.get_memory_stats(self._device))
-                    self._metric_logger.log_dict(metrics, step=self.global_step)
-                    pbar.write(
-                        f"step {self.global_step} | "
-                        + " ".join(f"{k}: {v:.4g}" for k, v in metrics.items())
-                    )
-                if (
-                    self._val_dataloader is not None
-                    and self.global_step % self._validate_every_n_steps == 0
-                ):
-                    val_loss = self._validation_loss()  # every rank evaluates its shard
-                    if self._is_rank_zero:
-                        self._metric_logger.log_dict({"val_loss": val_loss}, step=self.global_step)
-                if self._save_every_n_steps and self.global_step % self._save_every_n_steps == 0:
-                    self.save_checkpoint(epoch=epoch, step=self.global_step)
-
-                window_loss.zero_()
-                window_tokens.zero_()
+                window_loss = torch.zeros((), device=self._device)
+                window_tokens = torch.zeros((), dtype=torch.long, device=self._device)
                 window_input_tokens = 0
                 window_start = time.perf_counter()
-            pbar.close()
-            self.epochs_run += 1
-            self.steps_run = 0
-            self.save_checkpoint(epoch=epoch)
+                for idx, batch in enumerate(self._dataloader):
+                    if self.steps_run == self._steps_per_epoch:
+                        break
+                    with self._activations_ctx:
+                        loss_sum, num_tokens = self._forward_loss(batch)
+                    loss_sum.backward()  # FSDP sums the gradients over ranks
+                    window_loss += loss_sum.detach()
+                    # Frees the step's graph now rather than when the next forward returns:
+                    # its small blocks would sit among that forward's activations in the heap.
+                    del loss_sum
+                    window_tokens += num_tokens
+                    window_input_tokens += self._num_input_tokens(batch)
+                    if (idx + 1) % grad_accum != 0:
+                        continue
+
+                    # Normalise by the target tokens of the whole global window, so that
+                    # 2 ranks x batch 2 and 1 rank x batch 4 give the same update.
+                    loss_total, tokens_total, input_tokens_total = self._sum_over_ranks(
+                        window_loss, window_tokens, window_input_tokens
+                    )
+                    training.scale_grads_(self._model, 1 / max(tokens_total, 1))
+                    loss = loss_total / max(tokens_total, 1)
+                    if not math.isfinite(loss):
+                        raise NonFiniteLossError(
+                            f"loss is {loss} at epoch {epoch + 1}, step {self.global_step + 1}; "
+                            "stopping (the last checkpoint written is intact)"
+                        )
+                    grad_norm = None
+                    if self._clip_grad_norm is not None:
+                        grad_norm = torch.nn.utils.clip_grad_norm_(
+                            [p for p in self._model.parameters() if p.requires_grad],
+                            max_norm=self._clip_grad_norm,
+                        ).full_tensor()  # the norm over every rank's shards
+                    lr = self._optimizer.param_groups[0]["lr"]  # the lr this step uses
+                    self._optimizer.step()
+                    self._optimizer.zero_grad(set_to_none=True)
+                    if self._lr_scheduler is not None:
+                        self._lr_scheduler.step()
+                    self._profiler.step()
+                    self.steps_run += 1
+                    self.global_step += 1
+
+                    elapsed = time.perf_counter() - window_start
+                    tokens_per_second = input_tokens_total / elapsed
+                    pbar.update(1)
+                    pbar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:.0f}")
+                    if self._is_rank_zero and self.global_step % self._log_every_n_steps == 0:
+                        metrics = {
+                            "loss": loss,
+                            "lr": lr,
+                            "num_tokens": int(input_tokens_total),  # over all ranks
+                            "tokens_per_second": tokens_per_second,
+                        }
+                        if grad_norm is not None:
+                            metrics["grad_norm"] = grad_norm.item()
+                        if self._log_peak_memory_stats:
+                            metrics.update(training.get_memory_stats(self._device))
+                        self._metric_logger.log_dict(metrics, step=self.global_step)
+                        pbar.write(
+                            f"step {self.global_step} | "
+                            + " ".join(f"{k}: {v:.4g}" for k, v in metrics.items())
+                        )
+                    if (
+                        self._val_dataloader is not None
+                        and self.global_step % self._validate_every_n_steps == 0
+                    ):
+                        val_loss = self._validation_loss()  # every rank evaluates its shard
+                        if self._is_rank_zero:
+                            self._metric_logger.log_dict({"val_loss": val_loss}, step=self.global_step)
+                    if self._save_every_n_steps and self.global_step % self._save_every_n_steps == 0:
+                        self.save_checkpoint(epoch=epoch, step=self.global_step)
+
+                    window_loss.zero_()
+                    window_tokens.zero_()
+                    window_input_tokens = 0
+                    window_start = time.perf_counter()
+                pbar.close()
+                self.epochs_run += 1
+                self.steps_run = 0
+                self.save_checkpoint(epoch=epoch)
 
     def cleanup(self) -> None:
         if self._is_rank_zero:

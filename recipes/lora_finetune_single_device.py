@@ -1,8 +1,10 @@
-"""LoRA fine-tuning of a decoder on one device.
+"""LoRA fine-tuning of a decoder on one device, with QLoRA and DoRA as model options.
 
 Only the low-rank adapters train; the base weights stay frozen. Checkpoints hold the
-merged model (an ordinary model for other tools), the adapter alone (``adapter_{epoch}.pt``,
-used to resume) and, at the end, the adapter in PEFT format.
+merged model (an ordinary model for other tools, in the input checkpoint's dtype), the
+adapter alone (``adapter_{epoch}.pt``, used to resume) and, at the end, the adapter in PEFT
+format. A ``qlora_*`` builder (or ``quantize_base: True``) keeps the frozen weights in NF4,
+quantized as they load; ``use_dora: True`` adds DoRA's magnitude vectors.
 
 Features (the whole budget; anything else belongs in another recipe):
     - epochs, max_steps_per_epoch, batch size, gradient accumulation
@@ -19,6 +21,7 @@ Features (the whole budget; anything else belongs in another recipe):
     - an optional greedy sample from ``sample_prompt`` before and after training
 
     tune run lora_finetune_single_device --config stories260K/lora_single_device
+    tune run lora_finetune_single_device --config llama3_2/1B_qlora_single_device
 """
 
 import sys
@@ -39,6 +42,7 @@ from torchtune.generation import generate
 from torchtune.modules.peft import (
     get_adapter_params,
     get_merged_lora_ckpt,
+    initialize_dora_magnitudes,
     set_trainable_params,
     validate_missing_and_unexpected_for_lora,
 )
@@ -64,9 +68,7 @@ class LoRAFinetuneParams:
     max_steps_per_epoch: Optional[int]
     gradient_accumulation_steps: int
     optimizer: Component
-    lr_scheduler: Optional[Component]
     loss: Component
-    clip_grad_norm: Optional[float]
     device: str
     dtype: str
     enable_activation_checkpointing: bool
@@ -74,7 +76,14 @@ class LoRAFinetuneParams:
     metric_logger: Component
     log_every_n_steps: int
     log_peak_memory_stats: bool
-    save_every_n_steps: Optional[int]
+    # Optional keys; torchtune 0.6.1 configs leave some out and add others.
+    lr_scheduler: Optional[Component] = None
+    clip_grad_norm: Optional[float] = None
+    save_every_n_steps: Optional[int] = None
+    profiler: Optional[Component] = None
+    enable_activation_offloading: bool = False
+    save_adapter_weights_only: bool = False
+    low_cpu_ram: bool = False
     validation_dataset: Optional[Component] = None
     validate_every_n_steps: Optional[int] = None
     sample_prompt: Optional[str] = None
@@ -104,9 +113,12 @@ class LoRAFinetuneRecipeSingleDevice:
         self._resume_from_checkpoint = cfg.resume_from_checkpoint
         self._gradient_accumulation_steps = cfg.gradient_accumulation_steps
         self._clip_grad_norm = cfg.clip_grad_norm
+        self._enable_activation_offloading = cfg.enable_activation_offloading
+        self._save_adapter_weights_only = cfg.save_adapter_weights_only
         self._batch_size = cfg.batch_size
         self._lora_rank = cfg.model.lora_rank
         self._lora_alpha = cfg.model.lora_alpha
+        self._use_dora = bool(cfg.model.get("use_dora", False))  # a builder argument with a default
         self._sample_prompt = cfg.sample_prompt
         self._sample_max_new_tokens = cfg.sample_max_new_tokens
 
@@ -159,9 +171,6 @@ class LoRAFinetuneRecipeSingleDevice:
         model_state = {k: v.cpu() for k, v in self._model.state_dict().items()}
         adapter_keys = set(get_adapter_params(self._model))
         state = {
-            # The merged model is an ordinary model for other tools; training resumes
-            # from the base weights plus the adapter.
-            "model": get_merged_lora_ckpt(model_state, rank=self._lora_rank, alpha=self._lora_alpha),
             "adapter": {k: v for k, v in model_state.items() if k in adapter_keys},
             "adapter_config": self._adapter_config,
             "seed": self.seed,
@@ -176,9 +185,18 @@ class LoRAFinetuneRecipeSingleDevice:
             "lr_scheduler": self._lr_scheduler.state_dict() if self._lr_scheduler else None,
             "rng_state": training.get_rng_state(),
         }
+        if not self._save_adapter_weights_only:
+            # The merged model is an ordinary model for other tools; training resumes
+            # from the base weights plus the adapter.
+            # NF4 base weights (QLoRA) are dequantized; everything is written in the dtype of
+            # the input checkpoint, whatever the compute dtype.
+            state["model"] = get_merged_lora_ckpt(
+                model_state, rank=self._lora_rank, alpha=self._lora_alpha, dtype=self._save_dtype
+            )
         intermediate = step is not None or epoch + 1 < self.total_epochs
         self._checkpointer.save_checkpoint(
-            state, epoch=epoch, intermediate_checkpoint=intermediate, step=step
+            state, epoch=epoch, intermediate_checkpoint=intermediate, step=step,
+            adapter_only=self._save_adapter_weights_only,
         )
 
     # ------------------------------------------------------------------ setup
@@ -190,6 +208,10 @@ class LoRAFinetuneRecipeSingleDevice:
         self._metric_logger = config.instantiate(cfg.metric_logger)
         self._metric_logger.log_config(cfg)
         checkpoint = self.load_checkpoint(cfg.checkpointer)
+        # The merged model is written in the input's dtype (the first floating tensor's).
+        self._save_dtype = next(
+            (v.dtype for v in checkpoint["model"].values() if v.is_floating_point()), self._dtype
+        )
 
         self._model = self._setup_model(
             cfg.model,
@@ -202,8 +224,14 @@ class LoRAFinetuneRecipeSingleDevice:
             "r": self._lora_rank,
             "lora_alpha": self._lora_alpha,
             "target_modules": self._lora_target_modules(cfg.model),
+            "use_dora": self._use_dora,
         }
         self._tokenizer = config.instantiate(cfg.tokenizer)
+        # Saved activations go to CPU memory during forward (a no-op on a CPU device).
+        self._activations_ctx = training.get_act_offloading_ctx_manager(
+            self._model, self._enable_activation_offloading
+        )
+        self._profiler = self._setup_profiler(cfg.profiler)
         self._optimizer = self._setup_optimizer(cfg.optimizer)
         self._loss_fn = self._setup_loss(cfg.loss)
         self._sampler, self._dataloader = self._setup_data(cfg.dataset, cfg.shuffle)
@@ -241,6 +269,13 @@ class LoRAFinetuneRecipeSingleDevice:
             modules.append("output")
         return modules
 
+    def _setup_profiler(self, cfg_profiler: Optional[DictConfig]):
+        """``torch.profiler`` from the ``profiler`` node (0.6.1's block), or a no-op."""
+        if cfg_profiler is None:
+            return training.DummyProfiler()
+        profiler, _ = config.instantiate(cfg_profiler)
+        return profiler
+
     def _setup_model(
         self,
         cfg_model: DictConfig,
@@ -249,9 +284,17 @@ class LoRAFinetuneRecipeSingleDevice:
         base_model_state_dict: dict[str, torch.Tensor],
         adapter_state_dict: Optional[dict[str, torch.Tensor]],
     ) -> torch.nn.Module:
-        with training.set_default_dtype(self._dtype), self._device:
-            model = config.instantiate(cfg_model)
-        base_missing, base_unexpected = model.load_state_dict(base_model_state_dict, strict=False)
+        # Never model.to(dtype): it would dequantize NF4 weights. NF4 layers quantize the
+        # full-precision base weights as they load, one module at a time. On CPU the large
+        # temporaries of building and quantizing get pages of their own, returned at once,
+        # rather than holes in the heap that would stay resident through training.
+        with training.activations_in_own_pages(self._device):
+            with training.set_default_dtype(self._dtype), self._device:
+                model = config.instantiate(cfg_model)
+            base_missing, base_unexpected = model.load_state_dict(base_model_state_dict, strict=False)
+        # DoRA's magnitudes start as the row norms of the loaded base weights; a resumed
+        # adapter then brings its own.
+        initialize_dora_magnitudes(model)
         lora_missing = lora_unexpected = None
         if adapter_state_dict is not None:
             lora_missing, lora_unexpected = model.load_state_dict(adapter_state_dict, strict=False)
@@ -370,89 +413,92 @@ class LoRAFinetuneRecipeSingleDevice:
         clip, step, zero, schedule, log and checkpoint."""
         self._model.train()
         grad_accum = self._gradient_accumulation_steps
-        for epoch in range(self.epochs_run, self.total_epochs):
-            # A resumed run skips exactly the samples the interrupted run consumed.
-            self._sampler.set_epoch(epoch, start_index=self.steps_run * grad_accum * self._batch_size)
-            pbar = tqdm(total=self._steps_per_epoch, initial=self.steps_run, desc=f"epoch {epoch + 1}")
-            window_loss = torch.zeros((), device=self._device)
-            window_tokens = torch.zeros((), dtype=torch.long, device=self._device)
-            window_input_tokens = 0
-            window_start = time.perf_counter()
-            for idx, batch in enumerate(self._dataloader):
-                if self.steps_run == self._steps_per_epoch:
-                    break
-                loss_sum, num_tokens = self._forward_loss(batch)
-                loss_sum.backward()
-                window_loss += loss_sum.detach()
-                # Frees the step's graph now rather than when the next forward returns:
-                # its small blocks would sit among that forward's activations in the heap.
-                del loss_sum
-                window_tokens += num_tokens
-                window_input_tokens += self._num_input_tokens(batch)
-                if (idx + 1) % grad_accum != 0:
-                    continue
-
-                # Normalise by the target tokens of the whole window, so that
-                # batch 4 x 1 and batch 2 x 2 give the same update.
-                training.scale_grads_(self._model, 1 / window_tokens.clamp(min=1))
-                loss = window_loss / window_tokens.clamp(min=1)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"loss is {loss.item()} at epoch {epoch + 1}, step {self.global_step + 1}; "
-                        "stopping (the last checkpoint written is intact)"
-                    )
-                grad_norm = None
-                if self._clip_grad_norm is not None:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(
-                        [p for p in self._model.parameters() if p.requires_grad],
-                        max_norm=self._clip_grad_norm,
-                    )
-                lr = self._optimizer.param_groups[0]["lr"]  # the lr this step uses
-                self._optimizer.step()
-                self._optimizer.zero_grad(set_to_none=True)
-                if self._lr_scheduler is not None:
-                    self._lr_scheduler.step()
-                self.steps_run += 1
-                self.global_step += 1
-
-                elapsed = time.perf_counter() - window_start
-                tokens_per_second = window_input_tokens / elapsed
-                pbar.update(1)
-                pbar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:.0f}")
-                if self.global_step % self._log_every_n_steps == 0:
-                    metrics = {
-                        "loss": loss.item(),
-                        "lr": lr,
-                        "num_tokens": window_input_tokens,
-                        "tokens_per_second": tokens_per_second,
-                    }
-                    if grad_norm is not None:
-                        metrics["grad_norm"] = grad_norm.item()
-                    if self._log_peak_memory_stats:
-                        metrics.update(training.get_memory_stats(self._device))
-                    self._metric_logger.log_dict(metrics, step=self.global_step)
-                    pbar.write(
-                        f"step {self.global_step} | "
-                        + " ".join(f"{k}: {v:.4g}" for k, v in metrics.items())
-                    )
-                if (
-                    self._val_dataloader is not None
-                    and self.global_step % self._validate_every_n_steps == 0
-                ):
-                    self._metric_logger.log_dict(
-                        {"val_loss": self._validation_loss()}, step=self.global_step
-                    )
-                if self._save_every_n_steps and self.global_step % self._save_every_n_steps == 0:
-                    self.save_checkpoint(epoch=epoch, step=self.global_step)
-
-                window_loss.zero_()
-                window_tokens.zero_()
+        with self._profiler:
+            for epoch in range(self.epochs_run, self.total_epochs):
+                # A resumed run skips exactly the samples the interrupted run consumed.
+                self._sampler.set_epoch(epoch, start_index=self.steps_run * grad_accum * self._batch_size)
+                pbar = tqdm(total=self._steps_per_epoch, initial=self.steps_run, desc=f"epoch {epoch + 1}")
+                window_loss = torch.zeros((), device=self._device)
+                window_tokens = torch.zeros((), dtype=torch.long, device=self._device)
                 window_input_tokens = 0
                 window_start = time.perf_counter()
-            pbar.close()
-            self.epochs_run += 1
-            self.steps_run = 0
-            self.save_checkpoint(epoch=epoch)
+                for idx, batch in enumerate(self._dataloader):
+                    if self.steps_run == self._steps_per_epoch:
+                        break
+                    with self._activations_ctx:
+                        loss_sum, num_tokens = self._forward_loss(batch)
+                    loss_sum.backward()
+                    window_loss += loss_sum.detach()
+                    # Frees the step's graph now rather than when the next forward returns:
+                    # its small blocks would sit among that forward's activations in the heap.
+                    del loss_sum
+                    window_tokens += num_tokens
+                    window_input_tokens += self._num_input_tokens(batch)
+                    if (idx + 1) % grad_accum != 0:
+                        continue
+
+                    # Normalise by the target tokens of the whole window, so that
+                    # batch 4 x 1 and batch 2 x 2 give the same update.
+                    training.scale_grads_(self._model, 1 / window_tokens.clamp(min=1))
+                    loss = window_loss / window_tokens.clamp(min=1)
+                    if not torch.isfinite(loss):
+                        raise NonFiniteLossError(
+                            f"loss is {loss.item()} at epoch {epoch + 1}, step {self.global_step + 1}; "
+                            "stopping (the last checkpoint written is intact)"
+                        )
+                    grad_norm = None
+                    if self._clip_grad_norm is not None:
+                        grad_norm = torch.nn.utils.clip_grad_norm_(
+                            [p for p in self._model.parameters() if p.requires_grad],
+                            max_norm=self._clip_grad_norm,
+                        )
+                    lr = self._optimizer.param_groups[0]["lr"]  # the lr this step uses
+                    self._optimizer.step()
+                    self._optimizer.zero_grad(set_to_none=True)
+                    if self._lr_scheduler is not None:
+                        self._lr_scheduler.step()
+                    self._profiler.step()
+                    self.steps_run += 1
+                    self.global_step += 1
+
+                    elapsed = time.perf_counter() - window_start
+                    tokens_per_second = window_input_tokens / elapsed
+                    pbar.update(1)
+                    pbar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_second:.0f}")
+                    if self.global_step % self._log_every_n_steps == 0:
+                        metrics = {
+                            "loss": loss.item(),
+                            "lr": lr,
+                            "num_tokens": window_input_tokens,
+                            "tokens_per_second": tokens_per_second,
+                        }
+                        if grad_norm is not None:
+                            metrics["grad_norm"] = grad_norm.item()
+                        if self._log_peak_memory_stats:
+                            metrics.update(training.get_memory_stats(self._device))
+                        self._metric_logger.log_dict(metrics, step=self.global_step)
+                        pbar.write(
+                            f"step {self.global_step} | "
+                            + " ".join(f"{k}: {v:.4g}" for k, v in metrics.items())
+                        )
+                    if (
+                        self._val_dataloader is not None
+                        and self.global_step % self._validate_every_n_steps == 0
+                    ):
+                        self._metric_logger.log_dict(
+                            {"val_loss": self._validation_loss()}, step=self.global_step
+                        )
+                    if self._save_every_n_steps and self.global_step % self._save_every_n_steps == 0:
+                        self.save_checkpoint(epoch=epoch, step=self.global_step)
+
+                    window_loss.zero_()
+                    window_tokens.zero_()
+                    window_input_tokens = 0
+                    window_start = time.perf_counter()
+                pbar.close()
+                self.epochs_run += 1
+                self.steps_run = 0
+                self.save_checkpoint(epoch=epoch)
 
     def cleanup(self) -> None:
         self._metric_logger.close()

@@ -12,6 +12,7 @@ from torchtune.generation import generate
 from torchtune.models.llama2._convert_weights import hf_to_tune
 from torchtune.models.llama3 import llama3_tokenizer
 from torchtune.models.llama3._convert_weights import meta_to_tune
+from torchtune.modules.peft import get_merged_lora_ckpt
 
 from llama3_recipe_helpers import (
     TINY,
@@ -132,8 +133,12 @@ def test_lora_from_meta_killed_resumed_meta_layout_and_peft(tmp_path):
     for name in ("params.json", "tokenizer.model"):
         assert (straight / name).read_bytes() == (base / name).read_bytes()
 
-    # The merged model, ours, against peft's adapter applied to transformers' base model.
-    merged = {k: v.float() for k, v in meta_to_tune(merged_a).items() if k != "output.weight"}
+    # The merged model is written in the input's dtype (bf16; the run computed in fp32): the
+    # fp32 merge of base and adapter, rounded once. That fp32 merge, ours, against peft's
+    # adapter applied to transformers' base model.
+    merged = get_merged_lora_ckpt({**tune_state_dict(hf), **adapter}, rank=4, alpha=8)
+    written = meta_to_tune(merged_a)
+    assert all(torch.equal(written[k], v.bfloat16()) for k, v in merged.items())
     ours = our_model(merged)
     peft = pytest.importorskip("peft")
     peft_dir = straight / "adapter_0_peft"

@@ -8,18 +8,24 @@ one layer's full weights only while that layer runs.
 
 Checkpoints stay in the single-device formats: saving gathers full tensors on rank 0 (every
 rank must call the gather), loading broadcasts rank 0's full tensors and keeps each rank's
-shard. Optimizer states are converted to and from the layout of ``Optimizer.state_dict()``
-(parameters numbered in ``param_groups`` order), which is what single-device recipes write.
+shard (for NF4 weights, which no collective can carry, each rank quantizes the broadcast
+full-precision tensor and keeps its shard). Optimizer states are converted to and from the
+layout of ``Optimizer.state_dict()`` (parameters numbered in ``param_groups`` order), which
+is what single-device recipes write.
 """
 
+import logging
 import os
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from torchtune._errors import UserError, UserValueError
+from torchtune.modules.low_precision import NF4_BLOCK, dequantize, is_nf4, to_nf4
+
+log = logging.getLogger(__name__)
 
 _LAUNCH_HINT = "launch it with `tune run --nproc_per_node N RECIPE --config CONFIG` (torchrun)"
 
@@ -75,7 +81,14 @@ def init_distributed(device: str) -> torch.device:
     return device
 
 
-def shard_model(model: nn.Module, device: torch.device, *, reshard_after_forward: bool = True) -> nn.Module:
+def shard_model(
+    model: nn.Module,
+    device: torch.device,
+    *,
+    reshard_after_forward: bool = True,
+    custom_sharded_layers: Optional[Sequence[str]] = None,
+    cpu_offload: bool = False,
+) -> nn.Module:
     """Shard ``model`` in place with FSDP2: each decoder layer, then the root.
 
     Each ``model.layers[i]`` becomes one FSDP unit, so a rank all-gathers one layer's weights
@@ -89,6 +102,14 @@ def shard_model(model: nn.Module, device: torch.device, *, reshard_after_forward
         device (torch.device): this rank's device; the mesh spans all ranks of its type.
         reshard_after_forward (bool): free gathered weights after each layer's forward
             (and gather again in backward); False keeps them, trading memory for traffic.
+        custom_sharded_layers (Optional[Sequence[str]]): names of further modules (matched
+            by their last name component, e.g. ``tok_embeddings``, ``output``) that become
+            FSDP units of their own, so their large weights are gathered only while they run.
+        cpu_offload (bool): keep the sharded parameters, gradients and optimizer state in
+            CPU memory (FSDP2 ``CPUOffloadPolicy``); a no-op when ``device`` is the CPU.
+
+    Raises:
+        UserValueError: if a name in ``custom_sharded_layers`` matches no module.
 
     Returns:
         nn.Module: ``model`` itself, now an ``FSDPModule`` with DTensor parameters.
@@ -97,10 +118,27 @@ def shard_model(model: nn.Module, device: torch.device, *, reshard_after_forward
     from torch.distributed.fsdp import FSDPModule, fully_shard
 
     world_size, _ = get_world_size_and_rank()
-    mesh = init_device_mesh(torch.device(device).type, (world_size,))
+    device_type = torch.device(device).type
+    mesh = init_device_mesh(device_type, (world_size,))
+    options: dict[str, Any] = {"mesh": mesh, "reshard_after_forward": reshard_after_forward}
+    if cpu_offload and device_type != "cpu":
+        from torch.distributed.fsdp import CPUOffloadPolicy
+
+        options["offload_policy"] = CPUOffloadPolicy()
+    elif cpu_offload:
+        log.info("fsdp_cpu_offload: the model already lives in CPU memory; nothing to offload")
+    for name in custom_sharded_layers or ():
+        matches = [
+            m for n, m in model.named_modules()
+            if n.rsplit(".", 1)[-1] == name and any(True for _ in m.parameters(recurse=False))
+        ]
+        if not matches and not any(n.rsplit(".", 1)[-1] == name for n, _ in model.named_modules()):
+            raise UserValueError(f"custom_sharded_layers: no module named '{name}' in the model")
+        for module in matches:  # a tied output holds no weight of its own: nothing to shard
+            fully_shard(module, **options)
     for layer in model.layers:
-        fully_shard(layer, mesh=mesh, reshard_after_forward=reshard_after_forward)
-    fully_shard(model, mesh=mesh, reshard_after_forward=reshard_after_forward)
+        fully_shard(layer, **options)
+    fully_shard(model, **options)
     for module in model.modules():
         if isinstance(module, FSDPModule):
             module.set_gradient_divide_factor(1.0)
@@ -118,11 +156,29 @@ def _full_options(**kwargs: Any):
 def gather_full_model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Full (unsharded) weights on rank 0's CPU; ``{}`` on the other ranks.
 
-    Every rank must call it: each all-gathers its shards, one tensor at a time.
+    Every rank must call it: each all-gathers its shards, one tensor at a time. NF4 shards
+    (QLoRA) are dequantized before the gather (no collective runs on an ``NF4Tensor``), so
+    the result holds plain tensors in the weights' nominal dtype.
     """
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
+    from torch.distributed.tensor import DTensor
 
-    return get_model_state_dict(model, options=_full_options(cpu_offload=True))
+    state = model.state_dict()
+    if not any(isinstance(v, DTensor) and is_nf4(v.to_local()) for v in state.values()):
+        return get_model_state_dict(model, options=_full_options(cpu_offload=True))
+    rank_zero = is_rank_zero()
+    out = {}
+    for name, value in state.items():
+        if isinstance(value, DTensor):
+            # NF4 blocks never straddle a shard (check_nf4_shardable), so dequantizing a shard
+            # gives exactly its rows of the dequantized whole.
+            local = dequantize(value.to_local())
+            value = DTensor.from_local(
+                local, value.device_mesh, value.placements, shape=value.shape, stride=value.stride()
+            ).full_tensor()
+        if rank_zero:
+            out[name] = value.detach().cpu()
+    return out
 
 
 def load_full_model_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
@@ -130,10 +186,88 @@ def load_full_model_state_dict(model: nn.Module, state_dict: dict[str, torch.Ten
 
     Rank 0 broadcasts one tensor at a time and each rank keeps its own shard, so only rank 0
     needs to read the checkpoint files. Every key of the model must be present (strict).
+    A model with NF4 weights (QLoRA) is loaded by ``_load_sharded_with_nf4``.
     """
     from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
+    if any(is_nf4(_local(p)) for p in model.parameters()):
+        _load_sharded_with_nf4(model, state_dict)
+        return
     set_model_state_dict(model, state_dict, options=_full_options(broadcast_from_rank0=True))
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    from torch.distributed.tensor import DTensor
+
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+@torch.no_grad()
+def _load_sharded_with_nf4(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """``load_full_model_state_dict`` for a sharded model with NF4 weights (QLoRA), which may
+    still be on the meta device (``to_empty`` cannot allocate NF4): every parameter is
+    replaced by a new one.
+
+    No collective runs on an ``NF4Tensor``, so rank 0 broadcasts each weight in full
+    precision (NF4 weights given as the checkpoint's tensors), every rank quantizes it as the
+    single-device recipe does and keeps its dim-0 shard (an NF4 tensor splits exactly on
+    16384-value boundaries; see ``check_nf4_shardable``). At most one full-precision tensor
+    exists per rank at a time.
+    """
+    from torch.distributed.tensor import DTensor
+
+    world_size, rank = get_world_size_and_rank()
+    params = dict(model.named_parameters())
+    mesh_type = next(p.device_mesh.device_type for p in params.values() if isinstance(p, DTensor))
+    device = torch.device("cuda", torch.cuda.current_device()) if mesh_type == "cuda" else torch.device(mesh_type)
+    for name, current in model.state_dict().items():
+        if rank == 0 and name not in state_dict:
+            raise ValueError(f"load_full_model_state_dict: {name!r} is missing")
+        if rank == 0:
+            value = state_dict[name].to(device=device, dtype=current.dtype)
+        else:
+            value = torch.empty(current.shape, dtype=current.dtype, device=device)
+        dist.broadcast(value, src=0)
+        if isinstance(current, DTensor):
+            full = to_nf4(value) if is_nf4(current.to_local()) else value
+            chunks = list(torch.chunk(full, world_size, dim=0))
+            if rank < len(chunks):
+                shard = chunks[rank] if is_nf4(full) else chunks[rank].clone()  # own storage
+            else:  # fewer rows than ranks: this rank's shard is empty
+                shard = value.new_empty((0, *value.shape[1:]))
+            new = DTensor.from_local(
+                shard, current.device_mesh, current.placements, shape=current.shape, stride=current.stride()
+            )
+        else:
+            new = value
+        module_name, _, attr = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        if name in params:
+            setattr(module, attr, nn.Parameter(new, requires_grad=params[name].requires_grad))
+        else:
+            module._buffers[attr] = new
+        del value, new
+
+
+def check_nf4_shardable(model: nn.Module, world_size: int) -> None:
+    """Refuse a QLoRA model whose NF4 weights FSDP2 cannot shard over ``world_size`` ranks.
+
+    FSDP2 splits each weight along dim 0; an NF4 weight splits only into equal shards whose
+    sizes are multiples of its 16384-value block layout (64-value blocks, 256 scalers each).
+
+    Raises:
+        UserValueError: naming the first weight that does not split.
+    """
+    for name, param in model.named_parameters():
+        if not is_nf4(param):
+            continue
+        rows, numel = param.shape[0], param.numel()
+        if rows % world_size or (numel // world_size) % NF4_BLOCK:
+            raise UserValueError(
+                f"QLoRA on {world_size} processes: the NF4 weight {name!r} {list(param.shape)} does "
+                f"not split along dim 0 into {world_size} shards of a multiple of {NF4_BLOCK} values; "
+                "use a number of processes that divides it so"
+            )
 
 
 def _param_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:

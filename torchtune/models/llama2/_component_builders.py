@@ -37,6 +37,7 @@ from torchtune.modules import (
     TransformerDecoder,
     TransformerDecoderLayer,
 )
+from torchtune.modules.low_precision import FrozenNF4Linear
 from torchtune.modules.peft import LoRALinear
 
 LORA_ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "output_proj")
@@ -68,9 +69,18 @@ def _linear(
     alpha: float = 0.0,
     dropout: float = 0.0,
     bias: bool = False,
+    quantize_base: bool = False,
+    use_dora: bool = False,
 ) -> nn.Module:
+    """One projection: ``LoRALinear`` where adapted, else ``nn.Linear``, or a frozen
+    ``FrozenNF4Linear`` when the base is quantized (QLoRA keeps every frozen layer 4-bit)."""
     if lora:
-        return LoRALinear(in_dim, out_dim, rank=rank, alpha=alpha, dropout=dropout, use_bias=bias)
+        return LoRALinear(
+            in_dim, out_dim, rank=rank, alpha=alpha, dropout=dropout, use_bias=bias,
+            quantize_base=quantize_base, use_dora=use_dora,
+        )
+    if quantize_base:
+        return FrozenNF4Linear(in_dim, out_dim, bias=bias)
     return nn.Linear(in_dim, out_dim, bias=bias)
 
 
@@ -105,6 +115,8 @@ def llama_decoder(
     lora_rank: int = 0,
     lora_alpha: float = 0.0,
     lora_dropout: float = 0.0,
+    quantize_base: bool = False,
+    use_dora: bool = False,
 ) -> TransformerDecoder:
     """The Llama decoder wiring shared by every Llama generation's component builders.
 
@@ -128,7 +140,7 @@ def llama_decoder(
             key head before RoPE (one bool or two), state dict ``attn.{q,k}_norm.scale``.
         lora_modules (frozenset): names whose linears become ``LoRALinear``: any of
             ``LORA_ATTN_MODULES``, ``"mlp"``, ``"output"`` (see ``lora_module_names``).
-        lora_rank, lora_alpha, lora_dropout: as in ``lora_llama2``.
+        lora_rank, lora_alpha, lora_dropout, quantize_base, use_dora: as in ``lora_llama2``.
 
     Returns:
         TransformerDecoder: the model, on the current default device and dtype.
@@ -156,7 +168,8 @@ def llama_decoder(
 
     def linear(name: str, in_dim: int, out_dim: int, bias: bool = False) -> nn.Module:
         return _linear(
-            in_dim, out_dim, name in lora_modules, lora_rank, lora_alpha, lora_dropout, bias
+            in_dim, out_dim, name in lora_modules, lora_rank, lora_alpha, lora_dropout, bias,
+            quantize_base=quantize_base, use_dora=use_dora,
         )
 
     # One RoPE module for all layers: its cos/sin cache depends only on these arguments
@@ -195,8 +208,12 @@ def llama_decoder(
     tok_embeddings = nn.Embedding(vocab_size, embed_dim)
     if tie_word_embeddings:
         output = TiedLinear(tok_embeddings)
-    else:
+    elif "output" in lora_modules:
         output = linear("output", embed_dim, vocab_size)
+    else:
+        # A frozen output stays full precision even under QLoRA, as in torchtune 0.6.1:
+        # the logits are the most quantization-sensitive product of the model.
+        output = nn.Linear(embed_dim, vocab_size, bias=False)
     return TransformerDecoder(
         tok_embeddings=tok_embeddings,
         layers=layers,
@@ -296,6 +313,8 @@ def lora_llama2(
     lora_rank: int,
     lora_alpha: float,
     lora_dropout: float = 0.0,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Build Llama 2 with LoRA adapters (Hu et al. 2021) on the chosen linear layers.
 
@@ -312,6 +331,11 @@ def lora_llama2(
         lora_rank (int): r.
         lora_alpha (float): the update is scaled by ``alpha / r``.
         lora_dropout (float): dropout on the adapter input while training.
+        use_dora (bool): DoRA adapters (a ``magnitude`` per adapted linear); call each
+            ``LoRALinear.initialize_dora_magnitude()`` after loading the base weights.
+        quantize_base (bool): QLoRA: every frozen linear of the decoder layers (adapted or
+            not) stores its weight as NF4, quantized as the checkpoint loads; the embedding,
+            norms and a non-adapted output stay full precision.
 
     Returns:
         TransformerDecoder: the LoRA model (all parameters trainable until
@@ -337,4 +361,6 @@ def lora_llama2(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
     )

@@ -252,8 +252,15 @@ def _tune_to_hf(
     return out
 
 
-_LORA_KEY = re.compile(r"^layers\.(\d+)\.(attn\.\w+|mlp\.w[123])\.lora_([ab])\.weight$")
-_LORA_OUTPUT_KEY = re.compile(r"^output\.lora_([ab])\.weight$")
+_LORA_KEY = re.compile(r"^layers\.(\d+)\.(attn\.\w+|mlp\.w[123])\.(lora_a\.weight|lora_b\.weight|magnitude)$")
+_LORA_OUTPUT_KEY = re.compile(r"^output\.(lora_a\.weight|lora_b\.weight|magnitude)$")
+# Internal adapter parameter -> peft's name for it (the DoRA magnitude is a bare vector in a
+# peft file saved by ``save_pretrained``: ``...q_proj.lora_magnitude_vector`` [out]).
+_PEFT_PARAM = {
+    "lora_a.weight": "lora_A.weight",
+    "lora_b.weight": "lora_B.weight",
+    "magnitude": "lora_magnitude_vector",
+}
 
 
 def tune_to_peft_adapter_weights(
@@ -267,9 +274,10 @@ def tune_to_peft_adapter_weights(
 
     ``layers.{i}.attn.q_proj.lora_a.weight [r, in]`` becomes
     ``base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight``; ``output.lora_*``
-    becomes ``base_model.model.lm_head.lora_*``. The ``lora_b [out, r]`` of q_proj/k_proj has
-    its output rows permuted like the base weight, so ``W_hf + B_hf A`` is the HF layout of
-    ``W + B A``.
+    becomes ``base_model.model.lm_head.lora_*``; a DoRA ``...magnitude [out]`` becomes
+    ``...lora_magnitude_vector``. The ``lora_b [out, r]`` and the magnitude of q_proj/k_proj
+    have their output rows permuted like the base weight, so ``W_hf + B_hf A`` is the HF
+    layout of ``W + B A`` and each row keeps its magnitude.
 
     Raises:
         ValueError: on a key that is not a LoRA adapter parameter.
@@ -279,22 +287,23 @@ def tune_to_peft_adapter_weights(
     for key, value in state_dict.items():
         m = _LORA_KEY.match(key)
         if m is not None:
-            layer, module, ab = m.groups()
+            layer, module, param = m.groups()
             if module not in _TUNE_TO_HF_MODULE:
                 raise ValueError(f"Unexpected LoRA adapter key {key!r}: unknown module {module!r}")
-            if ab == "b" and module in ("attn.q_proj", "attn.k_proj"):
+            if param != "lora_a.weight" and module in ("attn.q_proj", "attn.k_proj"):
                 n = num_heads if module == "attn.q_proj" else num_kv_heads
-                value = _permute_rows(value, n, head_dim, to_hf=True, name=key)
+                rows = value.unsqueeze(1) if value.dim() == 1 else value  # magnitude: [out] -> [out, 1]
+                value = _permute_rows(rows, n, head_dim, to_hf=True, name=key).reshape(value.shape)
             hf_module = f"model.layers.{layer}.{_TUNE_TO_HF_MODULE[module]}"
         else:
             m = _LORA_OUTPUT_KEY.match(key)
             if m is None:
                 raise ValueError(
                     f"Unexpected key {key!r} in a LoRA adapter state dict: expected "
-                    "'layers.{i}.<module>.lora_a.weight' / '...lora_b.weight'"
+                    "'layers.{i}.<module>.lora_a.weight' / '...lora_b.weight' / '...magnitude'"
                 )
-            ab, hf_module = m.group(1), "lm_head"
-        out[f"base_model.model.{hf_module}.lora_{ab.upper()}.weight"] = value
+            param, hf_module = m.group(1), "lm_head"
+        out[f"base_model.model.{hf_module}.{_PEFT_PARAM[param]}"] = value
     return out
 
 
@@ -324,7 +333,7 @@ def tune_to_peft_adapter_config(adapter_config: Dict[str, Any]) -> Dict[str, Any
         adapter_config (Dict[str, Any]): ``{"r": int, "lora_alpha": float,
             "target_modules": list of internal module names (``q_proj``, ``k_proj``,
             ``v_proj``, ``output_proj``, ``w1``, ``w2``, ``w3``, ``output``)}``; any other
-            keys (e.g. ``base_model_name_or_path``) are copied through.
+            keys (e.g. ``use_dora``, ``base_model_name_or_path``) are copied through.
 
     Returns:
         Dict[str, Any]: a config peft's ``PeftModel.from_pretrained`` accepts.

@@ -3,6 +3,7 @@ meta-llama/llama ``params.json``) and the tokenizer builder."""
 
 from typing import List
 
+from torchtune.models._qlora import qlora_builder
 from torchtune.models.llama2._component_builders import llama2, lora_llama2
 from torchtune.modules import TransformerDecoder
 
@@ -59,6 +60,8 @@ def lora_llama2_7b(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Llama 2 7B with LoRA adapters; arguments as in ``lora_llama2``."""
     return lora_llama2(
@@ -76,6 +79,8 @@ def lora_llama2_7b(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
     )
 
 
@@ -86,6 +91,8 @@ def lora_llama2_13b(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Llama 2 13B with LoRA adapters; arguments as in ``lora_llama2``."""
     return lora_llama2(
@@ -104,6 +111,8 @@ def lora_llama2_13b(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
     )
 
 
@@ -114,6 +123,8 @@ def lora_llama2_70b(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Llama 2 70B with LoRA adapters; arguments as in ``lora_llama2``."""
     return lora_llama2(
@@ -132,16 +143,12 @@ def lora_llama2_70b(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
     )
 
 
-def llama2_tokenizer(path: str):
-    """The Llama 2 SentencePiece tokenizer stored at ``path`` (``tokenizer.model``).
-
-    Returns:
-        SentencePieceTokenizer: see docs/design.md for its API.
-    """
-    # Imported here so that building a model never loads sentencepiece.
-    from torchtune.tokenizers import SentencePieceTokenizer
-
-    return SentencePieceTokenizer(path)
+# QLoRA: the LoRA builders with NF4 base weights, named as in torchtune 0.6.1.
+qlora_llama2_7b = qlora_builder(lora_llama2_7b)
+qlora_llama2_13b = qlora_builder(lora_llama2_13b)
+qlora_llama2_70b = qlora_builder(lora_llama2_70b)

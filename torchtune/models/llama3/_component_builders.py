@@ -81,12 +81,14 @@ def lora_llama3(
     lora_rank: int,
     lora_alpha: float,
     lora_dropout: float = 0.0,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Build Llama 3 with LoRA adapters on the chosen linear layers.
 
     Args:
         lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output, lora_rank, lora_alpha,
-        lora_dropout: as in ``torchtune.models.llama2.lora_llama2``.
+        lora_dropout, use_dora, quantize_base: as in ``torchtune.models.llama2.lora_llama2``.
         vocab_size, num_layers, num_heads, num_kv_heads, embed_dim, max_seq_len,
         intermediate_dim, attn_dropout, norm_eps, rope_base: as in ``llama3``.
 
@@ -114,4 +116,6 @@ def lora_llama3(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
     )

@@ -2,6 +2,7 @@
 
 from typing import List
 
+from torchtune.models._qlora import qlora_builder
 from torchtune.models.llama3._component_builders import llama3, lora_llama3
 from torchtune.modules import TransformerDecoder
 
@@ -40,6 +41,8 @@ def lora_llama3_8b(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Llama 3 8B with LoRA adapters; arguments as in ``lora_llama3``."""
     return lora_llama3(
@@ -49,6 +52,8 @@ def lora_llama3_8b(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_LLAMA3_8B,
     )
 
@@ -60,6 +65,8 @@ def lora_llama3_70b(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Llama 3 70B with LoRA adapters; arguments as in ``lora_llama3``."""
     return lora_llama3(
@@ -69,5 +76,11 @@ def lora_llama3_70b(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_LLAMA3_70B,
     )
+
+# QLoRA: the LoRA builders with NF4 base weights, named as in torchtune 0.6.1.
+qlora_llama3_8b = qlora_builder(lora_llama3_8b)
+qlora_llama3_70b = qlora_builder(lora_llama3_70b)

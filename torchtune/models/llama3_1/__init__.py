@@ -8,6 +8,9 @@ from torchtune.models.llama3_1._model_builders import (
     lora_llama3_1_405b,
     lora_llama3_1_70b,
     lora_llama3_1_8b,
+    qlora_llama3_1_405b,
+    qlora_llama3_1_70b,
+    qlora_llama3_1_8b,
 )
 
 __all__ = [
@@ -19,4 +22,7 @@ __all__ = [
     "lora_llama3_1_8b",
     "lora_llama3_1_70b",
     "lora_llama3_1_405b",
+    "qlora_llama3_1_8b",
+    "qlora_llama3_1_70b",
+    "qlora_llama3_1_405b",
 ]

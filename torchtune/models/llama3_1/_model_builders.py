@@ -3,6 +3,7 @@
 
 from typing import List
 
+from torchtune.models._qlora import qlora_builder
 from torchtune.models.llama3_1._component_builders import llama3_1, lora_llama3_1
 from torchtune.modules import TransformerDecoder
 
@@ -52,6 +53,8 @@ def lora_llama3_1_8b(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Llama 3.1 8B with LoRA adapters; arguments as in ``lora_llama3_1``."""
     return lora_llama3_1(
@@ -61,6 +64,8 @@ def lora_llama3_1_8b(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_LLAMA3_1_8B,
     )
 
@@ -72,6 +77,8 @@ def lora_llama3_1_70b(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Llama 3.1 70B with LoRA adapters; arguments as in ``lora_llama3_1``."""
     return lora_llama3_1(
@@ -81,6 +88,8 @@ def lora_llama3_1_70b(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_LLAMA3_1_70B,
     )
 
@@ -92,6 +101,8 @@ def lora_llama3_1_405b(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Llama 3.1 405B with LoRA adapters; arguments as in ``lora_llama3_1``."""
     return lora_llama3_1(
@@ -101,5 +112,12 @@ def lora_llama3_1_405b(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_LLAMA3_1_405B,
     )
+
+# QLoRA: the LoRA builders with NF4 base weights, named as in torchtune 0.6.1.
+qlora_llama3_1_8b = qlora_builder(lora_llama3_1_8b)
+qlora_llama3_1_70b = qlora_builder(lora_llama3_1_70b)
+qlora_llama3_1_405b = qlora_builder(lora_llama3_1_405b)

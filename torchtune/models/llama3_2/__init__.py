@@ -6,6 +6,8 @@ from torchtune.models.llama3_2._model_builders import (
     llama3_2_3b,
     lora_llama3_2_1b,
     lora_llama3_2_3b,
+    qlora_llama3_2_1b,
+    qlora_llama3_2_3b,
 )
 
 __all__ = [
@@ -15,4 +17,6 @@ __all__ = [
     "lora_llama3_2",
     "lora_llama3_2_1b",
     "lora_llama3_2_3b",
+    "qlora_llama3_2_1b",
+    "qlora_llama3_2_3b",
 ]

@@ -3,6 +3,7 @@
 
 from typing import List
 
+from torchtune.models._qlora import qlora_builder
 from torchtune.models.llama3_2._component_builders import llama3_2, lora_llama3_2
 from torchtune.modules import TransformerDecoder
 
@@ -43,6 +44,8 @@ def lora_llama3_2_1b(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Llama 3.2 1B with LoRA adapters; arguments as in ``lora_llama3_2`` (the tied output
     takes no adapter: ``apply_lora_to_output=True`` raises)."""
@@ -53,6 +56,8 @@ def lora_llama3_2_1b(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_LLAMA3_2_1B,
     )
 
@@ -64,6 +69,8 @@ def lora_llama3_2_3b(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Llama 3.2 3B with LoRA adapters; arguments as in ``lora_llama3_2`` (the tied output
     takes no adapter: ``apply_lora_to_output=True`` raises)."""
@@ -74,5 +81,11 @@ def lora_llama3_2_3b(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_LLAMA3_2_3B,
     )
+
+# QLoRA: the LoRA builders with NF4 base weights, named as in torchtune 0.6.1.
+qlora_llama3_2_1b = qlora_builder(lora_llama3_2_1b)
+qlora_llama3_2_3b = qlora_builder(lora_llama3_2_3b)

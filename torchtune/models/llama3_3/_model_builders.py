@@ -3,6 +3,7 @@ the weights differ)."""
 
 from typing import List
 
+from torchtune.models._qlora import qlora_builder
 from torchtune.models.llama3_1 import llama3_1_70b, lora_llama3_1_70b
 from torchtune.modules import TransformerDecoder
 
@@ -20,6 +21,8 @@ def lora_llama3_3_70b(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Llama 3.3 70B with LoRA adapters; arguments as in ``lora_llama3_1``."""
     return lora_llama3_1_70b(
@@ -29,4 +32,9 @@ def lora_llama3_3_70b(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
     )
+
+# QLoRA: the LoRA builders with NF4 base weights, named as in torchtune 0.6.1.
+qlora_llama3_3_70b = qlora_builder(lora_llama3_3_70b)

@@ -87,6 +87,8 @@ def lora_qwen2(
     lora_rank: int,
     lora_alpha: float,
     lora_dropout: float = 0.0,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Build Qwen 2 / 2.5 with LoRA adapters on the chosen linear layers.
 
@@ -96,7 +98,7 @@ def lora_qwen2(
 
     Args:
         lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output, lora_rank, lora_alpha,
-        lora_dropout: as in ``torchtune.models.llama2.lora_llama2``.
+        lora_dropout, use_dora, quantize_base: as in ``torchtune.models.llama2.lora_llama2``.
         vocab_size, num_layers, num_heads, num_kv_heads, embed_dim, intermediate_dim,
         max_seq_len, attn_dropout, norm_eps, rope_base, tie_word_embeddings: as in
         ``qwen2``.
@@ -127,4 +129,6 @@ def lora_qwen2(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
     )

@@ -8,6 +8,7 @@ signatures)."""
 
 from typing import List
 
+from torchtune.models._qlora import qlora_builder
 from torchtune.models.qwen2._component_builders import lora_qwen2, qwen2
 from torchtune.modules import TransformerDecoder
 
@@ -110,6 +111,8 @@ def lora_qwen2_5_0_5b(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Qwen 2.5 0.5B with LoRA adapters; arguments as in ``lora_qwen2``. The output
     projection is tied to the embedding and takes no adapter."""
@@ -120,6 +123,8 @@ def lora_qwen2_5_0_5b(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_QWEN2_5_0_5B,
     )
 
@@ -136,6 +141,8 @@ def lora_qwen2_5_1_5b_base(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Qwen 2.5 1.5B (base) with LoRA adapters; arguments as in ``lora_qwen2``. The output
     projection is tied to the embedding and takes no adapter."""
@@ -146,6 +153,8 @@ def lora_qwen2_5_1_5b_base(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_QWEN2_5_1_5B,
     )
 
@@ -162,6 +171,8 @@ def lora_qwen2_5_1_5b_instruct(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Qwen 2.5 1.5B (instruct) with LoRA adapters; arguments as in ``lora_qwen2``. The output
     projection is tied to the embedding and takes no adapter."""
@@ -172,6 +183,8 @@ def lora_qwen2_5_1_5b_instruct(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_QWEN2_5_1_5B,
     )
 
@@ -188,6 +201,8 @@ def lora_qwen2_5_3b(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Qwen 2.5 3B with LoRA adapters; arguments as in ``lora_qwen2``. The output
     projection is tied to the embedding and takes no adapter."""
@@ -198,6 +213,8 @@ def lora_qwen2_5_3b(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_QWEN2_5_3B,
     )
 
@@ -215,6 +232,8 @@ def lora_qwen2_5_7b_base(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Qwen 2.5 7B (base) with LoRA adapters; arguments as in ``lora_qwen2``."""
     return lora_qwen2(
@@ -224,6 +243,8 @@ def lora_qwen2_5_7b_base(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_QWEN2_5_7B,
     )
 
@@ -241,6 +262,8 @@ def lora_qwen2_5_7b_instruct(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Qwen 2.5 7B (instruct) with LoRA adapters; arguments as in ``lora_qwen2``."""
     return lora_qwen2(
@@ -250,6 +273,8 @@ def lora_qwen2_5_7b_instruct(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_QWEN2_5_7B,
     )
 
@@ -267,6 +292,8 @@ def lora_qwen2_5_14b_base(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Qwen 2.5 14B (base) with LoRA adapters; arguments as in ``lora_qwen2``."""
     return lora_qwen2(
@@ -276,6 +303,8 @@ def lora_qwen2_5_14b_base(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_QWEN2_5_14B,
     )
 
@@ -293,6 +322,8 @@ def lora_qwen2_5_14b_instruct(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Qwen 2.5 14B (instruct) with LoRA adapters; arguments as in ``lora_qwen2``."""
     return lora_qwen2(
@@ -302,6 +333,8 @@ def lora_qwen2_5_14b_instruct(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_QWEN2_5_14B,
     )
 
@@ -319,6 +352,8 @@ def lora_qwen2_5_32b_base(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Qwen 2.5 32B (base) with LoRA adapters; arguments as in ``lora_qwen2``."""
     return lora_qwen2(
@@ -328,6 +363,8 @@ def lora_qwen2_5_32b_base(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_QWEN2_5_32B,
     )
 
@@ -345,6 +382,8 @@ def lora_qwen2_5_32b_instruct(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Qwen 2.5 32B (instruct) with LoRA adapters; arguments as in ``lora_qwen2``."""
     return lora_qwen2(
@@ -354,6 +393,8 @@ def lora_qwen2_5_32b_instruct(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_QWEN2_5_32B,
     )
 
@@ -371,6 +412,8 @@ def lora_qwen2_5_72b_base(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Qwen 2.5 72B (base) with LoRA adapters; arguments as in ``lora_qwen2``."""
     return lora_qwen2(
@@ -380,6 +423,8 @@ def lora_qwen2_5_72b_base(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_QWEN2_5_72B,
     )
 
@@ -397,6 +442,8 @@ def lora_qwen2_5_72b_instruct(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Qwen 2.5 72B (instruct) with LoRA adapters; arguments as in ``lora_qwen2``."""
     return lora_qwen2(
@@ -406,5 +453,21 @@ def lora_qwen2_5_72b_instruct(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_QWEN2_5_72B,
     )
+
+# QLoRA: the LoRA builders with NF4 base weights, named as in torchtune 0.6.1.
+qlora_qwen2_5_0_5b = qlora_builder(lora_qwen2_5_0_5b)
+qlora_qwen2_5_1_5b_base = qlora_builder(lora_qwen2_5_1_5b_base)
+qlora_qwen2_5_1_5b_instruct = qlora_builder(lora_qwen2_5_1_5b_instruct)
+qlora_qwen2_5_3b = qlora_builder(lora_qwen2_5_3b)
+qlora_qwen2_5_7b_base = qlora_builder(lora_qwen2_5_7b_base)
+qlora_qwen2_5_7b_instruct = qlora_builder(lora_qwen2_5_7b_instruct)
+qlora_qwen2_5_14b_base = qlora_builder(lora_qwen2_5_14b_base)
+qlora_qwen2_5_14b_instruct = qlora_builder(lora_qwen2_5_14b_instruct)
+qlora_qwen2_5_32b_base = qlora_builder(lora_qwen2_5_32b_base)
+qlora_qwen2_5_32b_instruct = qlora_builder(lora_qwen2_5_32b_instruct)
+qlora_qwen2_5_72b_base = qlora_builder(lora_qwen2_5_72b_base)
+qlora_qwen2_5_72b_instruct = qlora_builder(lora_qwen2_5_72b_instruct)

@@ -105,6 +105,8 @@ def lora_qwen3(
     lora_rank: int,
     lora_alpha: float,
     lora_dropout: float = 0.0,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Build Qwen 3 with LoRA adapters on the chosen linear layers.
 
@@ -113,7 +115,7 @@ def lora_qwen3(
 
     Args:
         lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output, lora_rank, lora_alpha,
-        lora_dropout: as in ``torchtune.models.llama2.lora_llama2``.
+        lora_dropout, use_dora, quantize_base: as in ``torchtune.models.llama2.lora_llama2``.
         vocab_size, num_layers, num_heads, num_kv_heads, embed_dim, intermediate_dim,
         max_seq_len, head_dim, attn_dropout, norm_eps, rope_base, tie_word_embeddings,
         q_proj_bias, k_proj_bias, v_proj_bias, q_norm, k_norm: as in ``qwen3``.
@@ -146,4 +148,6 @@ def lora_qwen3(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
     )

@@ -6,6 +6,7 @@ The LoRA builders of tied sizes have no ``apply_lora_to_output`` argument."""
 
 from typing import List
 
+from torchtune.models._qlora import qlora_builder
 from torchtune.models.qwen3._component_builders import lora_qwen3, qwen3
 from torchtune.modules import TransformerDecoder
 
@@ -102,6 +103,8 @@ def lora_qwen3_0_6b(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Qwen 3 0.6B with LoRA adapters; arguments as in ``lora_qwen3``. The output
     projection is tied to the embedding and takes no adapter."""
@@ -112,6 +115,8 @@ def lora_qwen3_0_6b(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_QWEN3_0_6B,
     )
 
@@ -128,6 +133,8 @@ def lora_qwen3_1_7b(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Qwen 3 1.7B with LoRA adapters; arguments as in ``lora_qwen3``. The output
     projection is tied to the embedding and takes no adapter."""
@@ -138,6 +145,8 @@ def lora_qwen3_1_7b(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_QWEN3_1_7B,
     )
 
@@ -154,6 +163,8 @@ def lora_qwen3_4b(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Qwen 3 4B with LoRA adapters; arguments as in ``lora_qwen3``. The output
     projection is tied to the embedding and takes no adapter."""
@@ -164,6 +175,8 @@ def lora_qwen3_4b(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_QWEN3_4B,
     )
 
@@ -181,6 +194,8 @@ def lora_qwen3_8b(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Qwen 3 8B with LoRA adapters; arguments as in ``lora_qwen3``."""
     return lora_qwen3(
@@ -190,6 +205,8 @@ def lora_qwen3_8b(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_QWEN3_8B,
     )
 
@@ -207,6 +224,8 @@ def lora_qwen3_14b(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Qwen 3 14B with LoRA adapters; arguments as in ``lora_qwen3``."""
     return lora_qwen3(
@@ -216,6 +235,8 @@ def lora_qwen3_14b(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_QWEN3_14B,
     )
 
@@ -233,6 +254,8 @@ def lora_qwen3_32b(
     lora_rank: int = 8,
     lora_alpha: float = 16,
     lora_dropout: float = 0.05,
+    use_dora: bool = False,
+    quantize_base: bool = False,
 ) -> TransformerDecoder:
     """Qwen 3 32B with LoRA adapters; arguments as in ``lora_qwen3``."""
     return lora_qwen3(
@@ -242,5 +265,15 @@ def lora_qwen3_32b(
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
+        use_dora=use_dora,
+        quantize_base=quantize_base,
         **_QWEN3_32B,
     )
+
+# QLoRA: the LoRA builders with NF4 base weights, named as in torchtune 0.6.1.
+qlora_qwen3_0_6b = qlora_builder(lora_qwen3_0_6b)
+qlora_qwen3_1_7b = qlora_builder(lora_qwen3_1_7b)
+qlora_qwen3_4b = qlora_builder(lora_qwen3_4b)
+qlora_qwen3_8b = qlora_builder(lora_qwen3_8b)
+qlora_qwen3_14b = qlora_builder(lora_qwen3_14b)
+qlora_qwen3_32b = qlora_builder(lora_qwen3_32b)

@@ -5,6 +5,7 @@ from torchtune.modules.peft.peft_utils import (
     AdapterModule,
     get_adapter_params,
     get_merged_lora_ckpt,
+    initialize_dora_magnitudes,
     set_trainable_params,
     validate_missing_and_unexpected_for_lora,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "LoRALinear",
     "get_adapter_params",
     "get_merged_lora_ckpt",
+    "initialize_dora_magnitudes",
     "set_trainable_params",
     "validate_missing_and_unexpected_for_lora",
 ]

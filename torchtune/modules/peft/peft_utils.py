@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from torchtune._errors import UserValueError
+from torchtune.modules.low_precision import dequantize, is_nf4
 
 
 @runtime_checkable
@@ -33,6 +34,20 @@ def get_adapter_params(model: nn.Module) -> Dict[str, nn.Parameter]:
                 full = f"{module_name}.{name}" if module_name else name
                 params[full] = module.get_parameter(name)
     return params
+
+
+def initialize_dora_magnitudes(model: nn.Module) -> None:
+    """Set every DoRA magnitude in ``model`` to the row norms of its current weights.
+
+    Call it after the base weights are loaded and before an adapter checkpoint is (which
+    brings its own magnitudes); a model without DoRA is left unchanged.
+
+    Args:
+        model (nn.Module): a model whose adapter modules may use DoRA.
+    """
+    for module in model.modules():
+        if getattr(module, "use_dora", False) and callable(getattr(module, "initialize_dora_magnitude", None)):
+            module.initialize_dora_magnitude()
 
 
 def set_trainable_params(model: nn.Module, adapter_params: Iterable[str]) -> None:
@@ -101,26 +116,41 @@ def validate_missing_and_unexpected_for_lora(
 
 
 def get_merged_lora_ckpt(
-    state_dict: Dict[str, torch.Tensor], rank: int, alpha: float
+    state_dict: Dict[str, torch.Tensor],
+    rank: int,
+    alpha: float,
+    dtype: Optional[torch.dtype] = None,
 ) -> Dict[str, torch.Tensor]:
-    """Fold every LoRA adapter into its base weight: ``W + (alpha / rank) * B @ A``.
+    """Fold every adapter into its base weight.
 
-    The input is not modified. The product is computed in fp32 and cast to the base
-    weight's dtype, so a bf16 merge does not lose the small update to rounding twice.
+    LoRA: ``W' = W + s * B @ A`` with ``s = alpha / rank``. DoRA (a ``<m>.magnitude`` key):
+    ``W' = m[:, None] * V / ||V||_row`` with ``V = W + s * B @ A``, as peft's
+    ``merge_and_unload``. The input is not modified. The merge runs in fp32 and the result is
+    cast back, so a bf16 merge does not lose the small update to rounding twice. An NF4
+    base weight (QLoRA) is dequantized first; so is any other NF4 tensor in the dict.
 
     Args:
-        state_dict (Dict[str, torch.Tensor]): a LoRA model's state dict, with
-            ``<m>.weight``, ``<m>.lora_a.weight`` and ``<m>.lora_b.weight``.
+        state_dict (Dict[str, torch.Tensor]): an adapted model's state dict, with
+            ``<m>.weight``, ``<m>.lora_a.weight``, ``<m>.lora_b.weight`` and, for DoRA,
+            ``<m>.magnitude``.
         rank (int): LoRA rank r.
         alpha (float): LoRA alpha.
+        dtype (Optional[torch.dtype]): dtype of every floating-point tensor of the result
+            (e.g. the input checkpoint's, whatever the compute dtype); None keeps each
+            tensor's own (for NF4, the dtype it was quantized from).
 
     Returns:
-        Dict[str, torch.Tensor]: the base model's state dict, without any ``lora_`` key.
+        Dict[str, torch.Tensor]: the base model's state dict, without adapter keys.
 
     Raises:
         ValueError: if an adapter lacks its other half or its base weight, or the rank differs.
     """
-    merged = {k: v for k, v in state_dict.items() if ".lora_a." not in k and ".lora_b." not in k}
+    adapter_suffixes = (".lora_a.weight", ".lora_b.weight", ".magnitude")
+    merged = {
+        k: dequantize(v, dtype) if is_nf4(v) or (dtype is not None and v.is_floating_point()) else v
+        for k, v in state_dict.items()
+        if not k.endswith(adapter_suffixes)
+    }
     for key, lora_a in state_dict.items():
         if not key.endswith(".lora_a.weight"):
             continue
@@ -134,10 +164,19 @@ def get_merged_lora_ckpt(
                 f"Cannot merge {key!r}: its rank is {lora_a.shape[0]}, but rank={rank} was given"
             )
         weight = state_dict[w_key]
+        out_dtype = dtype or weight.dtype
         delta = state_dict[b_key].float() @ lora_a.float()  # [out, r] @ [r, in] -> [out, in]
-        merged[w_key] = (weight.float() + (alpha / rank) * delta).to(weight.dtype)
-    orphans = [k for k in state_dict if k.endswith(".lora_b.weight")
-               and k.replace(".lora_b.", ".lora_a.") not in state_dict]
+        new = dequantize(weight, torch.float32) + (alpha / rank) * delta
+        magnitude = state_dict.get(f"{prefix}.magnitude")
+        if magnitude is not None:
+            norm = torch.linalg.norm(new, dim=1)  # [out]
+            new = (magnitude.float() / norm).unsqueeze(1) * new
+        merged[w_key] = new.to(out_dtype)
+    orphans = [
+        k for k in state_dict
+        for suffix in (".lora_b.weight", ".magnitude")
+        if k.endswith(suffix) and k[: -len(suffix)] + ".lora_a.weight" not in state_dict
+    ]
     if orphans:
         raise ValueError(f"Cannot merge LoRA adapter {orphans[0]!r}: its lora_a is missing")
     return merged

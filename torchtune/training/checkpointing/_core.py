@@ -11,8 +11,9 @@ All three share one contract (docs/design.md):
   - ``"adapter"`` (LoRA): the adapter weights (``...lora_a.weight``/``...lora_b.weight``);
   - ``"adapter_config"`` (LoRA, optional): ``{"lora_alpha": float, "r": int,
     "target_modules": [internal names: q_proj, k_proj, v_proj, output_proj, w1, w2, w3,
-    output]}``; ``r`` and ``target_modules`` are inferred from the adapter if absent. When
-    present, the adapter is also written in HF peft format;
+    output], "use_dora": bool}``; ``r`` and ``target_modules`` are inferred from the adapter
+    if absent, other keys are copied into peft's config. When present, the adapter is also
+    written in HF peft format (a DoRA ``...magnitude`` as ``...lora_magnitude_vector``);
   - any other key: recipe state, written to ``recipe_state.pt`` when
     ``intermediate_checkpoint`` is True.
 

@@ -212,3 +212,29 @@ def test_logits_match_transformers_llama():
         expected = hf_model(tokens).logits
         actual = ours(tokens)
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_peft_adapter_map_names_and_permutes_the_dora_magnitude():
+    """peft saves DoRA's magnitude as ``...lora_magnitude_vector`` [out]; on k_proj its rows
+    follow the base weight's rotary permutation, so each HF row keeps its own magnitude."""
+    g = torch.Generator().manual_seed(3)
+    weight = torch.randn(N_KV * H_D, DIM, generator=g)
+    adapter = {
+        "layers.0.attn.k_proj.magnitude": torch.linalg.norm(weight, dim=1),
+        "layers.0.mlp.w1.magnitude": torch.arange(HIDDEN, dtype=torch.float32),
+        "output.magnitude": torch.ones(VOCAB),
+    }
+    peft = tune_to_peft_adapter_weights(adapter, num_heads=N_H, num_kv_heads=N_KV, dim=DIM)
+    assert set(peft) == {
+        "base_model.model.model.layers.0.self_attn.k_proj.lora_magnitude_vector",
+        "base_model.model.model.layers.0.mlp.gate_proj.lora_magnitude_vector",
+        "base_model.model.lm_head.lora_magnitude_vector",
+    }
+    w_hf = tune_to_hf({"layers.0.attn.k_proj.weight": weight}, N_H, N_KV, DIM)["model.layers.0.self_attn.k_proj.weight"]
+    torch.testing.assert_close(
+        peft["base_model.model.model.layers.0.self_attn.k_proj.lora_magnitude_vector"], torch.linalg.norm(w_hf, dim=1)
+    )
+    assert torch.equal(peft["base_model.model.model.layers.0.mlp.gate_proj.lora_magnitude_vector"],
+                       adapter["layers.0.mlp.w1.magnitude"])
+    cfg = tune_to_peft_adapter_config({"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"], "use_dora": True})
+    assert cfg["use_dora"] is True
