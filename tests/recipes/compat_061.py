@@ -297,6 +297,22 @@ def run_overrides(recipe: str, cfg: dict, family: str, work: Path) -> list[str]:
     return out + ["epochs=1", "max_steps_per_epoch=1", "batch_size=2", "gradient_accumulation_steps=1"]
 
 
+# Runs that must end in a one-line refusal when run as one rank, and why that is right.
+SINGLE_RANK_REFUSALS = {
+    ("lora_finetune_distributed", "qlora_"): "QLoRA in the distributed recipe needs 2 or more processes",
+}
+
+
+def expected_refusal(recipe: str, cfg: dict) -> Optional[str]:
+    """The one-line error a single-rank run of this config must end with, if any (the
+    2-process run is tests/recipes/test_qlora_dora_recipes.py's)."""
+    name = cfg["model"]["_component_"].rsplit(".", 1)[-1]
+    for (r, prefix), message in SINGLE_RANK_REFUSALS.items():
+        if recipe == r and name.startswith(prefix):
+            return message
+    return None
+
+
 def run_signature(recipe: str, cfg: dict) -> str:
     """What decides the code a run takes once the tiny overrides apply: the recipe, the
     family, the kind of model builder, every component, the checkpoint file form and every
