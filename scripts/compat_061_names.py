@@ -14,6 +14,7 @@ Without ``--wheel`` the wheel is fetched with pip into the test cache
 import argparse
 import ast
 import importlib
+import os
 import subprocess
 import sys
 import zipfile
@@ -21,7 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT = REPO / "docs" / "compat_061.md"
-CACHE = Path.home() / ".cache" / "torchtune-tests" / "0.6.1"
+CACHE = Path(os.environ.get("TORCHTUNE_061_CACHE", Path.home() / ".cache" / "torchtune-tests" / "0.6.1"))
 
 HEADER = """# torchtune 0.6.1 names in this library
 
@@ -34,15 +35,25 @@ absent belong to features this library does not have (see README, "Coming from t
 """
 
 
-def fetch_wheel() -> Path:
-    wheels = sorted(CACHE.glob("torchtune-0.6.1-*.whl"))
-    if not wheels:
-        CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "torchtune==0.6.1", "--no-deps",
-             "--only-binary=:all:", "-q", "-d", str(CACHE)], check=True,
-        )
-        wheels = sorted(CACHE.glob("torchtune-0.6.1-*.whl"))
+def fetch_wheel(cache: Path = CACHE) -> Path:
+    """The torchtune 0.6.1 wheel in ``cache``, downloaded with pip on first use.
+
+    Raises:
+        RuntimeError: with pip's last words, when the package index cannot be reached.
+    """
+    wheels = sorted(cache.glob("torchtune-0.6.1-*.whl"))
+    if wheels:
+        return wheels[0]
+    cache.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "torchtune==0.6.1", "--no-deps",
+         "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d", str(cache)],
+        capture_output=True, text=True, timeout=300,
+    )
+    wheels = sorted(cache.glob("torchtune-0.6.1-*.whl"))
+    if out.returncode != 0 or not wheels:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"pip download torchtune==0.6.1 failed: {last}")
     return wheels[0]
 
 
@@ -90,7 +101,12 @@ def main() -> int:
     parser.add_argument("--wheel", type=Path)
     parser.add_argument("--check", action="store_true", help="fail if docs/compat_061.md is stale")
     args = parser.parse_args()
-    text = render(public_names(args.wheel or fetch_wheel()))
+    try:
+        wheel = args.wheel or fetch_wheel()
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    text = render(public_names(wheel))
     if args.check:
         if OUTPUT.read_text() != text:
             print(f"error: {OUTPUT} is stale: run python scripts/compat_061_names.py", file=sys.stderr)

@@ -12,22 +12,28 @@ and steps (one optimizer step of batch 2 on CPU in fp32).
 """
 
 import ast
+import importlib.util
 import json
 import lzma
-import os
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
 from typing import Optional
 
 import torch
-import yaml
 
 from recipe_helpers import ALPACA, REPO
 
-VERSION = "0.6.1"
-CACHE = Path(os.environ.get("TORCHTUNE_061_CACHE", Path.home() / ".cache" / "torchtune-tests" / VERSION))
+
+def _names_script():
+    """scripts/compat_061_names.py, which owns fetching the wheel (pip, into a cache)."""
+    spec = importlib.util.spec_from_file_location("compat_061_names", REPO / "scripts" / "compat_061_names.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fetch_wheel = _names_script().fetch_wheel
 
 # 0.6.1 recipe -> the recipe here that runs its configs.
 RECIPES = {
@@ -71,28 +77,6 @@ MODEL_MAX_SEQ_LEN = 256
 
 
 # ---------------------------------------------------------------------- fetching
-
-
-def fetch_wheel() -> Path:
-    """The torchtune 0.6.1 wheel in the cache, downloaded with pip on first use.
-
-    Raises:
-        RuntimeError: with pip's last words, when the package index cannot be reached.
-    """
-    wheels = sorted(CACHE.glob(f"torchtune-{VERSION}-*.whl"))
-    if wheels:
-        return wheels[0]
-    CACHE.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run(
-        [sys.executable, "-m", "pip", "download", f"torchtune=={VERSION}", "--no-deps",
-         "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d", str(CACHE)],
-        capture_output=True, text=True, timeout=300,
-    )
-    wheels = sorted(CACHE.glob(f"torchtune-{VERSION}-*.whl"))
-    if out.returncode != 0 or not wheels:
-        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"pip download torchtune=={VERSION} failed: {last}")
-    return wheels[0]
 
 
 def extract_configs(wheel: Path, dest: Path) -> Path:

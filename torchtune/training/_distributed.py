@@ -128,14 +128,12 @@ def shard_model(
     elif cpu_offload:
         log.info("fsdp_cpu_offload: the model already lives in CPU memory; nothing to offload")
     for name in custom_sharded_layers or ():
-        matches = [
-            m for n, m in model.named_modules()
-            if n.rsplit(".", 1)[-1] == name and any(True for _ in m.parameters(recurse=False))
-        ]
-        if not matches and not any(n.rsplit(".", 1)[-1] == name for n, _ in model.named_modules()):
+        matches = [m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] == name]
+        if not matches:
             raise UserValueError(f"custom_sharded_layers: no module named '{name}' in the model")
-        for module in matches:  # a tied output holds no weight of its own: nothing to shard
-            fully_shard(module, **options)
+        for module in matches:
+            if next(module.parameters(recurse=False), None) is not None:  # a tied output has none
+                fully_shard(module, **options)
     for layer in model.layers:
         fully_shard(layer, **options)
     fully_shard(model, **options)
