@@ -393,6 +393,11 @@ class LoRAFinetuneRecipeDistributed:
             model = config.instantiate(cfg_model)
         quantized = any(is_nf4(p) for p in model.parameters())
         if quantized:
+            if self._world_size == 1:  # torchao's NF4 all-gather hooks expect 2+ ranks
+                raise UserValueError(
+                    "QLoRA in the distributed recipe needs 2 or more processes (torchao's NF4 "
+                    "FSDP2 all-gather fails on 1); on one device use lora_finetune_single_device"
+                )
             training.check_nf4_shardable(model, self._world_size)
             if self._fsdp_cpu_offload and self._device.type != "cpu":
                 raise UserValueError(

@@ -254,17 +254,11 @@ def check_nf4_shardable(model: nn.Module, world_size: int) -> None:
     sizes are multiples of its 16384-value block layout (64-value blocks, 256 scalers each).
 
     Raises:
-        UserValueError: naming the first weight that does not split, or on one process
-            (torchao's NF4 all-gather hooks expect FSDP2's multi-rank path).
+        UserValueError: naming the first weight that does not split.
     """
     for name, param in model.named_parameters():
         if not is_nf4(param):
             continue
-        if world_size == 1:
-            raise UserValueError(
-                "QLoRA in the distributed recipe needs 2 or more processes (torchao's NF4 "
-                "FSDP2 all-gather fails on 1); on one device use lora_finetune_single_device"
-            )
         rows, numel = param.shape[0], param.numel()
         if rows % world_size or (numel // world_size) % NF4_BLOCK:
             raise UserValueError(
