@@ -129,10 +129,14 @@ def test_lora_two_ranks_equal_one_rank_with_double_batch_and_resume_on_one(tmp_p
     )
 
 
-def test_two_machines_meet_at_a_rendezvous_endpoint(tmp_path, full_runs):
-    """Two launches with --nnodes 2 on one host form one job of 2 ranks: it trains as the
-    single-launch job does and one checkpoint is written, once."""
-    out_dir = tmp_path / "job"
+# A native abort inside torch's elastic agent or gloo, seen once in ~30 CI runs of this test
+# on a loaded 2-core machine and never reproduced (31 runs under load): one launch's worker
+# died with "terminate called without an active exception" and took the rendezvous store
+# down with it. Such a failure is retried once; any other failure fails at once.
+_NATIVE_ABORT = "failed with signal SIGABRT"
+
+
+def _launch_two_nodes(out_dir: Path) -> list:
     port = free_port()
     procs = []
     for node_rank in (0, 1):
@@ -144,7 +148,18 @@ def test_two_machines_meet_at_a_rendezvous_endpoint(tmp_path, full_runs):
         procs.append(subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE, text=True))
     errors = [p.communicate(timeout=300)[1] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], errors[0][-3000:] + errors[1][-3000:]
+    return [p.returncode for p in procs], errors
+
+
+def test_two_machines_meet_at_a_rendezvous_endpoint(tmp_path, full_runs):
+    """Two launches with --nnodes 2 on one host form one job of 2 ranks: it trains as the
+    single-launch job does and one checkpoint is written, once."""
+    for attempt in range(2):
+        out_dir = tmp_path / f"job{attempt}"
+        codes, errors = _launch_two_nodes(out_dir)
+        if codes == [0, 0] or attempt == 1 or not any(_NATIVE_ABORT in e for e in errors):
+            break
+    assert codes == [0, 0], errors[0][-3000:] + errors[1][-3000:]
     assert sum(e.count("Saved checkpoint for epoch 1") for e in errors) == 1
     assert losses(out_dir) == losses(full_runs[1])  # same ranks, same shards: bit for bit
     assert sorted(p.name for p in out_dir.glob("meta_model_*.pt")) == ["meta_model_0.pt", "meta_model_1.pt"]
