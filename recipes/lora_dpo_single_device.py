@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 from omegaconf import DictConfig
@@ -141,7 +141,8 @@ class LoRADPORecipeSingleDevice:
         self._checkpointer = config.instantiate(
             cfg_checkpointer, resume_from_checkpoint=self._resume_from_checkpoint
         )
-        checkpoint = self._checkpointer.load_checkpoint()
+        # The model streams in, a decoder layer at a time (loaded by _setup_model).
+        checkpoint = self._checkpointer.load_checkpoint(stream_model=True)
         if self._resume_from_checkpoint:
             self._update_recipe_state(checkpoint)
         return checkpoint
@@ -211,7 +212,7 @@ class LoRADPORecipeSingleDevice:
             cfg.model,
             cfg.enable_activation_checkpointing,
             cfg.compile,
-            base_model_state_dict=checkpoint["model"],
+            base_model_groups=checkpoint.pop("model"),
             adapter_state_dict=checkpoint.get("adapter") if self._resume_from_checkpoint else None,
         )
         # Saved activations go to CPU memory during forward (a no-op on a CPU device).
@@ -263,19 +264,19 @@ class LoRADPORecipeSingleDevice:
         cfg_model: DictConfig,
         enable_activation_checkpointing: bool,
         compile_model: bool,
-        base_model_state_dict: dict[str, torch.Tensor],
+        base_model_groups: Iterable[dict[str, torch.Tensor]],
         adapter_state_dict: Optional[dict[str, torch.Tensor]],
     ) -> torch.nn.Module:
         with training.set_default_dtype(self._dtype), self._device:
             model = config.instantiate(cfg_model)
-        base_missing, base_unexpected = model.load_state_dict(base_model_state_dict, strict=False)
+        base = training.load_state_dict_in_groups(model, base_model_groups)
         lora_missing = lora_unexpected = None
         if adapter_state_dict is not None:
             lora_missing, lora_unexpected = model.load_state_dict(adapter_state_dict, strict=False)
         validate_missing_and_unexpected_for_lora(
             model,
-            base_missing=base_missing,
-            base_unexpected=base_unexpected,
+            base_missing=base.missing_keys,
+            base_unexpected=base.unexpected_keys,
             lora_missing=lora_missing,
             lora_unexpected=lora_unexpected,
         )

@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 from omegaconf import DictConfig
@@ -139,7 +139,8 @@ class LoRAFinetuneRecipeSingleDevice:
         self._checkpointer = config.instantiate(
             cfg_checkpointer, resume_from_checkpoint=self._resume_from_checkpoint
         )
-        checkpoint = self._checkpointer.load_checkpoint()
+        # The model streams in, a decoder layer at a time (loaded by _setup_model).
+        checkpoint = self._checkpointer.load_checkpoint(stream_model=True)
         if self._resume_from_checkpoint:
             self._update_recipe_state(checkpoint)
         return checkpoint
@@ -208,16 +209,12 @@ class LoRAFinetuneRecipeSingleDevice:
         self._metric_logger = config.instantiate(cfg.metric_logger)
         self._metric_logger.log_config(cfg)
         checkpoint = self.load_checkpoint(cfg.checkpointer)
-        # The merged model is written in the input's dtype (the first floating tensor's).
-        self._save_dtype = next(
-            (v.dtype for v in checkpoint["model"].values() if v.is_floating_point()), self._dtype
-        )
 
         self._model = self._setup_model(
             cfg.model,
             cfg.enable_activation_checkpointing,
             cfg.compile,
-            base_model_state_dict=checkpoint["model"],
+            base_model_groups=checkpoint.pop("model"),
             adapter_state_dict=checkpoint.get("adapter") if self._resume_from_checkpoint else None,
         )
         self._adapter_config = {
@@ -281,7 +278,7 @@ class LoRAFinetuneRecipeSingleDevice:
         cfg_model: DictConfig,
         enable_activation_checkpointing: bool,
         compile_model: bool,
-        base_model_state_dict: dict[str, torch.Tensor],
+        base_model_groups: Iterable[dict[str, torch.Tensor]],
         adapter_state_dict: Optional[dict[str, torch.Tensor]],
     ) -> torch.nn.Module:
         # Never model.to(dtype): it would dequantize NF4 weights. NF4 layers quantize the
@@ -291,7 +288,9 @@ class LoRAFinetuneRecipeSingleDevice:
         with training.activations_in_own_pages(self._device):
             with training.set_default_dtype(self._dtype), self._device:
                 model = config.instantiate(cfg_model)
-            base_missing, base_unexpected = model.load_state_dict(base_model_state_dict, strict=False)
+            base = training.load_state_dict_in_groups(model, base_model_groups)
+        # The merged model is written in the input's dtype (the first floating tensor's).
+        self._save_dtype = base.dtype or self._dtype
         # DoRA's magnitudes start as the row norms of the loaded base weights; a resumed
         # adapter then brings its own.
         initialize_dora_magnitudes(model)
@@ -300,8 +299,8 @@ class LoRAFinetuneRecipeSingleDevice:
             lora_missing, lora_unexpected = model.load_state_dict(adapter_state_dict, strict=False)
         validate_missing_and_unexpected_for_lora(
             model,
-            base_missing=base_missing,
-            base_unexpected=base_unexpected,
+            base_missing=base.missing_keys,
+            base_unexpected=base.unexpected_keys,
             lora_missing=lora_missing,
             lora_unexpected=lora_unexpected,
         )

@@ -24,6 +24,7 @@ from torchtune.training._grad_scaler import scale_grads_
 from torchtune.training._optimizer_in_backward import OptimizerInBackward
 from torchtune.training._output_lock import OutputDirLock
 from torchtune.training._profiler import DummyProfiler, setup_torch_profiler
+from torchtune.training._streamed_load import GroupedLoad, load_state_dict_in_groups
 from torchtune.training.lr_schedulers import get_cosine_schedule_with_warmup
 from torchtune.training.memory import format_memory_stats, get_memory_stats
 from torchtune.training.precision import get_dtype, is_bf16_supported, set_default_dtype
@@ -34,6 +35,8 @@ __all__ = [
     "OptimizerInBackward",
     "OutputDirLock",
     "activations_in_own_pages",
+    "GroupedLoad",
+    "load_state_dict_in_groups",
     "backend_for_device",
     "gather_full_model_state_dict",
     "gather_full_optimizer_state_dict",

@@ -4,13 +4,18 @@ See ``_core`` for what a save writes and the shared load/save contract.
 """
 
 import os
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import torch
 
 from torchtune._errors import UserValueError
 from torchtune.training.checkpointing import _io, _meta_shards, _sidecars
-from torchtune.training.checkpointing._core import CheckpointerCore, as_tensor_dict
+from torchtune.training.checkpointing._core import (
+    CheckpointerCore,
+    as_tensor_dict,
+    join_groups,
+    layer_groups,
+)
 from torchtune.training.checkpointing._overwrite_guard import OutputLayout
 from torchtune.training.checkpointing._save_writer import SaveWriter
 from torchtune.training.checkpointing._utils import MODEL_KEY, MODEL_TYPES, NUMBER_RE, ModelType
@@ -92,18 +97,35 @@ class FullModelMetaCheckpointer:
         self._heads = _sidecars.read_params(params) if params else None
         self._had_output: Optional[bool] = None  # tied types: did the input carry output.weight
 
-    def load_checkpoint(self) -> Dict[str, Any]:
-        """Returns ``{"model": internal state dict}`` (+ recipe state/adapter when resuming)."""
-        training_state = self._c.load_training_state()  # checked before the model is read
-        shards = [(p, as_tensor_dict(_io.torch_load(p), p)) for p in self._ranks]
+    def load_model_groups(self) -> Iterator[Dict[str, torch.Tensor]]:
+        """The model in the internal layout, one ``layer_groups`` group per dict, each read
+        from disk (and joined across the rank files) when asked for (contract in ``_core``)."""
+        names = [(p, _io.checkpoint_keys(p)) for p in self._ranks]
+        if len(names) > 1:
+            _meta_shards.check_same_names(names)
+        self._had_output = "output.weight" in names[0][1]
+        for keys in layer_groups(names[0][1]):
+            yield self._load_group(keys)  # not bound to a name: the caller may drop it
+
+    def _load_group(self, keys: List[str]) -> Dict[str, torch.Tensor]:
+        shards = []
+        for path in self._ranks:
+            sd = as_tensor_dict(_io.torch_load(path), path)
+            shards.append((path, {key: sd[key] for key in keys}))
         meta = _meta_shards.merge(shards) if len(shards) > 1 else shards[0][1]
         source = ", ".join(self._ranks)
         if len(shards) > 1:
             self._check_joined_size(meta, source)
-        del shards
         model = self._c.convert(self._c.converter.meta_to_tune, meta, source)
-        self._had_output = self._c.untie(model, source)
-        out = {MODEL_KEY: model}
+        self._c.untie(model, source)
+        return model
+
+    def load_checkpoint(self, stream_model: bool = False) -> Dict[str, Any]:
+        """Returns ``{"model": internal state dict}`` (+ recipe state/adapter when resuming);
+        with ``stream_model``, ``"model"`` is ``load_model_groups()``."""
+        training_state = self._c.load_training_state()  # checked before the model is read
+        groups = self.load_model_groups()
+        out = {MODEL_KEY: groups if stream_model else join_groups(groups)}
         out.update(training_state)
         return out
 
@@ -195,16 +217,32 @@ class FullModelTorchTuneCheckpointer:
         elif params is not None:
             self._heads = _sidecars.read_params(params)
 
-    def load_checkpoint(self) -> Dict[str, Any]:
-        """Returns ``{"model": internal state dict}`` (+ recipe state/adapter when resuming)."""
-        training_state = self._c.load_training_state()  # checked before the model is read
-        model: Dict[str, torch.Tensor] = {}
+    def load_model_groups(self) -> Iterator[Dict[str, torch.Tensor]]:
+        """The model, one ``layer_groups`` group per dict, each read from disk when asked
+        for (contract in ``_core``)."""
+        paths: Dict[str, str] = {}
         for path in self._c.files:
+            keys = _io.checkpoint_keys(path)
+            # A dry-run rename checks the keys belong to this model type (no tensor is read).
+            self._c.convert(self._c.converter.tune_to_meta, dict.fromkeys(keys), path)
+            paths.update(dict.fromkeys(keys, path))
+        for keys in layer_groups(paths):
+            yield self._load_group(keys, paths)  # not bound to a name: the caller may drop it
+
+    @staticmethod
+    def _load_group(keys: List[str], paths: Dict[str, str]) -> Dict[str, torch.Tensor]:
+        model: Dict[str, torch.Tensor] = {}
+        for path in dict.fromkeys(paths[k] for k in keys):
             sd = as_tensor_dict(_io.torch_load(path), path)
-            # A dry-run rename checks the keys belong to this model type (no tensor copies).
-            self._c.convert(self._c.converter.tune_to_meta, sd, path)
-            model.update(sd)
-        out = {MODEL_KEY: model}
+            model.update({k: sd[k] for k in keys if paths[k] == path})
+        return model
+
+    def load_checkpoint(self, stream_model: bool = False) -> Dict[str, Any]:
+        """Returns ``{"model": internal state dict}`` (+ recipe state/adapter when resuming);
+        with ``stream_model``, ``"model"`` is ``load_model_groups()``."""
+        training_state = self._c.load_training_state()  # checked before the model is read
+        groups = self.load_model_groups()
+        out = {MODEL_KEY: groups if stream_model else join_groups(groups)}
         out.update(training_state)
         return out
 

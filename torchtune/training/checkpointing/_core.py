@@ -2,8 +2,12 @@
 
 All three share one contract (docs/design.md):
 
-- ``load_checkpoint() -> dict``: ``"model"`` in the internal layout; when resuming also the
-  recipe state keys from ``recipe_checkpoint`` and ``"adapter"`` from ``adapter_checkpoint``.
+- ``load_checkpoint(stream_model=False) -> dict``: ``"model"`` in the internal layout; when
+  resuming also the recipe state keys from ``recipe_checkpoint`` and ``"adapter"`` from
+  ``adapter_checkpoint``. With ``stream_model=True``, ``"model"`` is an iterator of
+  internal-layout dicts, one decoder layer each (``layer_groups``), each read from disk only
+  when asked for: a consumer that drops each group before asking for the next never holds
+  more than one layer of the file (QLoRA quantizes the base weights this way as they load).
 - ``save_checkpoint(state_dict, epoch, intermediate_checkpoint=False, adapter_only=False,
   step=None)`` where ``state_dict`` holds:
 
@@ -52,7 +56,7 @@ import logging
 import os
 import re
 import uuid
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -409,6 +413,33 @@ class CheckpointerCore:
         if not with_output:
             return model
         return dict(model, **{"output.weight": model["tok_embeddings.weight"].clone()})
+
+
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def layer_groups(keys: Iterable[str]) -> List[List[str]]:
+    """``keys`` cut into the unit a streamed load reads at once: first every tensor outside
+    the decoder layers (embedding, final norm, output: a tied model's copy is checked against
+    the embedding within one group), then each decoder layer's, in layer order. Meta, HF and
+    internal names all number their layers as ``layers.N.``."""
+    rest: List[str] = []
+    layers: Dict[int, List[str]] = {}
+    for key in keys:
+        found = _LAYER.search(key)
+        if found is None:
+            rest.append(key)
+        else:
+            layers.setdefault(int(found.group(1)), []).append(key)
+    return ([rest] if rest else []) + [layers[n] for n in sorted(layers)]
+
+
+def join_groups(groups: Iterable[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    """The whole state dict from ``load_model_groups``."""
+    out: Dict[str, torch.Tensor] = {}
+    for group in groups:
+        out.update(group)
+    return out
 
 
 def as_tensor_dict(obj: Any, path: str) -> Dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ See ``_core`` for what a save writes and the shared load/save contract.
 import glob
 import os
 from collections.abc import Iterable
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import torch
 
@@ -16,6 +16,8 @@ from torchtune.training.checkpointing._core import (
     CheckpointerCore,
     as_tensor_dict,
     expand_checkpoint_files,
+    join_groups,
+    layer_groups,
 )
 from torchtune.training.checkpointing._overwrite_guard import OutputLayout
 from torchtune.training.checkpointing._save_writer import SaveWriter
@@ -200,33 +202,52 @@ class FullModelHFCheckpointer:
                 self._index_path, self._index = path, index
                 return
 
-    def _read_shard(self, path: str) -> Dict[str, torch.Tensor]:
-        """All tensors of one shard, memory-mapped; remembers a safetensors file's metadata."""
+    def _read(self, path: str, keys: List[str]) -> Dict[str, torch.Tensor]:
+        """The tensors ``keys`` of one shard, memory-mapped (the map closes with them)."""
         if self._safetensors:
-            self._metadata[os.path.basename(path)] = _io.safetensors_metadata(path)
-            return _io.safetensors_load(path)
-        return as_tensor_dict(_io.torch_load(path), path)
+            return _io.safetensors_load(path, keys)
+        shard = as_tensor_dict(_io.torch_load(path), path)
+        return {key: shard[key] for key in keys}
 
-    def load_checkpoint(self) -> Dict[str, Any]:
-        """Returns ``{"model": internal state dict}`` (+ recipe state/adapter when resuming)."""
-        training_state = self._c.load_training_state()  # checked before the model is read
-        merged: Dict[str, torch.Tensor] = {}
+    def _plan(self) -> Dict[str, str]:
+        """Which shard holds each tensor, from the files' key lists (no tensor is read)."""
+        paths: Dict[str, str] = {}
         weight_map: Dict[str, str] = {}
         for path in self._c.files:
             name = os.path.basename(path)
-            for key, value in self._read_shard(path).items():
-                if key in merged:
+            if self._safetensors:
+                self._metadata[name] = _io.safetensors_metadata(path)
+            for key in _io.checkpoint_keys(path):
+                if key in weight_map:
                     raise UserValueError(
                         f"Tensor {key!r} appears in both {weight_map[key]} and {name}"
                     )
-                merged[key] = value
-                weight_map[key] = name
+                weight_map[key], paths[key] = name, path
         self._weight_map = weight_map
+        return paths
+
+    def load_model_groups(self) -> Iterator[Dict[str, torch.Tensor]]:
+        """The model in the internal layout, one ``layer_groups`` group per dict, each read
+        from disk when asked for (the contract in ``_core``)."""
+        paths = self._plan()
+        for keys in layer_groups(paths):
+            yield self._load_group(keys, paths)  # not bound to a name: the caller may drop it
+
+    def _load_group(self, keys: List[str], paths: Dict[str, str]) -> Dict[str, torch.Tensor]:
+        raw: Dict[str, torch.Tensor] = {}
+        for path in dict.fromkeys(paths[k] for k in keys):
+            raw.update(self._read(path, [k for k in keys if paths[k] == path]))
         source = ", ".join(self._shard_names)
-        model = self._c.convert(self._c.converter.hf_to_tune, merged, source, **self._heads)
-        del merged
+        model = self._c.convert(self._c.converter.hf_to_tune, raw, source, **self._heads)
         self._c.untie(model, source)  # the save repeats lm_head iff the weight map has it
-        out = {MODEL_KEY: model}
+        return model
+
+    def load_checkpoint(self, stream_model: bool = False) -> Dict[str, Any]:
+        """Returns ``{"model": internal state dict}`` (+ recipe state/adapter when resuming);
+        with ``stream_model``, ``"model"`` is ``load_model_groups()``."""
+        training_state = self._c.load_training_state()  # checked before the model is read
+        groups = self.load_model_groups()
+        out = {MODEL_KEY: groups if stream_model else join_groups(groups)}
         out.update(training_state)
         return out
 

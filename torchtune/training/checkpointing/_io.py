@@ -24,7 +24,7 @@ import re
 import shutil
 import sys
 import uuid
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
 
@@ -88,15 +88,16 @@ def torch_load(path: str, what: str = "checkpoint file") -> Any:
         raise _unreadable(path, what, err) from err
 
 
-def safetensors_load(path: str) -> Dict[str, torch.Tensor]:
-    """Read every tensor of a safetensors file through a memory map; errors name the file."""
+def safetensors_load(path: str, keys: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
+    """Read the tensors named ``keys`` (default: all) of a safetensors file through a memory
+    map; errors name the file. The map lives as long as the returned tensors do."""
     from safetensors import safe_open
 
     require_file(path)
     try:
         out = {}
         with safe_open(path, framework="pt", device="cpu") as f:
-            for key in f.keys():
+            for key in f.keys() if keys is None else keys:
                 out[key] = f.get_tensor(key)
         return out
     except Exception as err:  # safetensors raises its own SafetensorError (and OSError)

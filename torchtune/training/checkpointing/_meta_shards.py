@@ -18,7 +18,7 @@ full state dict back into N files the same way, so a save mirrors its input.
 
 import os
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -70,6 +70,23 @@ def order_files(paths: Sequence[str]) -> List[str]:
     return [p for _, p in sorted(zip(ranks, paths))]
 
 
+def check_same_names(shards: Sequence[Tuple[str, Iterable[str]]]) -> None:
+    """Every rank file holds the same tensor names (a file per rank, in rank order).
+
+    Raises:
+        UserValueError: naming both files and a name only one of them holds.
+    """
+    first_path, first = shards[0][0], set(shards[0][1])
+    for path, names in shards[1:]:
+        names = set(names)
+        if names != first:
+            extra = sorted(names - first) or sorted(first - names)
+            raise UserValueError(
+                f"Meta shards {first_path} and {path} hold different tensors ({extra[0]!r} is "
+                "in one only): they are not ranks of one checkpoint"
+            )
+
+
 def merge(shards: Sequence[Tuple[str, Dict[str, torch.Tensor]]]) -> Dict[str, torch.Tensor]:
     """Join the rank slices of each tensor into the full state dict (Meta names).
 
@@ -88,14 +105,8 @@ def merge(shards: Sequence[Tuple[str, Dict[str, torch.Tensor]]]) -> Dict[str, to
     first_path, first = shards[0]
     if len(shards) == 1:
         return dict(first)
+    check_same_names(shards)
     out: Dict[str, torch.Tensor] = {}
-    for path, sd in shards[1:]:
-        if set(sd) != set(first):
-            extra = sorted(set(sd) - set(first)) or sorted(set(first) - set(sd))
-            raise UserValueError(
-                f"Meta shards {first_path} and {path} hold different tensors ({extra[0]!r} is "
-                "in one only): they are not ranks of one checkpoint"
-            )
     for key, value in first.items():
         dim = split_dim(key)
         for path, sd in shards[1:]:
