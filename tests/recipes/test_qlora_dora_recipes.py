@@ -3,7 +3,7 @@ on a tiny random Llama 2 in HF format (stories260K's dims are too small for NF4 
 every quantized weight here is 256 x 256, so even a half of it is a multiple of 16384
 values). Two runs are made once: QDoRA (NF4 base + DoRA, which covers every QLoRA code path
 and the magnitudes) and DoRA on the full-precision base. QDoRA resumes exactly after a kill
-and runs on 2 gloo ranks like one process; both merged outputs load in transformers with the
+and runs on 2 gloo ranks like one process, and resumes there exactly; both merged outputs load in transformers with the
 trained model's logits; the DoRA PEFT adapter loads in peft with the same logits. Together
 about 40 s on 2 cores."""
 
@@ -154,18 +154,23 @@ def test_dora_peft_adapter_loads_in_peft_with_the_trained_logits(base, straight_
     torch.testing.assert_close(theirs, ours, atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.slow
-def test_qdora_two_gloo_ranks_equal_one_process(tmp_path, base, straight_runs):
-    """2 ranks x batch 2 == 1 process x batch 4 (the straight QDoRA run): FSDP2 shards the
-    NF4 weights along dim 0. Tolerance 1e-5 on losses, adapters and the merged model: only
-    the order of the cross-rank gradient sum differs."""
-    two = tmp_path / "two"
+def _run_two_ranks(overrides):
     env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torchtune._cli.tune", "run", "--standalone", "--nproc_per_node", "2",
-           *LORA_DIST, "--config", LORA_DIST[1], *_overrides(two, base, "qdora", batch_size=2)]
-    cmd.remove(LORA_DIST[1])  # the config name came in twice
+           LORA_DIST[0], "--config", LORA_DIST[1], *overrides]
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-4000:]
+
+
+@pytest.mark.slow
+def test_qdora_two_gloo_ranks_equal_one_process_and_resume_exactly(tmp_path, base, straight_runs):
+    """2 ranks x batch 2 == 1 process x batch 4 (the straight QDoRA run): FSDP2 shards the
+    NF4 weights along dim 0. Tolerance 1e-5 on losses, adapters and the merged model: only
+    the order of the cross-rank gradient sum differs. Resumed on 2 ranks from its step-2
+    folder, the run then continues bit for bit (each rank quantizes its shard again from
+    the input; the adapter shards and optimizer state come from the step folder)."""
+    two = tmp_path / "two"
+    _run_two_ranks(_overrides(two, base, "qdora", batch_size=2))
     single = straight_runs / "qdora"
     ls, lt = losses(single), losses(two)
     assert sorted(ls) == sorted(lt) == [1, 2, 3, 4]
@@ -176,3 +181,17 @@ def test_qdora_two_gloo_ranks_equal_one_process(tmp_path, base, straight_runs):
     from safetensors.torch import load_file
 
     assert_state_dicts_equal(load_file(single / "epoch_0" / WEIGHTS), load_file(two / "epoch_0" / WEIGHTS), atol=1e-5)
+
+    resumed = tmp_path / "resumed"
+    _run_two_ranks(_overrides(resumed, base, "qdora", batch_size=2) + [
+        f"checkpointer.checkpoint_dir={two / 'step_2'}",
+        f"checkpointer.checkpoint_files=[{base / WEIGHTS}]",
+        "checkpointer.adapter_checkpoint=adapter_0.pt",
+        "checkpointer.recipe_checkpoint=recipe_state.pt",
+        "resume_from_checkpoint=True",
+    ])
+    lr = losses(resumed)
+    assert sorted(lr) == [3, 4] and all(lr[s] == lt[s] for s in lr), (lt, lr)
+    assert_state_dicts_equal(torch.load(two / "adapter_0.pt", weights_only=True),
+                             torch.load(resumed / "adapter_0.pt", weights_only=True))
+    assert_state_dicts_equal(load_file(two / "epoch_0" / WEIGHTS), load_file(resumed / "epoch_0" / WEIGHTS))
