@@ -40,7 +40,7 @@ import sys
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 import torch.distributed as dist
@@ -170,7 +170,8 @@ class LoRADPORecipeDistributed:
             self._checkpointer = config.instantiate(
                 cfg_checkpointer, resume_from_checkpoint=self._resume_from_checkpoint
             )
-            checkpoint = self._checkpointer.load_checkpoint()
+            # The model streams in, a decoder layer at a time (loaded by _setup_model).
+            checkpoint = self._checkpointer.load_checkpoint(stream_model=True)
         if self._resume_from_checkpoint:
             recipe_state = [{k: v for k, v in checkpoint.items() if k not in _SHARDED_KEYS}]
             dist.broadcast_object_list(recipe_state, src=0)
@@ -262,7 +263,7 @@ class LoRADPORecipeDistributed:
             cfg.model,
             cfg.enable_activation_checkpointing,
             cfg.compile,
-            base_model_state_dict=checkpoint.get("model", {}),  # rank 0 only
+            base_model_groups=checkpoint.pop("model", ()),  # rank 0 only
             adapter_state_dict=checkpoint.get("adapter") if self._resume_from_checkpoint else None,
         )
         # Saved activations go to CPU memory during forward (a no-op on a CPU device).
@@ -315,14 +316,15 @@ class LoRADPORecipeDistributed:
     def _full_state_dict_on_rank_zero(
         self,
         cfg_model: DictConfig,
-        base_model_state_dict: dict[str, torch.Tensor],
+        base_model_groups: Iterable[dict[str, torch.Tensor]],
         adapter_state_dict: Optional[dict[str, torch.Tensor]],
     ) -> dict[str, torch.Tensor]:
         """The initial weights, base and adapter: built on CPU as the single-device recipe
         builds them, so that fresh adapters draw the same values from the same seed."""
         with training.set_default_dtype(self._dtype), torch.device("cpu"):
             model = config.instantiate(cfg_model)
-        base_missing, base_unexpected = model.load_state_dict(base_model_state_dict, strict=False)
+        base = training.load_state_dict_in_groups(model, base_model_groups)
+        base_missing, base_unexpected = base.missing_keys, base.unexpected_keys
         lora_missing = lora_unexpected = None
         if adapter_state_dict is not None:
             lora_missing, lora_unexpected = model.load_state_dict(adapter_state_dict, strict=False)
@@ -340,13 +342,13 @@ class LoRADPORecipeDistributed:
         cfg_model: DictConfig,
         enable_activation_checkpointing: bool,
         compile_model: bool,
-        base_model_state_dict: dict[str, torch.Tensor],
+        base_model_groups: Iterable[dict[str, torch.Tensor]],
         adapter_state_dict: Optional[dict[str, torch.Tensor]],
     ) -> torch.nn.Module:
         full_state_dict = {}
         if self._is_rank_zero:
             full_state_dict = self._full_state_dict_on_rank_zero(
-                cfg_model, base_model_state_dict, adapter_state_dict
+                cfg_model, base_model_groups, adapter_state_dict
             )
         # The sharded model is built on the meta device: rank 0 broadcasts the weights one
         # tensor at a time and each rank keeps its shard.

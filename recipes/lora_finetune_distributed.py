@@ -55,7 +55,7 @@ import sys
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 import torch.distributed as dist
@@ -186,7 +186,8 @@ class LoRAFinetuneRecipeDistributed:
             self._checkpointer = config.instantiate(
                 cfg_checkpointer, resume_from_checkpoint=self._resume_from_checkpoint
             )
-            checkpoint = self._checkpointer.load_checkpoint()
+            # The model streams in, a decoder layer at a time (loaded by _setup_model).
+            checkpoint = self._checkpointer.load_checkpoint(stream_model=True)
         if self._resume_from_checkpoint:
             recipe_state = [{k: v for k, v in checkpoint.items() if k not in _SHARDED_KEYS}]
             dist.broadcast_object_list(recipe_state, src=0)
@@ -276,16 +277,13 @@ class LoRAFinetuneRecipeDistributed:
             self._metric_logger = config.instantiate(cfg.metric_logger)
             self._metric_logger.log_config(cfg)
         checkpoint = self.load_checkpoint(cfg.checkpointer)
-        # The merged model is written in the input's dtype (the first floating tensor's; rank 0).
-        self._save_dtype = next(
-            (v.dtype for v in checkpoint.get("model", {}).values() if v.is_floating_point()), self._dtype
-        )
+        self._save_dtype = self._dtype  # rank 0: the input's, once loaded
 
         self._model = self._setup_model(
             cfg.model,
             cfg.enable_activation_checkpointing,
             cfg.compile,
-            base_model_state_dict=checkpoint.get("model", {}),  # rank 0 only
+            base_model_groups=checkpoint.pop("model", ()),  # rank 0 only
             adapter_state_dict=checkpoint.get("adapter") if self._resume_from_checkpoint else None,
         )
         self._adapter_config = {
@@ -343,15 +341,19 @@ class LoRAFinetuneRecipeDistributed:
     def _full_state_dict_on_rank_zero(
         self,
         cfg_model: DictConfig,
-        base_model_state_dict: dict[str, torch.Tensor],
+        base_model_groups: Iterable[dict[str, torch.Tensor]],
         adapter_state_dict: Optional[dict[str, torch.Tensor]],
     ) -> dict[str, torch.Tensor]:
         """The initial weights, base and adapter: built on CPU as the single-device recipe
-        builds them, so that fresh adapters draw the same values from the same seed. An NF4
-        weight is given as its full-precision checkpoint tensor: each rank quantizes it."""
-        with training.set_default_dtype(self._dtype), torch.device("cpu"):
-            model = config.instantiate(cfg_model)
-        base_missing, base_unexpected = model.load_state_dict(base_model_state_dict, strict=False)
+        builds them (NF4 weights quantized as each layer streams in), so that fresh adapters
+        draw the same values from the same seed and every rank gets the same NF4 codes."""
+        with training.activations_in_own_pages(torch.device("cpu")):
+            with training.set_default_dtype(self._dtype), torch.device("cpu"):
+                model = config.instantiate(cfg_model)
+            base = training.load_state_dict_in_groups(model, base_model_groups)
+        base_missing, base_unexpected = base.missing_keys, base.unexpected_keys
+        # The merged model is written in the input's dtype (the first floating tensor's).
+        self._save_dtype = base.dtype or self._dtype
         initialize_dora_magnitudes(model)  # from the base weights; a resumed adapter brings its own
         lora_missing = lora_unexpected = None
         if adapter_state_dict is not None:
@@ -363,9 +365,7 @@ class LoRAFinetuneRecipeDistributed:
             lora_missing=lora_missing,
             lora_unexpected=lora_unexpected,
         )
-        return {
-            k: base_model_state_dict[k] if is_nf4(v) else v for k, v in model.state_dict().items()
-        }
+        return model.state_dict()
 
     def _setup_profiler(self, cfg_profiler: Optional[DictConfig]):
         """``torch.profiler`` from the ``profiler`` node (0.6.1's block), or a no-op."""
@@ -379,13 +379,13 @@ class LoRAFinetuneRecipeDistributed:
         cfg_model: DictConfig,
         enable_activation_checkpointing: bool,
         compile_model: bool,
-        base_model_state_dict: dict[str, torch.Tensor],
+        base_model_groups: Iterable[dict[str, torch.Tensor]],
         adapter_state_dict: Optional[dict[str, torch.Tensor]],
     ) -> torch.nn.Module:
         full_state_dict = {}
         if self._is_rank_zero:
             full_state_dict = self._full_state_dict_on_rank_zero(
-                cfg_model, base_model_state_dict, adapter_state_dict
+                cfg_model, base_model_groups, adapter_state_dict
             )
         # The sharded model is built on the meta device: rank 0 broadcasts the weights one
         # tensor at a time and each rank keeps its shard.

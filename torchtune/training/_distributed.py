@@ -8,8 +8,8 @@ one layer's full weights only while that layer runs.
 
 Checkpoints stay in the single-device formats: saving gathers full tensors on rank 0 (every
 rank must call the gather), loading broadcasts rank 0's full tensors and keeps each rank's
-shard (for NF4 weights, which no collective can carry, each rank quantizes the broadcast
-full-precision tensor and keeps its shard). Optimizer states are converted to and from the
+shard (an NF4 weight travels as the parts of rank 0's NF4 tensor, since no collective runs
+on an ``NF4Tensor`` itself). Optimizer states are converted to and from the
 layout of ``Optimizer.state_dict()`` (parameters numbered in ``param_groups`` order), which
 is what single-device recipes write.
 """
@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from torchtune._errors import UserError, UserValueError
-from torchtune.modules.low_precision import NF4_BLOCK, dequantize, is_nf4, to_nf4
+from torchtune.modules.low_precision import NF4_BLOCK, dequantize, is_nf4, nf4_parts, to_nf4
 
 log = logging.getLogger(__name__)
 
@@ -206,11 +206,14 @@ def _load_sharded_with_nf4(model: nn.Module, state_dict: dict[str, torch.Tensor]
     still be on the meta device (``to_empty`` cannot allocate NF4): every parameter is
     replaced by a new one.
 
-    No collective runs on an ``NF4Tensor``, so rank 0 broadcasts each weight in full
-    precision (NF4 weights given as the checkpoint's tensors), every rank quantizes it as the
-    single-device recipe does and keeps its dim-0 shard (an NF4 tensor splits exactly on
-    16384-value boundaries; see ``check_nf4_shardable``). At most one full-precision tensor
-    exists per rank at a time.
+    An NF4 weight travels as NF4: rank 0 quantizes it (unless ``state_dict`` already holds
+    it quantized, as the LoRA recipe's rank-0 model does), each rank builds an NF4 tensor of
+    the same shape and receives every part of rank 0's into it (no collective runs on an
+    ``NF4Tensor`` itself), then keeps its dim-0 shard (an NF4 tensor splits exactly on
+    16384-value boundaries; see ``check_nf4_shardable``). So every rank holds the codes
+    rank 0 computed, a quarter of the bytes of the full-precision weight cross the wire, and
+    at most one weight exists in full per rank at a time. Other tensors are broadcast as
+    they are.
     """
     from torch.distributed.tensor import DTensor
 
@@ -221,16 +224,29 @@ def _load_sharded_with_nf4(model: nn.Module, state_dict: dict[str, torch.Tensor]
     for name, current in model.state_dict().items():
         if rank == 0 and name not in state_dict:
             raise ValueError(f"load_full_model_state_dict: {name!r} is missing")
-        if rank == 0:
+        quantized = isinstance(current, DTensor) and is_nf4(current.to_local())
+        if quantized:
+            # A template of the right layout (ones: a zero block has no scale); every part
+            # is overwritten by rank 0's.
+            value = to_nf4(torch.ones(current.shape, dtype=current.dtype, device=device))
+            if rank == 0:
+                source = state_dict[name]
+                if not is_nf4(source):
+                    source = to_nf4(source.to(dtype=current.dtype))
+                for mine, theirs in zip(nf4_parts(value), nf4_parts(source)):
+                    mine.copy_(theirs)
+            for part in nf4_parts(value):
+                dist.broadcast(part, src=0)
+        elif rank == 0:
             value = state_dict[name].to(device=device, dtype=current.dtype)
+            dist.broadcast(value, src=0)
         else:
             value = torch.empty(current.shape, dtype=current.dtype, device=device)
-        dist.broadcast(value, src=0)
+            dist.broadcast(value, src=0)
         if isinstance(current, DTensor):
-            full = to_nf4(value) if is_nf4(current.to_local()) else value
-            chunks = list(torch.chunk(full, world_size, dim=0))
+            chunks = list(torch.chunk(value, world_size, dim=0))
             if rank < len(chunks):
-                shard = chunks[rank] if is_nf4(full) else chunks[rank].clone()  # own storage
+                shard = chunks[rank] if quantized else chunks[rank].clone()  # own storage
             else:  # fewer rows than ranks: this rank's shard is empty
                 shard = value.new_empty((0, *value.shape[1:]))
             new = DTensor.from_local(

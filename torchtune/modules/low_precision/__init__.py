@@ -8,6 +8,7 @@ from torchtune.modules.low_precision._nf4 import (
     is_nf4,
     linear_nf4,
     nf4_api,
+    nf4_parts,
     quantize_incoming_weight,
     to_nf4,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "is_nf4",
     "linear_nf4",
     "nf4_api",
+    "nf4_parts",
     "quantize_incoming_weight",
     "to_nf4",
 ]

@@ -107,6 +107,18 @@ def to_nf4(
     return nf4_api().to_nf4(tensor, block_size=block_size, scaler_block_size=scaler_block_size)
 
 
+# The plain tensors an NF4Tensor is made of (torchao's names): the 4-bit codes two per
+# byte, the int8 block scalers, their per-group factors, the scalers' mean, the 16 levels.
+_NF4_PARTS = ("quantized_data", "quantized_scalers", "quantization_factor", "scaler_mean", "nf4")
+
+
+def nf4_parts(tensor: torch.Tensor) -> list:
+    """The plain tensors inside an ``NF4Tensor``, in a fixed order. Writing into them (e.g.
+    a collective's receive) changes the NF4 tensor in place: no collective runs on an
+    ``NF4Tensor`` itself, but one can run on each of its parts."""
+    return [getattr(tensor, name) for name in _NF4_PARTS]
+
+
 def linear_nf4(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x @ dequantize(weight).T`` with the NF4 weight saved (not its dequantized copy) for
     backward; no gradient flows to ``weight``.
