@@ -50,11 +50,35 @@ DEFAULTED = {FULL: ["validation_dataset", "validate_every_n_steps"],
              LORA: ["validation_dataset", "validate_every_n_steps", "sample_prompt", "sample_max_new_tokens"]}
 
 
+@pytest.fixture(scope="module")
+def shared_runs(tmp_path_factory):
+    """Runs that several tests compare against, made once on first use: ``"lora"`` (the
+    LoRA config as overrides_for gives it) and ``"full_alpaca"`` (the full config, batch 4
+    of alpaca: the shipped fused loss, fused AdamW and optimizer_in_bwd)."""
+    root, made = tmp_path_factory.mktemp("shared"), {}
+    argv = {
+        "lora": lambda out: (LORA, overrides_for(LORA, out)),
+        "full_alpaca": lambda out: (FULL, overrides_for(FULL, out, batch_size=4) + alpaca_dataset_overrides()),
+    }
+
+    def get(name):
+        if name not in made:
+            recipe, overrides = argv[name](root / name)
+            run_recipe(*recipe, overrides)
+            made[name] = root / name
+        return made[name]
+
+    return get
+
+
 @pytest.mark.parametrize("recipe", [FULL, LORA], ids=["full", "lora"])
-def test_same_seed_same_losses(tmp_path, recipe):
+def test_same_seed_same_losses(tmp_path, recipe, shared_runs):
     """Also: a config that leaves out the keys with defaults trains the same."""
     a, b = tmp_path / "a", tmp_path / "b"
-    run_recipe(*recipe, overrides_for(recipe, a))
+    if recipe == LORA:
+        a = shared_runs("lora")
+    else:
+        run_recipe(*recipe, overrides_for(recipe, a))
     run_recipe(*recipe, overrides_for(recipe, b) + [f"~{k}" for k in DEFAULTED[recipe]])
     assert losses(a) == losses(b) and len(losses(a)) == 4
     c = tmp_path / "c"
@@ -199,9 +223,8 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
     assert set(step1) == set(load_meta(STORIES / "consolidated.00.pth"))
 
 
-def test_activation_checkpointing_and_validation_change_no_training_numbers(tmp_path):
-    plain, options = tmp_path / "plain", tmp_path / "options"
-    run_recipe(*LORA, overrides_for(LORA, plain))
+def test_activation_checkpointing_and_validation_change_no_training_numbers(tmp_path, shared_runs):
+    plain, options = shared_runs("lora"), tmp_path / "options"
     run_recipe(*LORA, overrides_for(LORA, options, enable_activation_checkpointing=True, validate_every_n_steps=2)
                + ["validation_dataset={_component_: torchtune.datasets.text_completion_dataset, source: text, "
                   "data_files: assets/tinyshakespeare.txt, sample_by: paragraph, max_seq_len: 64, packed: True, "
@@ -224,12 +247,15 @@ def test_bf16_run(tmp_path):
 
 
 @pytest.mark.parametrize("recipe", [FULL, LORA])
-def test_fused_output_loss_trains_like_logits_and_chunked_loss(tmp_path, recipe):
+def test_fused_output_loss_trains_like_logits_and_chunked_loss(tmp_path, recipe, shared_runs):
     """The shipped LinearCrossEntropyLoss (the output projection inside the loss, only on
     target positions) and fused AdamW train as ChunkedCrossEntropyLoss on full logits and
     the per-tensor AdamW do, on padding-free alpaca batches (prompt masked)."""
     fused, plain = tmp_path / "fused", tmp_path / "plain"
-    run_recipe(*recipe, overrides_for(recipe, fused, batch_size=4) + alpaca_dataset_overrides())
+    if recipe == FULL:
+        fused = shared_runs("full_alpaca")
+    else:
+        run_recipe(*recipe, overrides_for(recipe, fused, batch_size=4) + alpaca_dataset_overrides())
     run_recipe(*recipe, overrides_for(recipe, plain, batch_size=4) + alpaca_dataset_overrides()
                + ["loss._component_=torchtune.modules.loss.ChunkedCrossEntropyLoss",
                   "optimizer.fused=False"])
@@ -239,11 +265,10 @@ def test_fused_output_loss_trains_like_logits_and_chunked_loss(tmp_path, recipe)
     assert_runs_agree(fused, plain, loss_tol=1e-5, weight_tol=3e-5)
 
 
-def test_optimizer_in_backward_trains_like_a_step_after_backward(tmp_path):
+def test_optimizer_in_backward_trains_like_a_step_after_backward(tmp_path, shared_runs):
     """The shipped optimizer_in_bwd (each parameter stepped inside backward, its gradient
     dropped) gives the losses and weights of one fused AdamW step after backward."""
-    in_bwd, after = tmp_path / "in_bwd", tmp_path / "after"
-    run_recipe(*FULL, overrides_for(FULL, in_bwd, batch_size=4) + alpaca_dataset_overrides())
+    in_bwd, after = shared_runs("full_alpaca"), tmp_path / "after"
     run_recipe(*FULL, overrides_for(FULL, after, batch_size=4, optimizer_in_bwd=False)
                + alpaca_dataset_overrides())
     assert_runs_agree(in_bwd, after, loss_tol=1e-6, weight_tol=1e-6)
