@@ -12,6 +12,7 @@ and steps (one optimizer step of batch 2 on CPU in fp32).
 """
 
 import ast
+import hashlib
 import importlib.util
 import json
 import lzma
@@ -136,8 +137,19 @@ def _rope_parameters(spec: dict) -> dict:
             "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 
 
+_STATE_DICTS: dict = {}
+
+
 def tiny_hf_state_dict(family: str, sizes: dict, seed: int = 0) -> tuple[dict, dict]:
-    """Random weights of the tiny model in transformers' layout, and its config.json."""
+    """Random weights of the tiny model in transformers' layout, and its config.json (made
+    once per family, sizes and seed; callers only read them)."""
+    key = json.dumps([family, sizes, seed], sort_keys=True)
+    if key not in _STATE_DICTS:
+        _STATE_DICTS[key] = _make_tiny_hf_state_dict(family, sizes, seed)
+    return _STATE_DICTS[key]
+
+
+def _make_tiny_hf_state_dict(family: str, sizes: dict, seed: int) -> tuple[dict, dict]:
     import transformers
 
     spec = FAMILIES[family]
@@ -160,24 +172,31 @@ def tiny_hf_state_dict(family: str, sizes: dict, seed: int = 0) -> tuple[dict, d
     return sd, config.to_dict()
 
 
-def write_checkpoint(cfg: dict, family: str, folder: Path, key: str = "checkpointer") -> list[str]:
+def write_checkpoint(cfg: dict, family: str, root: Path, key: str = "checkpointer") -> list[str]:
     """The tiny model's weights in the files ``cfg.checkpointer`` names (HF shards as
-    listed, or Meta's consolidated file), with config.json / params.json. Returns the
-    overrides that point the config at them."""
+    listed, or Meta's consolidated file), with config.json / params.json, in a folder under
+    ``root`` that every run needing the same files shares (checkpoints are only read).
+    Returns the overrides that point the config at them."""
     from safetensors.torch import save_file
 
     ck = cfg[key]
     sizes = tiny_sizes(cfg)
-    sd, hf_config = tiny_hf_state_dict(family, sizes)
-    overrides = [f"{key}.checkpoint_dir={folder}"]
     files = ck["checkpoint_files"]
+    extra = []
     if isinstance(files, dict):  # 0.6.1's filename_format + max_filename form: two shards
         width = len(str(files["max_filename"]))
         last = str(2).zfill(width)
         files = [files["filename_format"].format(str(i).zfill(width), last) for i in (1, 2)]
-        overrides.append(f"{key}.checkpoint_files.max_filename='{last}'")
-    folder.mkdir(parents=True, exist_ok=True)
-    if ck["_component_"].endswith("MetaCheckpointer"):
+        extra.append(f"{key}.checkpoint_files.max_filename='{last}'")
+    meta_format = ck["_component_"].endswith("MetaCheckpointer")
+    what = json.dumps([family, sizes, list(files), meta_format], sort_keys=True)
+    folder = root / f"ckpt_{hashlib.sha256(what.encode()).hexdigest()[:12]}"
+    overrides = [f"{key}.checkpoint_dir={folder}", *extra]
+    if folder.exists():
+        return overrides
+    sd, hf_config = tiny_hf_state_dict(family, sizes)
+    folder.mkdir(parents=True)
+    if meta_format:
         from torchtune.models.llama2._convert_weights import hf_to_tune
         from torchtune.models.llama3._convert_weights import tune_to_meta
 
@@ -204,9 +223,11 @@ def write_checkpoint(cfg: dict, family: str, folder: Path, key: str = "checkpoin
     return overrides
 
 
-def write_tokenizer(kind: str, folder: Path) -> list[str]:
+def write_tokenizer(kind: str, root: Path) -> list[str]:
     """The family's real tokenizer (Llama 2, Llama 3) or a tiny Qwen-style BPE as
-    vocab.json + merges.txt (what 0.6.1's Qwen configs name); returns the path overrides."""
+    vocab.json + merges.txt (what 0.6.1's Qwen configs name), written once under ``root``
+    for every run of that kind; returns the path overrides."""
+    folder = root / f"tokenizer_{kind}"
     folder.mkdir(parents=True, exist_ok=True)
     if kind == "llama2":
         return [f"tokenizer.path={REPO / 'tests' / 'assets' / 'llama2_tokenizer.model'}"]
@@ -218,11 +239,14 @@ def write_tokenizer(kind: str, folder: Path) -> list[str]:
     sys.path.insert(0, str(REPO / "tests" / "torchtune" / "models" / "qwen_tokenizer"))
     from qwen_tokenizer_helpers import tiny_tokenizer_json
 
+    overrides = [f"tokenizer.path={folder / 'vocab.json'}", f"tokenizer.merges_file={folder / 'merges.txt'}"]
+    if (folder / "merges.txt").exists():
+        return overrides
     model = json.loads(tiny_tokenizer_json())["model"]
     (folder / "vocab.json").write_text(json.dumps(model["vocab"]))
     merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    return [f"tokenizer.path={folder / 'vocab.json'}", f"tokenizer.merges_file={folder / 'merges.txt'}"]
+    return overrides
 
 
 def tiny_sizes(cfg: dict) -> dict:
@@ -262,11 +286,11 @@ def run_overrides(recipe: str, cfg: dict, family: str, work: Path) -> list[str]:
     """Every override one run needs (see the module docstring)."""
     out = [f"output_dir={work / 'out'}", "device=cpu", "dtype=fp32"]
     out += model_overrides(cfg, family)
-    out += write_tokenizer(FAMILIES[family]["tokenizer"], work / "tokenizer")
+    out += write_tokenizer(FAMILIES[family]["tokenizer"], work.parent)
     out.append(f"tokenizer.max_seq_len={MAX_SEQ_LEN}")
-    out += write_checkpoint(cfg, family, work / "model")
+    out += write_checkpoint(cfg, family, work.parent)
     if "ref_checkpointer" in cfg:  # full DPO's frozen reference: the same weights
-        out += write_checkpoint(cfg, family, work / "model", key="ref_checkpointer")
+        out += write_checkpoint(cfg, family, work.parent, key="ref_checkpointer")
     if recipe in ("generate", "dev/generate_v2"):
         return out + ["max_new_tokens=4"]
     if recipe == "eleuther_eval":
