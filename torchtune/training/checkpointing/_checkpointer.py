@@ -13,7 +13,6 @@ from torchtune.training.checkpointing import _io, _meta_shards, _sidecars
 from torchtune.training.checkpointing._core import (
     CheckpointerCore,
     as_tensor_dict,
-    join_groups,
     layer_groups,
 )
 from torchtune.training.checkpointing._overwrite_guard import OutputLayout
@@ -123,11 +122,7 @@ class FullModelMetaCheckpointer:
     def load_checkpoint(self, stream_model: bool = False) -> Dict[str, Any]:
         """Returns ``{"model": internal state dict}`` (+ recipe state/adapter when resuming);
         with ``stream_model``, ``"model"`` is ``load_model_groups()``."""
-        training_state = self._c.load_training_state()  # checked before the model is read
-        groups = self.load_model_groups()
-        out = {MODEL_KEY: groups if stream_model else join_groups(groups)}
-        out.update(training_state)
-        return out
+        return self._c.load(self.load_model_groups, stream_model)
 
     def _check_joined_size(self, meta: Dict[str, torch.Tensor], source: str) -> None:
         """A subset of the ranks joins into tensors too small: params.json tells."""
@@ -240,11 +235,7 @@ class FullModelTorchTuneCheckpointer:
     def load_checkpoint(self, stream_model: bool = False) -> Dict[str, Any]:
         """Returns ``{"model": internal state dict}`` (+ recipe state/adapter when resuming);
         with ``stream_model``, ``"model"`` is ``load_model_groups()``."""
-        training_state = self._c.load_training_state()  # checked before the model is read
-        groups = self.load_model_groups()
-        out = {MODEL_KEY: groups if stream_model else join_groups(groups)}
-        out.update(training_state)
-        return out
+        return self._c.load(self.load_model_groups, stream_model)
 
     def save_checkpoint(
         self,

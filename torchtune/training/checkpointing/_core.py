@@ -56,7 +56,7 @@ import logging
 import os
 import re
 import uuid
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -214,6 +214,15 @@ class CheckpointerCore:
     def _read_download_record(self) -> Dict[str, str]:
         record = os.path.join(self.checkpoint_dir, DOWNLOAD_RECORD_NAME)
         return _sidecars.read_download_record(record) if os.path.isfile(record) else {}
+
+    def load(self, model_groups: Callable[[], Iterator[Dict[str, torch.Tensor]]], stream_model: bool) -> Dict[str, Any]:
+        """``load_checkpoint``'s result: the training state (checked before the model is
+        read), and ``"model"``: ``model_groups()`` itself when streaming, else joined."""
+        training_state = self.load_training_state()
+        groups = model_groups()
+        out: Dict[str, Any] = {MODEL_KEY: groups if stream_model else join_groups(groups)}
+        out.update(training_state)
+        return out
 
     def load_training_state(self) -> Dict[str, Any]:
         """Recipe state (and adapter) to merge into ``load_checkpoint``'s result when resuming.

@@ -16,7 +16,6 @@ from torchtune.training.checkpointing._core import (
     CheckpointerCore,
     as_tensor_dict,
     expand_checkpoint_files,
-    join_groups,
     layer_groups,
 )
 from torchtune.training.checkpointing._overwrite_guard import OutputLayout
@@ -245,11 +244,7 @@ class FullModelHFCheckpointer:
     def load_checkpoint(self, stream_model: bool = False) -> Dict[str, Any]:
         """Returns ``{"model": internal state dict}`` (+ recipe state/adapter when resuming);
         with ``stream_model``, ``"model"`` is ``load_model_groups()``."""
-        training_state = self._c.load_training_state()  # checked before the model is read
-        groups = self.load_model_groups()
-        out = {MODEL_KEY: groups if stream_model else join_groups(groups)}
-        out.update(training_state)
-        return out
+        return self._c.load(self.load_model_groups, stream_model)
 
     def _ensure_weight_map(self) -> Dict[str, str]:
         if self._weight_map is None:  # saving without loading first: read the key lists only
