@@ -427,13 +427,20 @@ def test_ctrl_c_mid_transfer_stops_at_once_and_leaves_nothing(hub, tmp_path, exi
         out.mkdir(parents=True)
         (out / "notes.txt").write_text("mine")
     before = files_under(out) if existing else None
-    proc = subprocess.Popen(
-        tune_command("tiny/slow", "--output-dir", str(out)),
-        env=tune_env(hub.endpoint, tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # A shell without job control starts background jobs (`pytest &`) with SIGINT ignored,
+    # and a child inherits that, so Python would install no KeyboardInterrupt handler. A
+    # terminal's Ctrl-C always reaches tune: start it as one would.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            tune_command("tiny/slow", "--output-dir", str(out)),
+            env=tune_env(hub.endpoint, tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         wait_for(lambda: any(r.server == "cdn" and r.method == "GET" for r in hub.requests), "the weights")
         time.sleep(0.3)  # well into the 20 s body
