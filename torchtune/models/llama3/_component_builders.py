@@ -1,6 +1,6 @@
 """Component builders for Llama 3 (Meta, April 2024).
 
-Llama 3 is Llama 2's decoder (``llama2._component_builders.llama_decoder``) with:
+Llama 3 is the shared Llama decoder (``torchtune.models._decoder.llama_decoder``) with:
 
 - RoPE base 500000 (Llama 2: 10000);
 - GQA in every size (a property of the model builders' head counts, not of the wiring);
@@ -11,7 +11,7 @@ The state-dict layout is Llama 2's (docs/design.md).
 
 from typing import List, Optional
 
-from torchtune.models.llama2._component_builders import llama_decoder, lora_module_names
+from torchtune.models._decoder import llama_decoder, lora_module_names
 from torchtune.models.llama3._model_utils import scale_hidden_dim_for_mlp
 from torchtune.modules import TransformerDecoder
 

@@ -7,7 +7,7 @@ pre-training context 8192) for its 128K context. The state-dict layout is Llama 
 
 from typing import List, Optional
 
-from torchtune.models.llama2._component_builders import llama_decoder, lora_module_names
+from torchtune.models._decoder import llama_decoder, lora_module_names
 from torchtune.models.llama3._model_utils import scale_hidden_dim_for_mlp
 from torchtune.modules import Llama3RopeScaling, TransformerDecoder
 

@@ -9,7 +9,7 @@ Llama 3.2 1B/3B are Llama 3.1 (``torchtune.models.llama3_1``) with:
 
 from typing import List, Optional
 
-from torchtune.models.llama2._component_builders import llama_decoder, lora_module_names
+from torchtune.models._decoder import llama_decoder, lora_module_names
 from torchtune.models.llama3._model_utils import scale_hidden_dim_for_mlp
 from torchtune.modules import Llama3RopeScaling, TransformerDecoder
 

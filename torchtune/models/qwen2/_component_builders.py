@@ -1,6 +1,6 @@
 """Component builders for Qwen 2 / Qwen 2.5 (Alibaba, 2024).
 
-Qwen 2 is the Llama decoder (``torchtune.models.llama2.llama_decoder``) with:
+Qwen 2 is the Llama decoder (``torchtune.models._decoder.llama_decoder``) with:
 
 - biases on the q, k and v projections (``layers.{i}.attn.{q,k,v}_proj.bias``; none on
   ``output_proj``);
@@ -13,7 +13,7 @@ entries are permuted within each head by the checkpoint key map, as for Llama.
 
 from typing import List
 
-from torchtune.models.llama2._component_builders import llama_decoder, lora_module_names
+from torchtune.models._decoder import llama_decoder, lora_module_names
 from torchtune.modules import TransformerDecoder
 
 

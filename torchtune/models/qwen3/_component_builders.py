@@ -1,6 +1,6 @@
 """Component builders for Qwen 3 dense models (Alibaba, 2025).
 
-Qwen 3 is the Llama decoder (``torchtune.models.llama2.llama_decoder``) with:
+Qwen 3 is the Llama decoder (``torchtune.models._decoder.llama_decoder``) with:
 
 - an explicit ``head_dim`` (128 at every published size, not ``embed_dim // num_heads``);
 - ``RMSNorm(head_dim)`` on each query and key head before RoPE
@@ -14,7 +14,7 @@ scales, are permuted within each head by the checkpoint key map, as for Llama.
 
 from typing import List, Optional
 
-from torchtune.models.llama2._component_builders import llama_decoder, lora_module_names
+from torchtune.models._decoder import llama_decoder, lora_module_names
 from torchtune.modules import TransformerDecoder
 
 
