@@ -103,13 +103,14 @@ class FullModelMetaCheckpointer:
         if len(names) > 1:
             _meta_shards.check_same_names(names)
         self._had_output = "output.weight" in names[0][1]
+        kept: Dict[str, Any] = {}  # files that cannot be memory-mapped, read once
         for keys in layer_groups(names[0][1]):
-            yield self._load_group(keys)  # not bound to a name: the caller may drop it
+            yield self._load_group(keys, kept)  # not bound to a name: the caller may drop it
 
-    def _load_group(self, keys: List[str]) -> Dict[str, torch.Tensor]:
+    def _load_group(self, keys: List[str], kept: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         shards = []
         for path in self._ranks:
-            sd = as_tensor_dict(_io.torch_load(path), path)
+            sd = as_tensor_dict(_io.torch_load_per_group(path, kept), path)
             shards.append((path, {key: sd[key] for key in keys}))
         meta = _meta_shards.merge(shards) if len(shards) > 1 else shards[0][1]
         source = ", ".join(self._ranks)
@@ -221,14 +222,15 @@ class FullModelTorchTuneCheckpointer:
             # A dry-run rename checks the keys belong to this model type (no tensor is read).
             self._c.convert(self._c.converter.tune_to_meta, dict.fromkeys(keys), path)
             paths.update(dict.fromkeys(keys, path))
+        kept: Dict[str, Any] = {}  # files that cannot be memory-mapped, read once
         for keys in layer_groups(paths):
-            yield self._load_group(keys, paths)  # not bound to a name: the caller may drop it
+            yield self._load_group(keys, paths, kept)  # not bound to a name: the caller may drop it
 
     @staticmethod
-    def _load_group(keys: List[str], paths: Dict[str, str]) -> Dict[str, torch.Tensor]:
+    def _load_group(keys: List[str], paths: Dict[str, str], kept: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         model: Dict[str, torch.Tensor] = {}
         for path in dict.fromkeys(paths[k] for k in keys):
-            sd = as_tensor_dict(_io.torch_load(path), path)
+            sd = as_tensor_dict(_io.torch_load_per_group(path, kept), path)
             model.update({k: sd[k] for k in keys if paths[k] == path})
         return model
 

@@ -201,11 +201,11 @@ class FullModelHFCheckpointer:
                 self._index_path, self._index = path, index
                 return
 
-    def _read(self, path: str, keys: List[str]) -> Dict[str, torch.Tensor]:
+    def _read(self, path: str, keys: List[str], kept: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         """The tensors ``keys`` of one shard, memory-mapped (the map closes with them)."""
         if self._safetensors:
             return _io.safetensors_load(path, keys)
-        shard = as_tensor_dict(_io.torch_load(path), path)
+        shard = as_tensor_dict(_io.torch_load_per_group(path, kept), path)
         return {key: shard[key] for key in keys}
 
     def _plan(self) -> Dict[str, str]:
@@ -229,13 +229,16 @@ class FullModelHFCheckpointer:
         """The model in the internal layout, one ``layer_groups`` group per dict, each read
         from disk when asked for (the contract in ``_core``)."""
         paths = self._plan()
+        kept: Dict[str, Any] = {}  # files that cannot be memory-mapped, read once
         for keys in layer_groups(paths):
-            yield self._load_group(keys, paths)  # not bound to a name: the caller may drop it
+            yield self._load_group(keys, paths, kept)  # not bound to a name: the caller may drop it
 
-    def _load_group(self, keys: List[str], paths: Dict[str, str]) -> Dict[str, torch.Tensor]:
+    def _load_group(
+        self, keys: List[str], paths: Dict[str, str], kept: Dict[str, Any]
+    ) -> Dict[str, torch.Tensor]:
         raw: Dict[str, torch.Tensor] = {}
         for path in dict.fromkeys(paths[k] for k in keys):
-            raw.update(self._read(path, [k for k in keys if paths[k] == path]))
+            raw.update(self._read(path, [k for k in keys if paths[k] == path], kept))
         source = ", ".join(self._shard_names)
         model = self._c.convert(self._c.converter.hf_to_tune, raw, source, **self._heads)
         self._c.untie(model, source)  # the save repeats lm_head iff the weight map has it

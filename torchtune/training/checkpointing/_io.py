@@ -24,6 +24,7 @@ import re
 import shutil
 import sys
 import uuid
+import zipfile
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
@@ -86,6 +87,19 @@ def torch_load(path: str, what: str = "checkpoint file") -> Any:
         ) from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise _unreadable(path, what, err) from err
+
+
+def torch_load_per_group(path: str, kept: Dict[str, Any]) -> Any:
+    """``torch_load`` for a streamed load, which opens a file once per group of tensors it
+    reads: a zip-format file is memory-mapped again each time (its pages go with the group's
+    tensors); one in torch.save's pre-1.6 format cannot be mapped, so it is read once and
+    kept in ``kept`` (the caller's, for the length of the load) rather than once per group."""
+    if path in kept:
+        return kept[path]
+    obj = torch_load(path)
+    if not zipfile.is_zipfile(path):
+        kept[path] = obj
+    return obj
 
 
 def safetensors_load(path: str, keys: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:

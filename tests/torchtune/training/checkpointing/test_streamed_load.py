@@ -88,6 +88,28 @@ def test_a_group_is_gone_before_the_next_is_read(tmp_path, kind):
         del group
 
 
+def test_a_file_that_cannot_be_memory_mapped_is_read_once_not_once_per_layer(tmp_path, monkeypatch):
+    """torch.save's pre-1.6 format has no zip container to map: a streamed load reads it
+    whole, once, and keeps it for the load, instead of once per group."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    torch.save(tiny_tune_sd(), folder / "old.pt", _use_new_zipfile_serialization=False)
+    reads = []
+    real_load = torch.load
+
+    def counting_load(f, *args, **kwargs):
+        reads.append(kwargs.get("mmap", False))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    ckpt = FullModelTorchTuneCheckpointer(str(folder), ["old.pt"], "LLAMA2", str(folder / "out"))
+    groups = list(ckpt.load_checkpoint(stream_model=True)["model"])
+    assert len(groups) == TINY.layers + 1
+    assert reads.count(False) == 2  # the key list, then the tensors (the mmap attempts fail)
+    joined = {k: v for g in groups for k, v in g.items()}
+    assert all(torch.equal(joined[k], v) for k, v in tiny_tune_sd().items())
+
+
 def test_loading_in_groups_reports_keys_as_load_state_dict_does(tmp_path):
     ckpt = _hf(tmp_path / "ckpt", "safetensors", 2)
     model = tiny_model(lora=True, lora_attn_modules=["q_proj"], lora_rank=2, lora_alpha=4)
