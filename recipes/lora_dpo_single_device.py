@@ -38,6 +38,7 @@ from torchtune.config import Component
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, ResumableSampler, padding_free_collate_dpo
 from torchtune.modules.peft import (
     get_adapter_params,
+    get_lora_module_names,
     get_merged_lora_ckpt,
     set_trainable_params,
     validate_missing_and_unexpected_for_lora,
@@ -222,7 +223,11 @@ class LoRADPORecipeSingleDevice:
         self._adapter_config = {
             "r": self._lora_rank,
             "lora_alpha": self._lora_alpha,
-            "target_modules": self._lora_target_modules(cfg.model),
+            "target_modules": get_lora_module_names(
+                cfg.model.lora_attn_modules,
+                cfg.model.get("apply_lora_to_mlp", False),
+                cfg.model.get("apply_lora_to_output", False),
+            ),
         }
         self._tokenizer = config.instantiate(cfg.tokenizer)
         self._optimizer = self._setup_optimizer(cfg.optimizer)
@@ -249,15 +254,6 @@ class LoRADPORecipeSingleDevice:
                 self._lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
             # Last, so that building components above cannot shift the restored RNG.
             training.set_rng_state(checkpoint["rng_state"])
-
-    @staticmethod
-    def _lora_target_modules(cfg_model: DictConfig) -> list[str]:
-        modules = list(cfg_model.lora_attn_modules)
-        if cfg_model.get("apply_lora_to_mlp", False):
-            modules += ["w1", "w2", "w3"]
-        if cfg_model.get("apply_lora_to_output", False):
-            modules.append("output")
-        return modules
 
     def _setup_model(
         self,

@@ -70,6 +70,7 @@ from torchtune.generation import generate
 from torchtune.modules.low_precision import is_nf4
 from torchtune.modules.peft import (
     get_adapter_params,
+    get_lora_module_names,
     get_merged_lora_ckpt,
     initialize_dora_magnitudes,
     set_trainable_params,
@@ -289,7 +290,11 @@ class LoRAFinetuneRecipeDistributed:
         self._adapter_config = {
             "r": self._lora_rank,
             "lora_alpha": self._lora_alpha,
-            "target_modules": self._lora_target_modules(cfg.model),
+            "target_modules": get_lora_module_names(
+                cfg.model.lora_attn_modules,
+                cfg.model.get("apply_lora_to_mlp", False),
+                cfg.model.get("apply_lora_to_output", False),
+            ),
             "use_dora": self._use_dora,
         }
         self._tokenizer = config.instantiate(cfg.tokenizer)
@@ -328,15 +333,6 @@ class LoRAFinetuneRecipeDistributed:
             per_rank = checkpoint.get("rng_state_per_rank")
             same_ranks = per_rank is not None and len(per_rank) == self._world_size
             training.set_rng_state(per_rank[self._rank] if same_ranks else checkpoint["rng_state"])
-
-    @staticmethod
-    def _lora_target_modules(cfg_model: DictConfig) -> list[str]:
-        modules = list(cfg_model.lora_attn_modules)
-        if cfg_model.get("apply_lora_to_mlp", False):
-            modules += ["w1", "w2", "w3"]
-        if cfg_model.get("apply_lora_to_output", False):
-            modules.append("output")
-        return modules
 
     def _full_state_dict_on_rank_zero(
         self,

@@ -41,6 +41,7 @@ from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, ResumableSampler, padding_f
 from torchtune.generation import generate
 from torchtune.modules.peft import (
     get_adapter_params,
+    get_lora_module_names,
     get_merged_lora_ckpt,
     initialize_dora_magnitudes,
     set_trainable_params,
@@ -220,7 +221,11 @@ class LoRAFinetuneRecipeSingleDevice:
         self._adapter_config = {
             "r": self._lora_rank,
             "lora_alpha": self._lora_alpha,
-            "target_modules": self._lora_target_modules(cfg.model),
+            "target_modules": get_lora_module_names(
+                cfg.model.lora_attn_modules,
+                cfg.model.get("apply_lora_to_mlp", False),
+                cfg.model.get("apply_lora_to_output", False),
+            ),
             "use_dora": self._use_dora,
         }
         self._tokenizer = config.instantiate(cfg.tokenizer)
@@ -256,15 +261,6 @@ class LoRAFinetuneRecipeSingleDevice:
                 self._lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
             # Last, so that building components above cannot shift the restored RNG.
             training.set_rng_state(checkpoint["rng_state"])
-
-    @staticmethod
-    def _lora_target_modules(cfg_model: DictConfig) -> list[str]:
-        modules = list(cfg_model.lora_attn_modules)
-        if cfg_model.get("apply_lora_to_mlp", False):
-            modules += ["w1", "w2", "w3"]
-        if cfg_model.get("apply_lora_to_output", False):
-            modules.append("output")
-        return modules
 
     def _setup_profiler(self, cfg_profiler: Optional[DictConfig]):
         """``torch.profiler`` from the ``profiler`` node (0.6.1's block), or a no-op."""

@@ -4,6 +4,7 @@ from torchtune.modules.peft.lora import LoRALinear
 from torchtune.modules.peft.peft_utils import (
     AdapterModule,
     get_adapter_params,
+    get_lora_module_names,
     get_merged_lora_ckpt,
     initialize_dora_magnitudes,
     set_trainable_params,
@@ -14,6 +15,7 @@ __all__ = [
     "AdapterModule",
     "LoRALinear",
     "get_adapter_params",
+    "get_lora_module_names",
     "get_merged_lora_ckpt",
     "initialize_dora_magnitudes",
     "set_trainable_params",

@@ -1,6 +1,6 @@
 """Helpers for models with adapters: list, freeze, validate and merge."""
 
-from typing import Dict, Iterable, Optional, Protocol, runtime_checkable
+from typing import Dict, Iterable, List, Optional, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -34,6 +34,30 @@ def get_adapter_params(model: nn.Module) -> Dict[str, nn.Parameter]:
                 full = f"{module_name}.{name}" if module_name else name
                 params[full] = module.get_parameter(name)
     return params
+
+
+def get_lora_module_names(
+    lora_attn_modules: Iterable[str], apply_lora_to_mlp: bool, apply_lora_to_output: bool
+) -> List[str]:
+    """The internal names of the linear layers a LoRA builder adapts, from its arguments:
+    the attention projections given, then ``w1``, ``w2``, ``w3`` and ``output`` as asked (the
+    ``target_modules`` of the adapter config a recipe saves).
+
+    Args:
+        lora_attn_modules (Iterable[str]): any of ``q_proj``, ``k_proj``, ``v_proj``,
+            ``output_proj``.
+        apply_lora_to_mlp (bool): the MLP's three projections are adapted.
+        apply_lora_to_output (bool): the final output projection is adapted.
+
+    Returns:
+        List[str]: the names, in that order.
+    """
+    names = list(lora_attn_modules)
+    if apply_lora_to_mlp:
+        names += ["w1", "w2", "w3"]
+    if apply_lora_to_output:
+        names.append("output")
+    return names
 
 
 def initialize_dora_magnitudes(model: nn.Module) -> None:

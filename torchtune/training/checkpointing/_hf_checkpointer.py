@@ -251,10 +251,7 @@ class FullModelHFCheckpointer:
 
     def _ensure_weight_map(self) -> Dict[str, str]:
         if self._weight_map is None:  # saving without loading first: read the key lists only
-            self._weight_map = {}
-            for path in self._c.files:
-                for key in _io.checkpoint_keys(path):
-                    self._weight_map[key] = os.path.basename(path)
+            self._plan()
         return self._weight_map
 
     def _write_model_folder(

@@ -91,3 +91,10 @@ def test_merge_errors():
 def test_unknown_lora_module_is_rejected():
     with pytest.raises(ValueError, match=r"Unknown lora_attn_modules \['wq'\]"):
         lora_model(lora_attn_modules=["q_proj", "wq"])
+
+
+def test_lora_module_names_follow_the_builder_arguments():
+    from torchtune.modules.peft import get_lora_module_names
+
+    assert get_lora_module_names(["q_proj", "v_proj"], False, False) == ["q_proj", "v_proj"]
+    assert get_lora_module_names(("k_proj",), True, True) == ["k_proj", "w1", "w2", "w3", "output"]
