@@ -1,16 +1,28 @@
 """Encode only as much of a long text as a truncated sample can keep.
 
 A sample cut to ``max_seq_len`` tokens needs only the first ids of its text, but encoding
-the whole text costs memory in proportion to the text: one 50 MB record gives ~13 million
-ids and raised the peak memory by ~2.4 GB with the Llama 2 tokenizer. ``encode_truncated``
-encodes a prefix of the text instead, cut where the cut cannot change the ids before it,
-and grows the prefix until it yields enough ids.
+the whole text costs memory and time in proportion to the text: one 60 MB record cost
+9.6 GB and 151 s with Qwen 2.5's ``tokenizer.json``, 3.0 GB with Llama 2's SentencePiece
+model (measured for issue 24). ``encode_truncated`` encodes prefixes of the text instead,
+each at least twice as long as the one before, until a prefix gives ids known to be the
+whole text's.
 
-Why the ids of the kept prefix are those of the whole text
-----------------------------------------------------------
-The prefix is ``text[:cut]`` where ``text[cut]`` is a space (U+0020) and ``text[cut - 1]``
-is neither whitespace nor SentencePiece's own space symbol "▁" (U+2581): a cut at the
-start of a run of spaces that follows a word. For a SentencePiece model:
+Two kinds of cut
+----------------
+A prefix is ``text[:cut]``. The *exact* cut is before a space (U+0020) whose preceding
+character is neither whitespace nor SentencePiece's space symbol "▁" (U+2581), for a
+tokenizer whose ``splits_at_spaces`` is true (the default): there the prefix's ids are a
+prefix of the whole text's (argued below), so one encode suffices. Any other cut is
+*checked*: before the first whitespace character that follows a non-whitespace one, or,
+where there is none, at a plain character boundary. Its ids may differ from the whole
+text's near the cut, so they are used only when the prefix and the one before it (at
+most half as long) agree on their first ``max_tokens + _MARGIN_IDS`` ids. The first cut
+is searched for from ``n = _CHARS_PER_ID_GUESS * (max_tokens + _MARGIN_IDS)`` characters
+on, each next one from twice the last cut, each within a quarter of its start.
+
+Why an exact cut keeps the ids
+------------------------------
+For a SentencePiece model:
 
 - Normalization maps the prefix to a prefix of the whole text's normalized form that
   ends just before a "▁". "identity" (Llama 2) leaves characters alone and NFKC rules
@@ -30,26 +42,83 @@ start of a run of spaces that follows a word. For a SentencePiece model:
 - Byte fallback and ``split_digits`` act on single characters; ``trim_leading_whitespace``
   prepends the same text to both and strips the same ids.
 
-Regex pre-tokenizers (GPT-2's, Llama 3's tiktoken) also start a chunk at such a space, and
-merge only within chunks. Beyond the exact argument, the last ``_MARGIN_IDS`` ids of a
-prefix's encoding are never kept: an effect of the cut confined to the last few pieces
-(a normalization rule or a merge at the end that the argument did not foresee) cannot
-reach the ids returned.
+Regex pre-tokenizers (GPT-2's, Llama 3's tiktoken, Qwen's ``tokenizer.json``) also start
+a chunk at such a space and merge only within chunks (the argument for each pattern is in
+``torchtune/models/llama3/_tokenizer.py`` and ``torchtune/models/qwen2/_tokenizer.py``).
+The last ``_MARGIN_IDS`` ids of an exact prefix's encoding are never kept either: an
+effect of the cut confined to the last few pieces (a normalization rule or a merge at the
+end that the argument did not foresee) cannot reach the ids returned.
 
-A text with no such space after the point where enough ids are expected (no whitespace
-at all, or one endless run of spaces) is encoded whole, as before: correct, not cheaper.
+Why two agreeing prefixes give the whole text's ids
+---------------------------------------------------
+Let ``A`` and ``B`` encode ``text[:c1]`` and ``text[:c2]``, ``c2 >= 2 * c1``, and agree on
+their first ``w = max_tokens + _MARGIN_IDS`` ids. Say the cut at ``c2`` *reaches back* to
+``s`` when ``B`` is the whole text's ids for ``text[:s]`` followed by other ids. ``A[:w]``
+spells the start of ``text[:c1]``, and so does ``B[:w]``, the same ids; if ``s >= c1``,
+``B[:w]`` lies within the ids ``B`` shares with the whole text, and the ids returned are
+exact. So what matters is how far back a cut reaches; the two cuts are
+``c2 - c1 >= c1 >= 6 * w`` characters apart.
+
+- Regex pre-tokenizer + BPE (Llama 3's tiktoken, Qwen's and GPT-2's ``tokenizer.json``):
+  BPE merges within a chunk, and each alternative of these patterns matches by looking
+  at one run of letters, digits, punctuation or whitespace (with a character before it
+  or newlines after it) and at most one character beyond, so a cut reaches back at most
+  to the start of the chunk holding it, or of the whitespace chunk just before that one
+  (``\\s+(?!\\S)`` looks one character ahead). NFC, Qwen's normalizer, composes a
+  character only with the marks after it, all inside that chunk. Chunks end at
+  whitespace and wherever letters, digits and punctuation meet (Qwen splits digits one
+  by one, Llama 3 into threes from a run's start), so unless one such run, with the
+  whitespace before it, covers ``c1`` to ``c2``, the check is exact. Llama 3's tokenizer
+  also encodes runs of over 25,000 characters in 25,000-character pieces counted from
+  the run's start (as Meta's does), so there a cut never reaches back 25,000
+  characters, and once ``c1 >= 25,000`` every check is exact.
+- SentencePiece (Llama 2): no piece holds "▁" after another character (above), and
+  Llama 2's pieces contain no "\\n" or "\\t", so no piece and no merge spans those: a cut
+  reaches back at most to the last newline or tab before it, or to the start of the
+  word it falls in (with the run of spaces that starts the word). Unless one word with
+  no newline or tab covers ``c1`` to ``c2``, the check is exact.
+- Within one run longer than ``c1`` (megabytes of letters, CJK without punctuation, one
+  SentencePiece word): the cut can reach back only through the merges (a unigram
+  model's best path alike). Every backend here merges the best adjacent pair first and
+  breaks ties leftmost first, and in our measurements
+  (``tests/torchtune/tokenizers/test_truncated_any_text.py``: runs of one letter, of
+  letter patterns, random letters, digits, CJK, mixed text, a story without spaces;
+  Llama 2, Llama 3, Qwen 2.5 and Qwen 3 vocabularies) a cut changed at most the last 2
+  ids of its prefix. But no bound holds for every merge table: a merge that the cut
+  makes possible can change the merge its neighbour takes, and so on leftwards. Here
+  the agreement of two cuts at least ``c1`` characters apart is evidence, not proof:
+  both would have to change the same kept ids in the same way. This is the residual
+  risk, for records with a single run of more than ``6 * w`` characters.
+
+When prefixes keep disagreeing, they double until the whole text is encoded: the ids are
+then right, at the old peak memory and up to three times the old time.
+
+Cost
+----
+Each cut is 2 to 2.5 times the one before, so all prefixes together are at most twice
+the last. If each id spells at most ``K`` characters of the text (16 for Llama 2's
+longest pieces) and a cut changes fewer than ``_MARGIN_IDS`` ids, the first
+cut of at least ``K * (w + 16)`` characters gives ``w`` exact ids and so does the next:
+fewer than ``max(13 * K, 27) * (w + 16)`` characters are encoded in all (``max(8 * K,
+18) * (w + 16)`` in a text without whitespace, where each cut is twice the last). Memory
+and time follow ``max_tokens``, not the text.
 """
 
 import re
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from torchtune._errors import UserValueError
 from torchtune.tokenizers._types import Tokenizer
 
-# A space that follows a character other than whitespace or "▁": a safe place to cut.
-_SAFE_CUT = re.compile(r"(?<=[^\s\u2581]) ")
+# A space that follows a character other than whitespace or "▁": an exact cut.
+_EXACT_CUT = re.compile(r"(?<=[^\s\u2581]) ")
 
-# Ids at the end of a prefix's encoding that are never kept (see the module docstring).
+# Whitespace after a non-whitespace character: the checked cut tried first, because
+# pre-tokenizers and SentencePiece words break there, so the cut reaches back least.
+_WHITESPACE_CUT = re.compile(r"(?<=\S)\s")
+
+# Ids past ``max_tokens`` that an exact prefix must also yield and two checked prefixes
+# must also agree on (see the module docstring).
 _MARGIN_IDS = 16
 
 # First guess of characters per id; English averages ~4 with Llama 2. A low guess costs
@@ -68,11 +137,12 @@ def encode_truncated(
 ) -> List[int]:
     """``tokenizer.encode(text, ...)[:max_tokens]``, encoding only a prefix of a long text.
 
-    The text is cut at a space that follows a word, at about ``_CHARS_PER_ID_GUESS``
-    characters per wanted id, and the prefix is encoded; while it yields fewer than
-    ``max_tokens`` ids plus a safety margin, the prefix doubles. Memory and time are then
-    in proportion to ``max_tokens``, not to the text. A tokenizer whose ``splits_at_spaces``
-    attribute is False (a piece may span a space) gets the text encoded whole.
+    Prefixes of the text are encoded, each at least twice as long as the one before,
+    until one cut before a space that follows a word yields ``max_tokens`` ids plus a
+    safety margin (when the tokenizer's ``splits_at_spaces`` attribute is true or
+    absent), or one cut anywhere else agrees with the prefix before it on that many ids
+    (see the module docstring). Memory and time are then in proportion to
+    ``max_tokens``, not to the text, for any text: one without spaces too.
 
     Args:
         tokenizer (Tokenizer): any tokenizer with ``encode(text, add_bos, add_eos,
@@ -92,33 +162,52 @@ def encode_truncated(
         >>> encode_truncated(tok, "Hello world, and more", 3)
         [1, 15043, 3186]
     """
+
+    def encode(part: str, eos: bool) -> List[int]:
+        return tokenizer.encode(
+            part, add_bos=add_bos, add_eos=eos, trim_leading_whitespace=trim_leading_whitespace
+        )
+
     if max_tokens is not None and max_tokens <= 0:
         return []
-    if max_tokens is not None and getattr(tokenizer, "splits_at_spaces", True):
-        wanted = max_tokens + _MARGIN_IDS
-        chars = _CHARS_PER_ID_GUESS * wanted
-        while (cut := _safe_cut_at_or_after(text, chars)) is not None:
-            ids = tokenizer.encode(
-                text[:cut],
-                add_bos=add_bos,
-                add_eos=False,  # the prefix is not the end of the text
-                trim_leading_whitespace=trim_leading_whitespace,
-            )
-            if len(ids) >= wanted:
-                return ids[:max_tokens]
-            chars = 2 * cut
-    ids = tokenizer.encode(
-        text, add_bos=add_bos, add_eos=add_eos, trim_leading_whitespace=trim_leading_whitespace
-    )
+    if max_tokens is not None:
+        exact_ok = getattr(tokenizer, "splits_at_spaces", True)
+        ids = _encode_prefixes(text, max_tokens, exact_ok, encode)
+        if ids is not None:
+            return ids
+    ids = encode(text, add_eos)
     return ids if max_tokens is None else ids[:max_tokens]
 
 
-def _safe_cut_at_or_after(text: str, pos: int) -> Optional[int]:
-    """The first safe cut (see the module docstring) at index ``pos`` or later, if any."""
-    if pos >= len(text):
-        return None
-    match = _SAFE_CUT.search(text, pos)
-    return match.start() if match else None
+def _encode_prefixes(
+    text: str, max_tokens: int, exact_ok: bool, encode: Callable[[str, bool], List[int]]
+) -> Optional[List[int]]:
+    """The first ``max_tokens`` ids from prefixes of ``text``, or None when only the whole
+    text settles them (the prefixes doubled past its end)."""
+    wanted = max_tokens + _MARGIN_IDS
+    previous: List[int] = []  # the first ``wanted`` ids of the last prefix
+    start = _CHARS_PER_ID_GUESS * wanted
+    while start < len(text):
+        cut, exact = _cut_in(text, start, exact_ok)
+        ids = encode(text[:cut], False)  # a prefix is not the end of the text: no EOS
+        if len(ids) >= wanted and (exact or ids[:wanted] == previous):
+            return ids[:max_tokens]
+        previous = ids[:wanted]
+        start = 2 * cut
+    return None
+
+
+def _cut_in(text: str, start: int, exact_ok: bool) -> Tuple[int, bool]:
+    """A cut in ``[start, 1.25 * start]`` (``start < len(text)``) and whether it is exact:
+    the first exact cut if allowed, else the first whitespace after a non-whitespace
+    character, else ``start`` itself."""
+    # A quarter of ``start`` holds a space in any prose, and keeps each prefix at most
+    # 2.5 times the one before, which the cost bound (module docstring) needs.
+    end = min(len(text), start + start // 4 + 1)
+    if exact_ok and (match := _EXACT_CUT.search(text, start, end)):
+        return match.start(), True
+    match = _WHITESPACE_CUT.search(text, start, end)
+    return (match.start() if match else start), False
 
 
 TRUNCATION_TYPES = ("right", "left")

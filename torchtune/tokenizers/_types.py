@@ -12,9 +12,10 @@ class Tokenizer(Protocol):
         vocab_size (int): number of ids the model's embedding must cover.
 
     Optionally, ``splits_at_spaces`` (bool, taken as True when absent): no piece spans a
-    space that follows a non-space character, so ``encode_truncated`` may encode a
+    space that follows a non-space character, so ``encode_truncated`` may trust a
     prefix of a long text cut there; set it False for a tokenizer whose pieces cross
-    spaces. It is not a protocol member, so tokenizers without it still match.
+    spaces, and every cut is then checked against a longer prefix. It is not a protocol
+    member, so tokenizers without it still match.
     """
 
     bos_id: int

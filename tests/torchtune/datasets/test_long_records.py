@@ -9,6 +9,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+import sentencepiece
 
 from torchtune.data import AlpacaInstructTemplate, Llama2ChatFormat, Message
 from torchtune.datasets import alpaca_dataset, chat_dataset, text_completion_dataset, truncate
@@ -170,12 +171,16 @@ def _write_huge_records(folder: Path, huge: str) -> dict:
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's VmHWM")
-def test_huge_record_costs_memory_in_proportion_to_max_seq_len(tmp_path):
+@pytest.mark.parametrize("separator", [" ", "\t"], ids=["spaces", "tabs"])
+def test_huge_record_costs_memory_in_proportion_to_max_seq_len(tmp_path, separator):
     """One 50 MB record at max_seq_len=512, for each builder. Encoding it whole raised the
     peak RSS by ~2.5 GB (and took ~45 s) with the Llama 2 tokenizer; encoding only what is
     kept, by 250-350 MB, all of it the record itself: datasets' Arrow-to-Python copy,
-    and for chat the formatted turn's copies of it."""
-    story = (ASSETS / "tinystories_sample_eot.txt").read_text().replace("\n", " ")
+    and for chat the formatted turn's copies of it. With tabs in place of every space and
+    newline the record has no exact cut (a space after a word), so every prefix is
+    checked against a longer one; before that check existed it was encoded whole."""
+    story = (ASSETS / "tinystories_sample_eot.txt").read_text()
+    story = story.replace("\n", " ").replace(" ", separator)
     huge = (story * (HUGE_CHARS // len(story) + 1))[:HUGE_CHARS]
     files = _write_huge_records(tmp_path, huge)
     cache = str(tmp_path / "cache")
@@ -191,9 +196,13 @@ def test_huge_record_costs_memory_in_proportion_to_max_seq_len(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert all(mb < 500 for mb in result["increase_mb"].values()), result["increase_mb"]
-    # the kept ids are those of the text's head (cut at a space, where the ids match)
+    # The kept ids are those of the text's head: a cut at a space after a word keeps the
+    # ids (torchtune/tokenizers/_truncated.py), and so does a cut at a tab, which no piece
+    # of Llama 2's vocabulary contains, so no piece or merge spans it.
     tok = SentencePieceTokenizer(model)
-    head = huge[: huge.index(" ", 20_000)]
+    spm = sentencepiece.SentencePieceProcessor(model_file=model)
+    assert not any("\t" in spm.id_to_piece(i) for i in range(spm.vocab_size()))
+    head = huge[: huge.index(separator, 20_000)]
     record = {"instruction": "Go on.", "input": "", "output": head}
     expected = {
         "alpaca": whole_instruct(tok, record, True, 512)["tokens"],

@@ -82,18 +82,21 @@ def test_encodes_only_a_prefix_of_a_long_text(tok):
     assert max(recorder.encoded_lengths) < 20_000
 
 
-def test_text_without_a_place_to_cut_is_encoded_whole(tok):
-    text = "x" * 50_000  # no space anywhere: no cut keeps the ids
+def test_text_without_spaces_is_encoded_in_checked_prefixes(tok):
+    text = "x" * 50_000  # no space anywhere: no exact cut, so every cut is checked
     recorder = RecordingTokenizer(tok)
     assert encode_truncated(recorder, text, 10) == tok.encode(text)[:10]
-    assert recorder.encoded_lengths == [len(text)]
+    # Two prefixes, the second twice the first, had to agree; the whole was never encoded.
+    lengths = recorder.encoded_lengths
+    assert len(lengths) >= 2 and lengths[-1] >= 2 * lengths[-2]
+    assert max(lengths) < len(text) // 10
 
 
 def test_both_test_models_split_at_spaces(tok):
     assert tok.splits_at_spaces
 
 
-def test_tokenizer_with_pieces_across_spaces_is_encoded_whole(tmp_path):
+def test_tokenizer_with_pieces_across_spaces_checks_every_cut(tmp_path):
     # A model trained with split_by_whitespace=False learns pieces such as "▁of▁the":
     # cutting "one of the" before " the" would change the ids before the cut.
     lines = ["one of the best of the day", "in the end of the story"] * 200
@@ -106,9 +109,12 @@ def test_tokenizer_with_pieces_across_spaces_is_encoded_whole(tmp_path):
     path.write_bytes(model.getvalue())
     tok = SentencePieceTokenizer(path)
     assert not tok.splits_at_spaces
-    text = "one of the best of the day " * 300
+    text = "one of the best of the day " * 3000
     cut_ids = tok.encode("one of", add_eos=False)
     assert tok.encode(text)[: len(cut_ids)] != cut_ids  # a naive cut would be wrong
-    recorder = RecordingTokenizer(tok)
-    assert encode_truncated(recorder, text, 8) == tok.encode(text)[:8]
-    assert recorder.encoded_lengths == [len(text)]
+    for n in (1, 8, 100, 1000):
+        recorder = RecordingTokenizer(tok)
+        assert encode_truncated(recorder, text, n) == tok.encode(text)[:n]
+        # no cut is trusted: each answer came from two agreeing prefixes
+        assert len(recorder.encoded_lengths) >= 2
+        assert max(recorder.encoded_lengths) < len(text)
