@@ -3,6 +3,11 @@
 Every `_component_` must resolve and its keyword arguments must bind to its signature;
 for a built-in config (or with ``--recipe``) the config is also checked against the
 recipe's parameter dataclass. Every problem is listed, not just the first.
+
+A config is code: any `_component_` can name any importable callable. After its result,
+validate notes (on stderr, without changing the exit status) each component the config
+would import from outside torchtune, torch, torchao and torchtune's own dependencies;
+the standard library (``os.system``) is among those.
 """
 
 import argparse
@@ -10,7 +15,13 @@ import importlib
 import sys
 
 from torchtune._recipe_registry import get_all_recipes
-from torchtune.config import ConfigError, check_components, check_params, load_and_override
+from torchtune.config import (
+    ConfigError,
+    check_components,
+    check_params,
+    load_and_override,
+    untrusted_components,
+)
 from torchtune.config._parse import resolve_config_path
 
 
@@ -39,7 +50,19 @@ def _recipes_using(config_name: str) -> list:
     return [r.name for r in get_all_recipes() if any(c.name == config_name for c in r.configs)]
 
 
+def _note_untrusted(cfg) -> None:
+    found = untrusted_components(cfg)
+    if found:
+        listed = ", ".join(f"{path} (at {key})" for key, path in found)
+        print(
+            "note: this config imports code from outside torchtune and its dependencies: "
+            f"{listed}. A config is code: run only configs you trust.",
+            file=sys.stderr,
+        )
+
+
 def validate_cmd(args: argparse.Namespace) -> int:
+    cfg = None
     try:
         cfg = load_and_override(args.config, args.overrides)
         recipes = [args.recipe] if args.recipe else _recipes_using(args.config.removesuffix(".yaml"))
@@ -52,7 +75,11 @@ def validate_cmd(args: argparse.Namespace) -> int:
     if problems:
         for p in dict.fromkeys(problems):
             print(f"error: {p}", file=sys.stderr)
-        return 1
-    checked = f" against {', '.join(recipes)}" if recipes else ""
-    print(f"Config is well-formed{checked}: {resolve_config_path(args.config)}")
-    return 0
+    else:
+        checked = f" against {', '.join(recipes)}" if recipes else ""
+        print(f"Config is well-formed{checked}: {resolve_config_path(args.config)}")
+    # After the result, and whatever it was: what the config would import is worth
+    # knowing before it is fixed and run.
+    if cfg is not None:
+        _note_untrusted(cfg)
+    return 1 if problems else 0

@@ -11,6 +11,7 @@ Two checks, each collecting every problem rather than stopping at the first:
 import dataclasses
 import difflib
 import inspect
+import os
 import re
 import types
 import typing
@@ -21,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from torchtune.config._errors import ConfigError, InstantiationError
 from torchtune.config._instantiate import COMPONENT_KEY, describe_signature, resolve_component
+from torchtune.config._resolve import env_names, record_of_key
 
 # A config node that builds an object (`{_component_: dotted.path, ...}`). Recipe
 # parameter dataclasses annotate such fields with `Component` (or Optional[Component]).
@@ -89,6 +91,21 @@ def interpolated_keys(cfg: DictConfig) -> set[str]:
     return used
 
 
+def _unresolvable(node: DictConfig, key: str, err: OmegaConfBaseException, where: str) -> str:
+    """The problem line for ``node[key]`` (named ``where``) failing to resolve."""
+    message = err.msg if hasattr(err, "msg") else str(err)
+    message = message.strip().splitlines()[0] if message.strip() else type(err).__name__
+    names = env_names(record_of_key(node, key))
+    if names and all(n in os.environ for n in names):
+        # The variables are set, so what failed used their values (``oc.decode`` of a
+        # token), and OmegaConf's message may quote them.
+        return (
+            f"{where}: cannot resolve value derived from {', '.join(f'<env:{n}>' for n in names)}"
+            f" ({type(err).__name__}; not shown, it may quote the environment value)"
+        )
+    return f"{where}: cannot resolve value: {message}"
+
+
 def check_params(cfg: DictConfig, params_cls: type) -> list[str]:
     """Problems of ``cfg`` against a recipe's parameter dataclass (empty if none).
 
@@ -119,11 +136,13 @@ def check_params(cfg: DictConfig, params_cls: type) -> list[str]:
                 cfg[name], (DictConfig, ListConfig)
             ) else cfg[name]
         except OmegaConfBaseException as e:
-            problems.append(f"{name}: cannot resolve value: {e.msg if hasattr(e, 'msg') else e}")
+            problems.append(_unresolvable(cfg, name, e, name))
             continue
         if not _matches(value, hints[name]):
+            # A value read from the environment is shown as <env:VAR>, never as itself.
+            shown = record_of_key(cfg, name)
             problems.append(
-                f"{name}: expected {_type_name(hints[name])}, got {value!r} ({type(value).__name__})"
+                f"{name}: expected {_type_name(hints[name])}, got {shown!r} ({type(value).__name__})"
             )
     # Keys that are each fine but cannot work together: the dataclass may say which.
     combinations = getattr(params_cls, "combination_problems", None)
@@ -171,8 +190,14 @@ def check_components(cfg: DictConfig) -> list[str]:
     """Problems with `_component_` nodes: unresolvable paths, keywords not in the signature."""
     problems = []
     for key, node in _component_nodes(cfg):
+        where = f"{key}.{COMPONENT_KEY}"
         try:
-            fn = resolve_component(node[COMPONENT_KEY], key=f"{key}.{COMPONENT_KEY}")
+            path = node[COMPONENT_KEY]
+        except OmegaConfBaseException as e:  # ${oc.env:UNSET}
+            problems.append(_unresolvable(node, COMPONENT_KEY, e, where))
+            continue
+        try:
+            fn = resolve_component(path, key=where)
         except InstantiationError as e:
             problems.extend(e.problems)
             continue

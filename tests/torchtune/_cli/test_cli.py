@@ -1,5 +1,6 @@
 """The `tune` command as a user runs it: a real subprocess of the console entry point."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +119,60 @@ def test_validate_yaml_syntax_error(tmp_path):
     bad.write_text("a: [1, 2\n")
     out = tune("validate", str(bad))
     assert out.returncode == 1 and f"{bad}:" in out.stderr and "yaml syntax error" in out.stderr
+
+
+def test_validate_notes_components_from_outside_torchtune(tmp_path):
+    # A config is code: `_component_: os.system` is well-formed, and validate says what
+    # it would import, on stderr, without changing the exit status.
+    (tmp_path / "my_components.py").write_text("def build(size=1):\n    return size\n")
+    config = tmp_path / "custom.yaml"
+    config.write_text(
+        "model:\n  _component_: my_components.build\n  size: 2\n"
+        "hook:\n  _component_: os.system\n  command: echo hi\n"
+        "optimizer:\n  _component_: torch.optim.AdamW\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-m", "torchtune._cli.tune", "validate", str(config)],
+        capture_output=True, text=True, cwd=REPO, timeout=120, env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"Config is well-formed: {config}\n"
+    assert out.stderr == (
+        "note: this config imports code from outside torchtune and its dependencies: "
+        "my_components.build (at model._component_), os.system (at hook._component_). "
+        "A config is code: run only configs you trust.\n"
+    )
+
+
+def test_validate_notes_outside_code_after_errors_too(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("hook:\n  _component_: os.system\n  bogus: 1\n")
+    out = tune("validate", str(config))
+    assert out.returncode == 1
+    error, note = out.stderr.strip().splitlines()
+    assert error.startswith("error: hook: got an unexpected keyword argument 'bogus'")
+    assert note.startswith("note: this config imports code from outside torchtune")
+    assert "os.system (at hook._component_)" in note
+
+
+def test_validate_component_from_unset_variable_is_one_line(tmp_path, monkeypatch, capsys):
+    from torchtune._cli.tune import main
+
+    monkeypatch.delenv("TT_TEST_UNSET_COMPONENT", raising=False)
+    config = tmp_path / "env.yaml"
+    config.write_text("model:\n  _component_: ${oc.env:TT_TEST_UNSET_COMPONENT}\n")
+    assert main(["validate", str(config)]) == 1
+    error, note = capsys.readouterr().err.strip().splitlines()
+    assert error.startswith("error: model._component_: cannot resolve value: ")
+    assert "TT_TEST_UNSET_COMPONENT" in error
+    assert "${oc.env:TT_TEST_UNSET_COMPONENT} (at model._component_)" in note
+
+
+def test_validate_shipped_config_notes_nothing():
+    out = tune("validate", "llama2/7B_lora_single_device")
+    assert out.returncode == 0 and "well-formed" in out.stdout
+    assert out.stderr == ""
 
 
 def test_run_unknown_recipe():
