@@ -20,7 +20,7 @@ from torchtune.models.llama2 import llama2_tokenizer
 from torchtune.models.llama2._convert_weights import meta_to_tune, tune_to_hf
 
 REPO = Path(__file__).resolve().parents[2]
-STORIES = REPO / "assets" / "stories260K"
+STORIES = REPO / "torchtune" / "assets" / "stories260K"
 CONFIG = "stories260K/generation"
 ALPACA_RECORD = json.loads((REPO / "tests" / "assets" / "alpaca_1000.json").read_text())[0]
 
@@ -193,6 +193,21 @@ def test_empty_prompt_through_tune_run():
     assert [l for l in out.stderr.splitlines() if not l.startswith("INFO:")] == [
         "error: prompt is empty: give some text to continue"
     ]
+
+
+def test_prompt_ending_in_a_colon_through_tune_run(tokenizer):
+    # yaml reads `ROMEO:` as the mapping {ROMEO: None}, which the recipe refused ("prompt:
+    # ['ROMEO'] are not allowed in a chat prompt"): the override keeps the text as typed.
+    out = subprocess.run(
+        [sys.executable, "-m", "torchtune._cli.tune", "run", "generate", "--config", CONFIG,
+         "prompt=ROMEO:", "temperature=0", "max_new_tokens=10"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    prompt_ids = tokenizer.encode("ROMEO:", add_bos=True, add_eos=False)
+    assert out.stdout.startswith("ROMEO:")
+    assert tokenizer.encode(out.stdout.rstrip("\n"), add_bos=True, add_eos=False)[: len(prompt_ids)] == prompt_ids
 
 
 def test_chat_prompt_through_a_tokenizer_with_its_own_format(tmp_path):

@@ -13,7 +13,10 @@ What the command guarantees:
   refused, failed or interrupted download removes the staging folder and any folder it
   created, and leaves ``--output-dir`` as it was (the one exception, a merge failing midway,
   is described in ``download``).
-- Ctrl-C stops the download at once, even in the middle of a transfer, with status 130.
+- Ctrl-C stops the download at once, even in the middle of a transfer, with status 130;
+  SIGTERM (``kill``) does the same with status 143. A staging folder that a download killed
+  outright (SIGKILL, a crash) left behind is removed by the next download into that folder;
+  a live download holds a lock on its own, so a download running alongside is left alone.
 - Folders it creates get the permissions the user's umask gives (``0o777 & ~umask``).
 - A fault of the user's making (a bad or missing repo id, a gated or private repo, a token,
   the network, a full disk or a refused folder, a clash, conflicting arguments) ends the
@@ -40,16 +43,22 @@ import contextlib
 import fnmatch
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
 import sys
 import threading
 import warnings
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 from torchtune._errors import one_line, one_line_usage_errors, UserError
+
+try:
+    import fcntl
+except ImportError:  # Windows: abandoned staging folders are not cleaned up
+    fcntl = None
 
 RECORD_FILE = ".tune_download.json"
 
@@ -92,6 +101,14 @@ class DownloadError(UserError):
     """A download that cannot go on; the message is one line for the user."""
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so the download cleans up as after a Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated()
+
+
 def add_subparser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "download",
@@ -127,16 +144,22 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     token = args.hf_token or os.environ.get("HF_TOKEN") or None
     repo_id = args.repo_id or args.repo_id_flag
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
     try:
         _check_repo_id_arguments(args)
         download(repo_id, args.output_dir, token=token, ignore_patterns=args.ignore_patterns, force=args.force)
     except DownloadError as e:
         print(f"error: {_redact(one_line(e), token)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"error: download of '{repo_id}' interrupted; {args.output_dir} is unchanged", file=sys.stderr)
-        _exit_now_if_transfers_linger(130)
-        return 130
+    except KeyboardInterrupt as e:
+        how, status = ("terminated", 143) if isinstance(e, _Terminated) else ("interrupted", 130)
+        print(f"error: download of '{repo_id}' {how}; {args.output_dir} is unchanged", file=sys.stderr)
+        _exit_now_if_transfers_linger(status)
+        return status
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 
@@ -197,6 +220,7 @@ def download(
     commit, repo_files = _list_repo(repo_id, token)
     patterns = _ignore_patterns(ignore_patterns, repo_files)
     wanted = _without_ignored(repo_files, patterns)
+    _refuse_unsafe_names(repo_id, wanted, output_dir)
     if ignore_patterns is None and len(wanted) < len(repo_files):
         print(
             f"Skipping {len(repo_files) - len(wanted)} files matching {patterns[0]!r}: a second "
@@ -210,21 +234,24 @@ def download(
         # Inside an existing output folder, so the moves into it are renames on its filesystem
         # (it may be a mount point); else a sibling, renamed into place at the end.
         staging_parent = output_dir if output_dir.is_dir() else output_dir.parent
-        staging = _make_staging_folder(staging_parent, output_dir.name)
+        _remove_abandoned_staging_folders(output_dir)
+        staging, staging_lock = _make_staging_folder(staging_parent, output_dir.name)
     try:
         with _explain_hub_errors(repo_id, token, output_dir):
             # Pinning the commit makes every file come from the same snapshot we recorded.
             _snapshot_download_interruptibly(
                 repo_id, revision=commit, local_dir=staging, token=token, ignore_patterns=patterns or None
             )
-        with _explain_os_errors(f"cannot move the downloaded files into {output_dir}"), _sigint_ignored():
+        with _explain_os_errors(f"cannot move the downloaded files into {output_dir}"), _interrupts_ignored():
             files = _finish_staging(staging, repo_id, commit)
             _move_into_place(staging, output_dir, files)
     except BaseException:
-        with _sigint_ignored():  # a second Ctrl-C must not cut the cleanup short
+        with _interrupts_ignored():  # a second Ctrl-C must not cut the cleanup short
             _remove_staging_folder(staging)
             _remove_empty_folders(created)
         raise
+    finally:
+        os.close(staging_lock)
 
     print(f"Downloaded {repo_id} at commit {commit} ({len(files)} files) to {output_dir}:")
     for name in files:
@@ -270,6 +297,25 @@ def _without_ignored(repo_files: Sequence[str], patterns: Sequence[str]) -> List
     from huggingface_hub.utils import filter_repo_objects
 
     return list(filter_repo_objects(repo_files, ignore_patterns=list(patterns) or None))
+
+
+def _refuse_unsafe_names(repo_id: str, wanted: Sequence[str], output_dir: Path) -> None:
+    """Refuse, before anything is made or fetched, a listing whose names would put a file
+    outside ``output_dir`` (``../x``, ``a/../../b``, ``/etc/x``, ``C:\\x``). The Hub doesn't
+    allow such names, but a mirror or a compromised endpoint could list them; huggingface_hub
+    refuses them too, with a traceback."""
+    for name in wanted:
+        parts = name.replace("\\", "/").split("/")
+        if ".." in parts:
+            why = "holds a '..' segment"
+        elif name.startswith(("/", "\\")) or any(PureWindowsPath(p).drive for p in parts):
+            why = "is an absolute path"
+        else:
+            continue
+        raise DownloadError(
+            f"the Hub lists a file of '{repo_id}' named {name!r}, which {why} and could land "
+            f"outside --output-dir {output_dir}; nothing was downloaded"
+        )
 
 
 def _refuse_clashes(output_dir: Path, wanted: Sequence[str], repo_id: str, force: bool) -> None:
@@ -349,19 +395,60 @@ def _remove_empty_folders(folders: Sequence[Path]) -> None:
             folder.rmdir()
 
 
-def _make_staging_folder(parent: Path, name: str) -> Path:
-    """A new hidden folder in ``parent``, with the mode the umask gives.
+def _make_staging_folder(parent: Path, name: str) -> Tuple[Path, int]:
+    """A new hidden folder in ``parent``, with the mode the umask gives, and a descriptor
+    holding a lock on it for as long as the download runs (the caller closes it).
 
     Not ``tempfile.mkdtemp``: it makes the folder 0o700, and renamed into place that would
     become the mode of the output folder, whatever the user's umask.
     """
     while True:
         staging = parent / f".{name}.{secrets.token_hex(4)}.incomplete"
+        # Made under another name and renamed once locked: another download must never see
+        # it unlocked and take it for an abandoned one.
+        unlocked = staging.with_name(staging.name + ".new")
         try:
-            staging.mkdir()
-            return staging
+            unlocked.mkdir()
         except FileExistsError:  # a name taken already (two downloads at once): draw another
             continue
+        fd = os.open(unlocked, os.O_RDONLY)
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new folder: nobody else holds it
+        if staging.exists():  # drawn by another download meanwhile (rename would replace it)
+            os.close(fd)
+            unlocked.rmdir()
+            continue
+        unlocked.rename(staging)
+        return staging, fd
+
+
+def _remove_abandoned_staging_folders(output_dir: Path) -> None:
+    """Remove the staging folders that downloads into ``output_dir`` killed outright left
+    (beside it, or inside it when it existed): those no live download holds a lock on.
+    The lock goes with the process however it ends, so a download running alongside keeps
+    its own. (Without ``fcntl``, as on Windows, nothing is removed.)"""
+    if fcntl is None:
+        return
+    pattern = re.compile(rf"\.{re.escape(output_dir.name)}\.[0-9a-f]{{8}}\.incomplete")
+    for parent in (output_dir.parent, output_dir):
+        names: List[str] = []
+        with contextlib.suppress(OSError):  # not there (yet): nothing to remove
+            names = [n for n in os.listdir(parent) if pattern.fullmatch(n)]
+        for name in names:
+            path = parent / name
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_DIRECTORY", 0))
+            except OSError:
+                continue  # not a folder (or a symlink): not ours
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)  # held: a download in progress
+                continue
+            try:
+                _remove_staging_folder(path)
+            finally:
+                os.close(fd)
 
 
 def _snapshot_download_interruptibly(repo_id: str, **kwargs) -> None:
@@ -429,21 +516,24 @@ def _write_json_atomically(path: Path, data: dict) -> None:
 
 
 @contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Ignore Ctrl-C for a block that takes milliseconds and must not stop halfway (the moves
-    into place, the removal of the staging folder). After the moves the download is complete,
-    so a Ctrl-C that came during them has nothing left to stop and is dropped.
+def _interrupts_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C and SIGTERM for a block that takes milliseconds and must not stop
+    halfway (the moves into place, the removal of the staging folder). After the moves the
+    download is complete, so a signal that came during them has nothing left to stop and is
+    dropped.
 
     Only the main thread may change signal handlers; elsewhere this does nothing.
     """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signals = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @contextlib.contextmanager
@@ -486,6 +576,10 @@ def _explain_hub_errors(repo_id: str, token: Optional[str], output_dir: Optional
         raise DownloadError(f"{hub} answered {status} while downloading '{repo_id}': {detail}") from None
     except HFValidationError as e:
         raise DownloadError(f"'{repo_id}' is not a valid repo id: {_first_line(str(e))}") from None
+    except ValueError as e:
+        if "Invalid filename" not in str(e):  # huggingface_hub's refusal of such a name
+            raise
+        raise DownloadError(f"cannot download '{repo_id}': {_first_line(str(e))}") from None
     except OfflineModeIsEnabled:
         raise DownloadError(f"cannot download '{repo_id}': HF_HUB_OFFLINE is set; unset it") from None
     except (LocalEntryNotFoundError, *_network_errors()) as e:

@@ -1,9 +1,10 @@
 import glob
 import importlib
+import json
 import logging
 import os
 import re
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -58,6 +59,22 @@ def resolve_class(obj: Union[str, type], what: str) -> type:
 def not_text(value) -> str:
     """How a record's value fails to be text, for an error message."""
     return "missing" if value is None else f"of type {type(value).__name__}, not text"
+
+
+def _empty_data_files(data_files: Any, key: str = "data_files") -> Optional[str]:
+    """The key of an empty list or mapping in ``data_files`` (``data_files``,
+    ``data_files['train']``), or None. (``datasets`` says "Empty 'data_files'", or fails
+    with a bare StopIteration.)"""
+    if isinstance(data_files, Mapping):
+        if not data_files:
+            return key
+        return next(
+            (e for split, v in data_files.items() if (e := _empty_data_files(v, f"{key}[{split!r}]"))),
+            None,
+        )
+    if data_files is None or isinstance(data_files, (str, os.PathLike)):
+        return None
+    return key if len(list(data_files)) == 0 else None
 
 
 def _local_files(data_files: Any) -> List[str]:
@@ -130,6 +147,9 @@ def load_hf_dataset(
 
     data_files = load_dataset_kwargs.get("data_files")
     described = f"{source!r}" + (f" (data_files={data_files!r})" if data_files else "")
+    empty = _empty_data_files(data_files)
+    if empty:
+        raise UserValueError(f"dataset {source!r}: {empty} is empty; name at least one file")
     for f in _local_files(data_files):
         if "://" in f or glob.has_magic(f):
             continue
@@ -169,8 +189,14 @@ def _as_user_error(err: Exception, described: str, data_files: Any) -> Optional[
 
     cause = _real_cause(err)
     detail = _one_line(cause)
-    message = f"cannot load dataset {described}: {detail}"
-    message += _json_position_as_line(detail, data_files)
+    no_data = re.fullmatch(r'Instruction "(.*)" corresponds to no data!', detail)
+    if no_data:  # a file holding "[]" or blank lines only, or a slice past the end
+        return UserValueError(f"dataset {described} has no rows in split {no_data.group(1)!r}")
+    if detail.startswith("JSON parse error") and _ROW.search(detail):
+        detail, where = _json_lines_row_as_line(detail, data_files)
+    else:
+        where = _json_position_as_line(detail, data_files)
+    message = f"cannot load dataset {described}: {detail}{where}"
     if isinstance(cause, FileNotFoundError):
         return UserFileNotFoundError(message)
     if isinstance(cause, OSError):
@@ -227,6 +253,45 @@ def _json_position_as_line(message: str, data_files: Any) -> str:
             newlines += block.count(b"\n")
             position -= len(block)
     return f" (line {newlines + 1} of {files[0]})"
+
+
+# pyarrow's JSON Lines errors end "in row N": N counts from 0, skips blank lines, and
+# restarts in each block of the file that datasets and pyarrow cut it into.
+_ROW = re.compile(r"\s*in row \d+$")
+
+
+def _json_lines_row_as_line(message: str, data_files: Any) -> Tuple[str, str]:
+    """``message`` without pyarrow's "in row N", and " (line L of FILE)" for the first line
+    of the local JSON Lines files that is not a JSON object ("" when none is found: the
+    fault is then not in one line's syntax, e.g. a column that changes type)."""
+    message = _ROW.sub("", message)
+    for path in _local_files(data_files):
+        if os.path.isfile(path):
+            line = _first_bad_json_line(path)
+            if line is not None:
+                return message, f" (line {line} of {path})"
+    return message, ""
+
+
+def _first_bad_json_line(path: str) -> Optional[int]:
+    """The 1-based number of the first non-blank line of ``path`` that is not a JSON
+    object (as pyarrow reads it: no NaN or Infinity), or None."""
+
+    def no_constants(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            if number == 1 and line.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+                return None  # one JSON array, not JSON Lines
+            if not line.strip():
+                continue
+            try:
+                if not isinstance(json.loads(line, parse_constant=no_constants), dict):
+                    return number
+            except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError too
+                return number
+    return None
 
 
 def check_columns(ds: "datasets.Dataset", columns: List[str], source: str) -> None:  # noqa: F821

@@ -191,6 +191,10 @@ def read_json(path: str, what: str) -> Any:
         return json.loads(read_text(path, what))
     except json.JSONDecodeError as e:
         raise UserValueError(f"{path} is not a {what}: {e}") from None
+    except RecursionError:  # json's parser recurses once per level of [ or {
+        raise UserValueError(
+            f"{path} is not a {what}: its JSON nests arrays or objects too deeply to read"
+        ) from None
 
 
 def read_added_tokens(path: str) -> List[Tuple[str, int, bool]]:

@@ -75,6 +75,13 @@ SLOW = {"config.json": b'{"slow": true}\n', "model.bin": bytes(range(255, 0, -1)
 SLOW_SECONDS = len(SLOW["model.bin"]) / 2048
 # 200 KiB of weights: more than the 64 KiB tmpfs of the full-disk test holds.
 BIG = {"config.json": b'{"big": true}\n', "model.bin": bytes(range(1, 201)) * 1024}
+# Listings the Hub never gives, but a mirror or a compromised endpoint could: a name that
+# climbs out of the output folder.
+CLIMBING = {
+    "up": {"config.json": b"{}\n", "../escaped.txt": b"outside\n"},
+    "down-then-up": {"config.json": b"{}\n", "a/../../escaped.txt": b"outside\n"},
+    "absolute": {"config.json": b"{}\n", "/tmp/escaped.txt": b"outside\n"},
+}
 
 
 def make_hub() -> HubServer:
@@ -88,6 +95,7 @@ def make_hub() -> HubServer:
             "someone/private": HubRepo(SAFETENSORS_ONLY, private=True),
             "tiny/slow": HubRepo(SLOW, bytes_per_second=2048),
             "tiny/big": HubRepo(BIG),
+            **{f"evil/{name}": HubRepo(files) for name, files in CLIMBING.items()},
         },
         tokens={GOOD_TOKEN: {"meta/gated", "someone/private"}, UNGRANTED_TOKEN: set()},
     )
@@ -284,6 +292,28 @@ def test_download_into_existing_folder_keeps_other_files(hub, tmp_path):
     assert sorted(os.listdir(out)) == sorted([*SAFETENSORS_ONLY, "notes.txt", RECORD])
 
 
+@pytest.mark.parametrize("existing", [False, True], ids=["new-folder", "existing-folder"])
+@pytest.mark.parametrize("name", sorted(CLIMBING))
+def test_listing_entry_outside_the_folder_is_refused_before_anything_is_written(hub, tmp_path, name, existing):
+    out = tmp_path / "models" / "out"
+    if existing:
+        out.mkdir(parents=True)
+    (entry,) = [f for f in CLIMBING[name] if f != "config.json"]
+    result = tune_download(hub.endpoint, tmp_path, f"evil/{name}", "--output-dir", str(out))
+    assert_one_line_error(
+        result, f"the Hub lists a file of 'evil/{name}' named {entry!r}", f"outside --output-dir {out}",
+        "nothing was downloaded",
+    )
+    assert "Traceback" not in result.stderr
+    assert not any(r.path.startswith(f"/evil/{name}/resolve/") for r in hub.requests)  # no file fetched
+    assert not [p for p in tmp_path.rglob("*escaped*")]
+    assert not os.path.exists("/tmp/escaped.txt")
+    if existing:
+        assert os.listdir(out) == []
+    else:
+        assert not (tmp_path / "models").exists()
+
+
 def test_server_down(tmp_path):
     with socket.socket() as s:  # a port nobody listens on: connection refused
         s.bind(("127.0.0.1", 0))
@@ -468,16 +498,99 @@ def test_ctrl_c_mid_transfer_stops_at_once_and_leaves_nothing(hub, tmp_path, exi
         assert not (tmp_path / "models").exists()  # neither the output folder nor its parent
 
 
+def start_slow_download(hub: HubServer, tmp_path: Path, out: Path) -> subprocess.Popen:
+    """`tune download tiny/slow` in a subprocess, returned once the weights are in flight."""
+    proc = subprocess.Popen(
+        tune_command("tiny/slow", "--output-dir", str(out)),
+        env=tune_env(hub.endpoint, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: any(r.server == "cdn" and r.method == "GET" for r in hub.requests), "the weights")
+    time.sleep(0.3)  # well into the 20 s body
+    return proc
+
+
+def staging_folders(out: Path) -> List[Path]:
+    return [*out.parent.glob(f".{out.name}.*.incomplete"), *out.glob(f".{out.name}.*.incomplete")]
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-folder", "existing-folder"])
+def test_sigterm_mid_transfer_cleans_up_like_ctrl_c(hub, tmp_path, existing):
+    out = tmp_path / "models" / "out"
+    if existing:
+        out.mkdir(parents=True)
+        (out / "notes.txt").write_text("mine")
+    proc = start_slow_download(hub, tmp_path, out)
+    try:
+        assert len(staging_folders(out)) == 1
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=5)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 143, stderr  # 128 + SIGTERM, as a shell reports a killed job
+    lines = stderr.splitlines()
+    assert lines == [f"error: download of 'tiny/slow' terminated; {out} is unchanged"], stderr
+    assert staging_folders(out) == []
+    if existing:
+        assert os.listdir(out) == ["notes.txt"]
+    else:
+        assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-folder", "existing-folder"])
+def test_next_download_removes_the_staging_folder_a_killed_one_left(hub, tmp_path, existing):
+    # SIGKILL (or a crash, or SIGTERM before tune handled it) leaves .out.XXXXXXXX.incomplete.
+    out = tmp_path / "models" / "out"
+    if existing:
+        out.mkdir(parents=True)
+    proc = start_slow_download(hub, tmp_path, out)
+    proc.kill()
+    proc.communicate(timeout=5)
+    (left,) = staging_folders(out)
+    assert any(left.rglob("*.incomplete")), "the killed transfer should have left a partial file"
+
+    # A staging folder of a download still running (it holds the lock) must be kept.
+    live = left.with_name(f".{out.name}.0123abcd.incomplete")
+    live.mkdir()
+    held = os.open(live, os.O_RDONLY)
+    try:
+        fcntl = pytest.importorskip("fcntl")
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        slow = hub.repos["tiny/slow"]
+        slow.bytes_per_second = None  # the same repo again, at full speed this time
+        try:
+            result = tune_download(hub.endpoint, tmp_path, "tiny/slow", "--output-dir", str(out))
+        finally:
+            slow.bytes_per_second = 2048
+        assert result.returncode == 0, result.stderr
+        assert not left.exists()
+        assert staging_folders(out) == [live]
+    finally:
+        os.close(held)
+    live.rmdir()
+    assert files_under(out) == {**SLOW, RECORD: (out / RECORD).read_bytes()}
+    assert sorted(os.listdir(out.parent)) == ["out"]
+
+
 def test_ctrl_c_is_ignored_while_files_are_moved_into_place():
     # The moves and the removal of the staging folder take milliseconds and must not stop
-    # halfway; afterwards Ctrl-C works again.
+    # halfway; afterwards Ctrl-C works again. SIGTERM (which tune download turns into the
+    # same cleanup) is held off the same way.
     handler = signal.getsignal(signal.SIGINT)
+    term_handler = signal.signal(signal.SIGTERM, download_module._raise_terminated)
     try:
-        with download_module._sigint_ignored():
+        with download_module._interrupts_ignored():
             os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.05)  # a Python signal handler runs within this
     except KeyboardInterrupt:
-        pytest.fail("Ctrl-C interrupted the block")
+        pytest.fail("a signal interrupted the block")
+    finally:
+        assert signal.getsignal(signal.SIGTERM) is download_module._raise_terminated
+        signal.signal(signal.SIGTERM, term_handler)
     assert signal.getsignal(signal.SIGINT) is handler
 
 

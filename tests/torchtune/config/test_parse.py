@@ -72,6 +72,16 @@ def test_null_and_string_values(cfg):
     assert cfg.name == "007"
 
 
+def test_a_value_ending_in_a_colon_stays_text(cfg):
+    # yaml alone reads `ROMEO:` as {ROMEO: None}; a mapping is still one when written as one.
+    apply_overrides(cfg, ["prompt=ROMEO:", "speaker=Q: ", "plain=a:b", "mapping={a: null}", "pair=a: b"])
+    assert cfg.prompt == "ROMEO:"
+    assert cfg.speaker == "Q: "
+    assert cfg.plain == "a:b"
+    assert OmegaConf.to_container(cfg.mapping) == {"a": None}
+    assert OmegaConf.to_container(cfg.pair) == {"a": "b"}
+
+
 def test_interpolation_follows_override(cfg):
     apply_overrides(cfg, ["output_dir=/elsewhere"])
     assert cfg.log_dir == "/elsewhere/logs"

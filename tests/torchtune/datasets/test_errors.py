@@ -60,8 +60,24 @@ def test_empty_file_and_empty_dataset(tok, tmp_path):
     empty.write_text("")
     with pytest.raises(UserValueError, match=r"dataset file is empty: .*empty\.json"):
         _alpaca(tok, tmp_path, str(empty))
-    with pytest.raises(UserValueError, match=r"'json' \(data_files=.*none\.json.*\)"):
-        _alpaca(tok, tmp_path, _json(tmp_path, [], "none.json"))
+    none = _json(tmp_path, [], "none.json")
+    with pytest.raises(UserValueError) as info:
+        _alpaca(tok, tmp_path, none)
+    # datasets' own words were 'Instruction "train" corresponds to no data!'
+    assert str(info.value) == f"dataset 'json' (data_files='{none}') has no rows in split 'train'"
+
+
+@pytest.mark.parametrize("data_files, key", [
+    ([], "data_files"),  # datasets: "Empty 'data_files': '[]'. It should be either ..."
+    ({"train": []}, "data_files['train']"),  # datasets: a bare StopIteration traceback
+    ({}, "data_files"),
+])
+def test_empty_data_files_names_the_key(tok, tmp_path, data_files, key):
+    with pytest.raises(UserValueError) as info:
+        _alpaca(tok, tmp_path, data_files)
+    assert str(info.value) == f"dataset 'json': {key} is empty; name at least one file"
+    with pytest.raises(UserValueError, match=rf"^dataset 'json': {re.escape(key)} is empty"):
+        instruct_dataset(tok, source="json", data_files=data_files, cache_dir=str(tmp_path / "cache"))
 
 
 def test_dataset_lacking_a_column(tok, tmp_path):
@@ -144,19 +160,31 @@ def test_malformed_json_names_the_line(tok, tmp_path):
     assert "\n" not in message
 
 
-def test_malformed_json_lines_names_the_row(tok, tmp_path):
+def test_malformed_json_lines_names_the_line(tok, tmp_path):
+    # pyarrow says "in row 2": counted from 0, without blank lines, and from the start of
+    # the block it was parsing (a few hundred KiB), not of the file.
     path = tmp_path / "data.jsonl"
     path.write_text(
         '{"instruction": "a", "input": "", "output": "b"}\n'
         '{"instruction": "c", "input": "", "output": "d"}\n'
         '{"instruction": "e", "input": "", "output": "f"\n'
+        '{"instruction": "g", "input": "", "output": "h"}\n'
     )
-    msg = (
-        r"^cannot load dataset 'json' \(data_files='.*data\.jsonl'\): JSON parse error: "
-        r"Missing a comma or '}' after an object member\. in row 2$"
-    )
-    with pytest.raises(UserValueError, match=msg):
+    with pytest.raises(UserValueError) as info:
         _alpaca(tok, tmp_path, str(path))
+    assert str(info.value) == (
+        f"cannot load dataset 'json' (data_files='{path}'): JSON parse error: "
+        f"Missing a comma or '}}' after an object member. (line 3 of {path})"
+    )
+
+    # Past a blank line and the first block of the file; the second of two files.
+    good = json.dumps(dict(GOOD, instruction="x" * 100)) + "\n"
+    first = tmp_path / "first.jsonl"
+    first.write_text(good * 3)
+    second = tmp_path / "second.jsonl"
+    second.write_text(good + "\n" + good * 5000 + '{"instruction": "a" "input": ""}\n' + good)
+    with pytest.raises(UserValueError, match=rf"after an object member\. \(line 5003 of {re.escape(str(second))}\)$"):
+        _alpaca(tok, tmp_path, [str(first), str(second)])
 
 
 def test_malformed_csv_names_the_line(tok, tmp_path):

@@ -274,6 +274,21 @@ def test_llama3_tokenizer_061_arguments(llama3_model, tmp_path):
         llama3_tokenizer(llama3_model, special_tokens_path=str(tmp_path / "nope.json"))
 
 
+@pytest.mark.parametrize("builder", [llama3_tokenizer, qwen2_5_tokenizer])
+def test_special_tokens_path_nested_too_deep_is_one_line(builder, tmp_path):
+    # json's parser recursed past Python's limit: a RecursionError traceback, no file named.
+    # Read before the tokenizer model, so that file need not exist.
+    deep = tmp_path / "special_tokens.json"
+    deep.write_text('{"added_tokens": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    args = ["unused.model"] if builder is llama3_tokenizer else ["vocab.json", "merges.txt"]
+    with pytest.raises(UserValueError) as err:
+        builder(*args, special_tokens_path=str(deep))
+    assert str(err.value) == (
+        f"{deep} is not a tokenizer.json (special_tokens_path): its JSON nests arrays or "
+        "objects too deeply to read"
+    )
+
+
 def test_real_llama3_special_tokens_path(llama3_model):
     hf = shared_dir("llama3") / "tokenizer.json"
     tok = llama3_tokenizer(llama3_model, special_tokens_path=str(hf))

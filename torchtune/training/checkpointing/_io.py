@@ -14,9 +14,11 @@ A write the filesystem refuses (disk full, permission denied, read-only) raises
 ``UserOSError`` naming the file; its temporary is removed and the previous file stays.
 """
 
+import codecs
 import contextlib
 import ctypes
 import errno
+import filecmp
 import json
 import os
 import pickle
@@ -80,13 +82,59 @@ def torch_load(path: str, what: str = "checkpoint file") -> Any:
             if "zipfile" not in str(err) and "mmap" not in str(err):
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise UserValueError(
-            f"Refusing to load {path}: it contains objects other than tensors and plain "
-            f"containers, and weights_only loading never runs pickled code ({_first_line(err)})"
-        ) from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except PermissionError as err:
         raise _unreadable(path, what, err) from err
+    except MemoryError:
+        raise
+    except Exception as err:  # the unpickler meets data it was not made for in many ways
+        what_it_is = not_torch_save(path)
+        if what_it_is:
+            raise UserValueError(f"{what} {path} is not a torch.save file ({what_it_is})") from err
+        if isinstance(err, pickle.UnpicklingError) or "weights_only" in str(err):
+            # PyTorch's own text advises weights_only=False, i.e. running the file's code:
+            # keep only its reason.
+            found = re.search(r"WeightsUnpickler error:\s*([^\n]*?)(?:\.\s|\n|$)", str(err))
+            reason = found.group(1).strip() if found else ""
+            if reason.startswith("Unsupported operand"):  # not a pickle opcode: damaged
+                raise UserValueError(
+                    f"Could not read {what} {path}: the file is truncated or corrupt ({reason})"
+                ) from err
+            raise UserValueError(
+                f"Refusing to load {path}: it contains objects other than tensors and plain "
+                "containers, and weights_only loading never runs pickled code"
+                + (f" ({reason})" if reason else "")
+            ) from err
+        raise _unreadable(path, what, err) from err
+
+
+# How every torch.save file begins: a zip archive (torch >= 1.6), or the pickle of its magic
+# number (protocol >= 2 starts with the PROTO opcode; 0 and 1 spell the number in ASCII).
+_TORCH_SAVE_STARTS = (b"PK\x03\x04", b"\x80", b"L119547037146038801333356L")
+
+
+def not_torch_save(path: str) -> Optional[str]:
+    """What the file at ``path`` is (``"it looks like JSON text"``) if it cannot be a
+    torch.save file, else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    if head.startswith(_TORCH_SAVE_STARTS):
+        return None
+    if not head:
+        return "it is empty"
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1:
+        return "it looks like a safetensors file"
+    try:
+        # Not final: a multi-byte character cut off by the 4 KiB read is still text.
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        text = "\x00"
+    if "\x00" in text:
+        return "it holds binary data of another format"
+    text = text.lstrip("\ufeff \t\r\n")
+    return "it looks like JSON text" if text[:1] in ("{", "[") else "it looks like a text file"
 
 
 def torch_load_per_group(path: str, kept: Dict[str, Any]) -> Any:
@@ -152,6 +200,10 @@ def load_json(path: str, what: str = "file") -> Dict[str, Any]:
             obj = json.loads(f.read().decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserValueError(f"Could not parse {what} {path}: {_first_line(err)}") from err
+    except RecursionError:  # json's parser recurses once per level of [ or {
+        raise UserValueError(
+            f"Could not parse {what} {path}: it nests arrays or objects too deeply to read"
+        ) from None
     except OSError as err:
         raise _unreadable(path, what, err) from err
     if not isinstance(obj, dict):
@@ -362,9 +414,18 @@ def json_save(obj: Any, final: str) -> None:
             f.write("\n")
 
 
+def same_content(src: str, final: str) -> bool:
+    """Whether ``final`` exists and is ``src`` or a byte-identical copy of it."""
+    if not os.path.isfile(final):
+        return False
+    if os.path.samefile(src, final):
+        return True
+    return os.path.getsize(src) == os.path.getsize(final) and filecmp.cmp(src, final, shallow=False)
+
+
 def copy_file(src: str, final: str) -> None:
-    """Copy ``src`` to ``final`` atomically (no-op if they are the same file)."""
-    if os.path.exists(final) and os.path.samefile(src, final):
+    """Copy ``src`` to ``final`` atomically (no-op if ``final`` already holds its bytes)."""
+    if same_content(src, final):
         return
     with atomic_path(final) as tmp:
         shutil.copyfile(src, tmp)
