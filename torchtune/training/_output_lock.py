@@ -5,6 +5,10 @@ step checkpoints, and their epoch files overwrite each other. A run therefore ho
 exclusive ``flock`` on ``output_dir/.tune.lock`` for its whole lifetime. The kernel drops
 the lock when the process ends, however it ends (even ``kill -9``), so a crashed run never
 leaves a stale lock behind. The file holds who took the lock, for the error message.
+
+Taking the lock is also where a run first checks that ``output_dir`` is its own: no other
+user can redirect its writes (``_output_files``), and the lock file is never opened
+through a symlink.
 """
 
 import datetime
@@ -13,6 +17,7 @@ import socket
 from typing import Optional
 
 from torchtune._errors import UserOSError
+from torchtune.training._output_files import check_output_folder, open_lock_file
 
 try:
     import fcntl
@@ -40,13 +45,16 @@ class OutputDirLock:
     def __init__(self, output_dir: str) -> None:
         self.path = os.path.join(output_dir, LOCK_NAME)
         self._fd: Optional[int] = None
+        # Everything the run writes goes under output_dir: first make sure no other user
+        # can redirect it there (a folder of theirs in /tmp, a planted link).
+        check_output_folder(output_dir)
         try:
             os.makedirs(output_dir, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
             raise UserOSError(
                 e.errno, f"output_dir: cannot create {self.path}: {e.strerror}"
             ) from None
+        fd = open_lock_file(self.path)
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

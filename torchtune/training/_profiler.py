@@ -25,6 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from torchtune._errors import UserValueError
+from torchtune.training._output_files import check_output_folder, write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,16 @@ class DummyProfiler:
 
 def _trace_handler(output_dir: Path, rank: int, sort_by: str):
     def on_trace_ready(prof: torch.profiler.profile) -> None:
+        from torchtune.training.checkpointing import _io
+
         folder = output_dir / f"iteration_{prof.step_num}"
+        check_output_folder(str(folder), "profiler.output_dir")
         folder.mkdir(parents=True, exist_ok=True)
-        prof.export_chrome_trace(str(folder / f"rank{rank}_trace.json"))
+        # Written aside and renamed: a symlink at either name is replaced, never followed.
+        with _io.atomic_path(str(folder / f"rank{rank}_trace.json")) as tmp:
+            prof.export_chrome_trace(tmp)
         table = prof.key_averages().table(sort_by=sort_by, row_limit=50)
-        (folder / f"rank{rank}_key_averages.txt").write_text(table + "\n")
+        write_text_atomically(str(folder / f"rank{rank}_key_averages.txt"), table + "\n")
         log.info("Profiler trace written to %s", folder)
 
     return on_trace_ready

@@ -19,6 +19,8 @@ from typing import Any, Mapping, Optional, Protocol, Union
 import numpy as np
 import torch
 
+from torchtune.training._output_files import check_output_folder, open_append, write_text_atomically
+
 log = logging.getLogger(__name__)
 
 Scalar = Union[torch.Tensor, np.ndarray, np.generic, int, float]
@@ -76,7 +78,9 @@ class DiskLogger:
       ``Step 3 | loss:1.25 lr:0.0001``.
 
     Without ``filename`` both are written, ``log_<unix ms>.jsonl`` and ``log_<unix ms>.txt``
-    side by side. :meth:`read` reads either form back.
+    side by side. :meth:`read` reads either form back. ``log_config`` writes the run's config
+    as ``config_<unix ms>.json`` (one per run, never replaced) and ``config.json`` (the
+    latest run's).
 
     Args:
         log_dir (Union[str, Path]): directory for the log; created if missing.
@@ -95,16 +99,21 @@ class DiskLogger:
 
     def __init__(self, log_dir: Union[str, Path], filename: Optional[str] = None) -> None:
         self.log_dir = Path(log_dir)
+        check_output_folder(str(self.log_dir), "log_dir")
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        # This run's own mark: its log (unless filename names a shared one) and its config
+        # record carry it, so a second run into the same log_dir replaces neither.
+        self.run_stamp = str(int(time.time() * 1000))
         if filename is None:
-            stem = f"log_{int(time.time() * 1000)}"
+            stem = f"log_{self.run_stamp}"
             names = [stem + ".jsonl", stem + ".txt"]
         else:
             names = [filename]
         paths = [self.log_dir / n for n in names]
         self.path = paths[0]  # the JSON-lines file when there is one
         self.text_path = next((p for p in paths if not _is_jsonl(p)), None)
-        self._files = [(open(p, "a", encoding="utf-8"), _is_jsonl(p)) for p in paths]
+        # Never through a symlink planted at the log's name.
+        self._files = [(open_append(str(p)), _is_jsonl(p)) for p in paths]
         log.info("Writing metric logs to %s", ", ".join(str(p) for p in paths))
 
     def _write(self, step: int, metrics: dict[str, Union[int, float]]) -> None:
@@ -125,10 +134,12 @@ class DiskLogger:
         self._write(step, {k: _to_python(v) for k, v in payload.items()})
 
     def log_config(self, config: Any) -> None:
-        """Save the resolved config as ``config.json`` next to the log."""
-        config_path = self.log_dir / "config.json"
-        text = json.dumps(_config_to_container(config), indent=2, default=str)
-        config_path.write_text(text + "\n")
+        """Save the resolved config next to the log: ``config_<run stamp>.json``, kept for
+        each run, and ``config.json``, the latest run's."""
+        text = json.dumps(_config_to_container(config), indent=2, default=str) + "\n"
+        for name in (f"config_{self.run_stamp}.json", "config.json"):
+            # Written aside and renamed: a symlink there is replaced, not its target.
+            write_text_atomically(str(self.log_dir / name), text)
 
     def close(self) -> None:
         for file, _ in self._files:
@@ -208,6 +219,7 @@ class TensorBoardLogger:
                 "TensorBoardLogger needs the tensorboard package: pip install tensorboard"
             ) from e
         self.log_dir = str(log_dir)
+        check_output_folder(self.log_dir, "log_dir")
         os.makedirs(self.log_dir, exist_ok=True)
         self._writer = SummaryWriter(log_dir=self.log_dir, **kwargs)
         log.info("Writing TensorBoard logs to %s", self.log_dir)

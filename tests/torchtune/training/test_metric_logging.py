@@ -106,3 +106,20 @@ def test_tensorboard_logger_writes_readable_event_files(tmp_path):
 def test_wandb_logger_without_wandb_is_a_clear_import_error():
     with pytest.raises(ImportError, match="WandBLogger needs the wandb package"):
         WandBLogger(project="x")
+
+
+def test_each_run_keeps_its_config_record(tmp_path):
+    import json
+    import time
+
+    from torchtune.training.metric_logging import DiskLogger
+
+    records = []
+    for lr in (0.1, 0.2):  # two runs into one log_dir
+        logger = DiskLogger(str(tmp_path), filename="log.jsonl")
+        logger.log_config({"lr": lr})
+        logger.close()
+        records.append(tmp_path / f"config_{logger.run_stamp}.json")
+        time.sleep(0.002)
+    assert [json.loads(p.read_text()) for p in records] == [{"lr": 0.1}, {"lr": 0.2}]
+    assert json.loads((tmp_path / "config.json").read_text()) == {"lr": 0.2}  # the latest run's
