@@ -9,6 +9,7 @@ from torchtune.training.checkpointing._checkpointer import (
     FullModelTorchTuneCheckpointer,
 )
 from torchtune.training.checkpointing._hf_checkpointer import FullModelHFCheckpointer
+from torchtune.training.checkpointing._overwrite_guard import input_files_in_config
 from torchtune.training.checkpointing._utils import (
     ADAPTER_CONFIG_KEY,
     ADAPTER_KEY,
@@ -20,6 +21,7 @@ from torchtune.training.checkpointing._utils import (
     OPT_KEY,
     RECIPE_STATE_NAME,
     RNG_KEY,
+    MANIFEST_KEY,
     SAVE_ID_KEY,
     SEED_KEY,
     STEPS_KEY,
@@ -44,10 +46,12 @@ __all__ = [
     "OPT_KEY",
     "RECIPE_STATE_NAME",
     "RNG_KEY",
+    "MANIFEST_KEY",
     "SAVE_ID_KEY",
     "SEED_KEY",
     "STEPS_KEY",
     "TOTAL_EPOCHS_KEY",
     "check_resume_matches",
+    "input_files_in_config",
     "validate_state_dict",
 ]

@@ -4,7 +4,7 @@ See ``_core`` for what a save writes and the shared load/save contract.
 """
 
 import os
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Union
 
 import torch
 
@@ -45,13 +45,16 @@ class FullModelMetaCheckpointer:
         output_dir (str): where saves go.
         adapter_checkpoint (Optional[str]): adapter file to load when resuming (relative to
             checkpoint_dir, or absolute).
-        recipe_checkpoint (Optional[str]): ``recipe_state.pt`` to load when resuming.
+        recipe_checkpoint (Optional[str]): ``recipe_state.pt`` to load when resuming; None
+            resumes the newest save in ``output_dir`` (its adapter, or its model files).
         resume_from_checkpoint (bool): also return the recipe state (and adapter).
         keep_last_n_checkpoints (Optional[int]): step folders to keep; None keeps all.
+        should_load_recipe_state (bool): torchtune 0.6.1's name for resume_from_checkpoint.
 
     Raises:
         UserFileNotFoundError: if a checkpoint file is missing (the message lists the folder).
-        UserValueError: on an unknown model_type, resuming without recipe_checkpoint, a
+        UserValueError: on an unknown model_type, resuming without recipe_checkpoint
+            and no save in output_dir, a
             malformed params.json or download record, a checkpoint file that a save to
             ``output_dir`` would overwrite (not resuming), model-parallel files that are not
             the ranks of one checkpoint (missing ranks, other tensors, shapes or values),
@@ -68,6 +71,7 @@ class FullModelMetaCheckpointer:
         recipe_checkpoint: Optional[str] = None,
         resume_from_checkpoint: bool = False,
         keep_last_n_checkpoints: Optional[int] = None,
+        should_load_recipe_state: bool = False,
     ) -> None:
         kind = ModelType.coerce(model_type)
         if not MODEL_TYPES[kind].meta_format:
@@ -77,7 +81,7 @@ class FullModelMetaCheckpointer:
             )
         self._c = CheckpointerCore(
             checkpoint_dir, checkpoint_files, model_type, output_dir, adapter_checkpoint,
-            recipe_checkpoint, resume_from_checkpoint, keep_last_n_checkpoints,
+            recipe_checkpoint, resume_from_checkpoint or should_load_recipe_state, keep_last_n_checkpoints,
             OutputLayout(
                 model_files=[rf"meta_model_{NUMBER_RE}\.pt"],
                 model_folders=[rf"meta_model_{NUMBER_RE}"],
@@ -94,6 +98,7 @@ class FullModelMetaCheckpointer:
         self._extras = {n: p for n in _META_EXTRA_FILES if (p := self._c.find_beside(n))}
         params = self._extras.get("params.json")
         self._heads = _sidecars.read_params(params) if params else None
+        self._layout_source = f"params.json {params}"
         self._had_output: Optional[bool] = None  # tied types: did the input carry output.weight
 
     def load_model_groups(self) -> Iterator[Dict[str, torch.Tensor]]:
@@ -119,6 +124,34 @@ class FullModelMetaCheckpointer:
         model = self._c.convert(self._c.converter.meta_to_tune, meta, source)
         self._c.untie(model, source)
         return model
+
+    @property
+    def model_layout(self) -> Optional[Dict[str, Any]]:
+        """The attention layout the file beside the weights gives (``num_heads``,
+        ``num_kv_heads``, ``dim``, ``head_dim`` or None for dim / num_heads, ``tied``:
+        whether the output shares the embedding, None if the model type does not say, and
+        ``source``), to compare with the model before it is built; None without one."""
+        if self._heads is None:
+            return None
+        return dict(self._heads, tied=self._c.tied, source=self._layout_source)
+
+    @property
+    def latest_checkpoint(self) -> Optional[str]:
+        """The folder of the newest save a run can resume from (its ``recipe_state.pt``):
+        this run's last intermediate save, else the one it resumed from; None if neither."""
+        return self._c.latest_resumable()
+
+    @property
+    def input_files(self) -> List[str]:
+        """Every file this checkpointer reads: the model, and when resuming the adapter and
+        the recipe state."""
+        return self._c.guard.inputs
+
+    def protect_inputs(self, paths: Iterable[str]) -> None:
+        """Guard other files the run reads (tokenizer, data, a reference model) against this
+        checkpointer's saves; where a save would replace one, refuse now, before training."""
+        # A single-file save copies params.json and tokenizer.model beside meta_model_N.pt.
+        self._c.protect_inputs(paths, copies=self._extras if len(self._ranks) == 1 else None)
 
     def load_checkpoint(self, stream_model: bool = False) -> Dict[str, Any]:
         """Returns ``{"model": internal state dict}`` (+ recipe state/adapter when resuming);
@@ -200,18 +233,21 @@ class FullModelTorchTuneCheckpointer:
         recipe_checkpoint: Optional[str] = None,
         resume_from_checkpoint: bool = False,
         keep_last_n_checkpoints: Optional[int] = None,
+        should_load_recipe_state: bool = False,
     ) -> None:
         self._c = CheckpointerCore(
             checkpoint_dir, checkpoint_files, model_type, output_dir, adapter_checkpoint,
-            recipe_checkpoint, resume_from_checkpoint, keep_last_n_checkpoints,
+            recipe_checkpoint, resume_from_checkpoint or should_load_recipe_state, keep_last_n_checkpoints,
             OutputLayout(model_files=[rf"torchtune_model_{NUMBER_RE}\.pt"]),
         )
         config, params = self._c.find_beside("config.json"), self._c.find_beside("params.json")
         self._heads: Optional[Dict[str, Optional[int]]] = None
         if config is not None:
             self._heads = _sidecars.heads_from_hf_config(_sidecars.read_hf_config(config), config)
+            self._layout_source = f"config.json {config}"
         elif params is not None:
             self._heads = _sidecars.read_params(params)
+            self._layout_source = f"params.json {params}"
 
     def load_model_groups(self) -> Iterator[Dict[str, torch.Tensor]]:
         """The model, one ``layer_groups`` group per dict, each read from disk when asked
@@ -233,6 +269,33 @@ class FullModelTorchTuneCheckpointer:
             sd = as_tensor_dict(_io.torch_load_per_group(path, kept), path)
             model.update({k: sd[k] for k in keys if paths[k] == path})
         return model
+
+    @property
+    def model_layout(self) -> Optional[Dict[str, Any]]:
+        """The attention layout the file beside the weights gives (``num_heads``,
+        ``num_kv_heads``, ``dim``, ``head_dim`` or None for dim / num_heads, ``tied``:
+        whether the output shares the embedding, None if the model type does not say, and
+        ``source``), to compare with the model before it is built; None without one."""
+        if self._heads is None:
+            return None
+        return dict(self._heads, tied=self._c.tied, source=self._layout_source)
+
+    @property
+    def latest_checkpoint(self) -> Optional[str]:
+        """The folder of the newest save a run can resume from (its ``recipe_state.pt``):
+        this run's last intermediate save, else the one it resumed from; None if neither."""
+        return self._c.latest_resumable()
+
+    @property
+    def input_files(self) -> List[str]:
+        """Every file this checkpointer reads: the model, and when resuming the adapter and
+        the recipe state."""
+        return self._c.guard.inputs
+
+    def protect_inputs(self, paths: Iterable[str]) -> None:
+        """Guard other files the run reads (tokenizer, data, a reference model) against this
+        checkpointer's saves; where a save would replace one, refuse now, before training."""
+        self._c.protect_inputs(paths)
 
     def load_checkpoint(self, stream_model: bool = False) -> Dict[str, Any]:
         """Returns ``{"model": internal state dict}`` (+ recipe state/adapter when resuming);

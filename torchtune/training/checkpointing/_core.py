@@ -40,7 +40,8 @@ peft adapter     ``root/adapter_{epoch}_peft/adapter_model.safetensors`` + adapt
                  (a folder of its own: an adapter_config.json inside the model folder
                  would make ``from_pretrained`` apply the adapter a second time)
 recipe state     ``root/recipe_state.pt`` (intermediate only), with the save's id added
-                 under ``"checkpoint_save_id"``
+                 under ``"checkpoint_save_id"`` and its manifest (every file written
+                 before it) under ``"checkpoint_manifest"``: its rename completes the save
 manifest         ``root/checkpoint_manifest.json``, written last and only by saves that write
                  a recipe state or a step folder: every file the save wrote (relative
                  path, size, sampled sha256), epoch, step, save id, run id (``_manifest``)
@@ -56,11 +57,12 @@ import logging
 import os
 import re
 import uuid
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from torchtune._errors import UserValueError
+from torchtune._errors import UserFileNotFoundError, UserValueError
+from torchtune.training._output_files import check_output_folder
 from torchtune.training.checkpointing import _io, _manifest, _sidecars
 from torchtune.training.checkpointing._overwrite_guard import (
     InputGuard,
@@ -71,6 +73,7 @@ from torchtune.training.checkpointing._save_writer import SaveWriter
 from torchtune.training.checkpointing._utils import (
     ADAPTER_CONFIG_KEY,
     ADAPTER_KEY,
+    MANIFEST_KEY,
     MODEL_KEY,
     RECIPE_STATE_NAME,
     SAVE_ID_KEY,
@@ -87,7 +90,7 @@ DOWNLOAD_RECORD_NAME = ".tune_download.json"  # {"repo_id", "revision"}, written
 WriteModel = Callable[[SaveWriter, bool], None]
 
 
-def expand_checkpoint_files(checkpoint_files: Any) -> Any:
+def expand_checkpoint_files(checkpoint_files: Any, checkpoint_dir: Optional[str] = None) -> Any:
     """torchtune 0.6.1's short form for many shards, expanded to the list of names::
 
         checkpoint_files:
@@ -96,6 +99,10 @@ def expand_checkpoint_files(checkpoint_files: Any) -> Any:
 
     gives ``model-00001-of-00030.safetensors`` ... ``model-00030-of-00030.safetensors``.
     Any other value is returned unchanged.
+
+    With ``checkpoint_dir``, each name is checked as it is made and the first one missing
+    there is an error: a wrong ``max_filename`` ("10000000") fails at once instead of
+    building millions of names. Without it, more than ``_MAX_SHARDS`` names is an error.
     """
     if not isinstance(checkpoint_files, Mapping):
         return checkpoint_files
@@ -111,11 +118,35 @@ def expand_checkpoint_files(checkpoint_files: Any) -> Any:
         )
     if not last.isdigit() or int(last) < 1:
         raise UserValueError(f"checkpoint_files.max_filename must be a positive number, got {last!r}")
-    return [fmt.format(str(i).zfill(len(last)), last) for i in range(1, int(last) + 1)]
+    if not isinstance(checkpoint_dir, (str, os.PathLike)) or not str(checkpoint_dir):
+        checkpoint_dir = None  # (the checkpointer names a bad checkpoint_dir itself)
+    if checkpoint_dir is None and int(last) > _MAX_SHARDS:
+        raise UserValueError(
+            f"checkpoint_files.max_filename {last!r} names more than {_MAX_SHARDS} shards"
+        )
+    names = []
+    for i in range(1, int(last) + 1):
+        name = fmt.format(str(i).zfill(len(last)), last)
+        if checkpoint_dir is not None:
+            path = os.path.join(str(checkpoint_dir), name)
+            if not os.path.isfile(path):
+                folder = os.path.dirname(path)
+                raise UserFileNotFoundError(
+                    f"checkpoint file {path} not found (shard {i} of the {int(last)} that "
+                    f"checkpoint_files.filename_format {fmt!r} and max_filename {last!r} name); "
+                    f"files in {folder}: {_io.list_dir(folder)}"
+                )
+        names.append(name)
+    return names
 
 
-def _path_list(checkpoint_files: Any) -> list:
-    checkpoint_files = expand_checkpoint_files(checkpoint_files)
+# Without a folder to check the names against, the most the dict form may expand to (the
+# largest published checkpoints have a few hundred shards).
+_MAX_SHARDS = 100_000
+
+
+def _path_list(checkpoint_files: Any, checkpoint_dir: str) -> list:
+    checkpoint_files = expand_checkpoint_files(checkpoint_files, checkpoint_dir)
     if isinstance(checkpoint_files, (str, os.PathLike)):
         return [checkpoint_files]
     try:
@@ -128,6 +159,21 @@ def _path_list(checkpoint_files: Any) -> list:
     if bad:
         raise UserValueError(f"checkpoint_files must hold file names, got {bad[0]!r} in {files}")
     return files
+
+
+def _warn_of_earlier_outputs(output_dir: str, layout: OutputLayout) -> None:
+    """Say so when a new run's saves will replace an earlier run's files of the same names."""
+    try:
+        names = sorted(n for n in os.listdir(output_dir) if layout.replaced_entry(n))
+    except OSError:
+        return
+    if names:
+        shown = ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
+        log.warning(
+            "output_dir %s holds checkpoints of an earlier run (%s): this run's saves replace "
+            "those of the same names; choose another output_dir to keep them, or resume with "
+            "resume_from_checkpoint=True", output_dir, shown,
+        )
 
 
 def _keep_last_n(value: Any) -> Optional[int]:
@@ -162,7 +208,7 @@ class CheckpointerCore:
             if not isinstance(value, (str, os.PathLike)) or not str(value):
                 raise UserValueError(f"checkpointer.{name} must be a folder path, got {value!r}")
         self.checkpoint_dir = str(checkpoint_dir)
-        self.files = [self.resolve(f) for f in _path_list(checkpoint_files)]
+        self.files = [self.resolve(f) for f in _path_list(checkpoint_files, self.checkpoint_dir)]
         if not self.files:
             raise UserValueError("checkpoint_files is empty: list at least one checkpoint file")
         for f in self.files:
@@ -171,32 +217,70 @@ class CheckpointerCore:
         self.converter = get_converter(self.model_type)
         self.tied = MODEL_TYPES[self.model_type].tied_embeddings
         self.output_dir = str(output_dir)
+        check_output_folder(self.output_dir, "checkpointer.output_dir")
         self.resume = bool(resume_from_checkpoint)
         self.adapter_path = self.resolve(adapter_checkpoint) if adapter_checkpoint else None
         self.recipe_path = self.resolve(recipe_checkpoint) if recipe_checkpoint else None
-        if self.resume and self.recipe_path is None:
-            raise UserValueError(
-                "resume_from_checkpoint is True but checkpointer.recipe_checkpoint is not set: "
-                f"point it at the {RECIPE_STATE_NAME} written by the run being resumed"
-            )
+        found_latest = self.resume and self.recipe_path is None
+        if found_latest:
+            # torchtune 0.6.1's form: resume_from_checkpoint alone resumes the latest save.
+            self.recipe_path = _manifest.latest_recipe_state(self.output_dir)
+            if self.recipe_path is None:
+                raise UserValueError(
+                    "resume_from_checkpoint is True but checkpointer.recipe_checkpoint is not set "
+                    f"and output_dir {self.output_dir} holds no {RECIPE_STATE_NAME} to resume "
+                    "from; point recipe_checkpoint at the one the run being resumed wrote"
+                )
         self.keep_last_n = _keep_last_n(keep_last_n_checkpoints)
         self.download_record = self._read_download_record()
 
         self.run_id = uuid.uuid4().hex
         self.manifest: Optional[_manifest.Manifest] = None
+        self._recipe_state: Optional[Dict[str, Any]] = None
+        # The folder of the save this run resumed from (for the Ctrl-C message).
+        self.latest: Optional[str] = None
         inputs = list(self.files)
         if self.resume:
-            manifest_path = _manifest.manifest_beside(self.recipe_path)
-            if os.path.isfile(manifest_path):
-                self.manifest = _manifest.read_manifest(manifest_path)
+            self.latest = os.path.dirname(os.path.abspath(self.recipe_path))
+            self._recipe_state, self.manifest = self._read_recipe_state()
+            if self.manifest is not None:
                 self.run_id = self.manifest.run_id  # a resumed run is the same run
+            if found_latest and self.manifest is not None:
+                self._take_files_of(self.manifest)
+                inputs = list(self.files)
             inputs += [p for p in (self.adapter_path, self.recipe_path) if p is not None]
         else:
             # Resuming from the run's own output is the documented workflow; otherwise a
             # checkpoint at a name the saves write would be destroyed by them.
             refuse_inputs_in_output(self.files, self.output_dir, layout)
+            _warn_of_earlier_outputs(self.output_dir, layout)
         rewritable = [self.recipe_path] if self.resume else []
         self.guard = InputGuard(inputs, rewritable=rewritable)
+        self.layout = layout
+
+    def protect_inputs(self, paths: Iterable[str], copies: Optional[Dict[str, str]] = None) -> None:
+        """Guard more files the run reads (tokenizer, data, a reference model) against every
+        save, and refuse now, before training, where a save would replace one.
+
+        Args:
+            paths (Iterable[str]): the files.
+            copies (Optional[Dict[str, str]]): files each save writes in ``output_dir`` as
+                copies, name -> source (Meta's params.json and tokenizer.model).
+        """
+        paths = [p for p in paths if os.path.isfile(p)]
+        if not self.resume:
+            refuse_inputs_in_output(paths, self.output_dir, self.layout, what="input file")
+        read = {os.path.realpath(p): p for p in paths}
+        for name, src in (copies or {}).items():
+            dest = os.path.join(self.output_dir, name)
+            given = read.get(os.path.realpath(dest))
+            if given is not None and not _io.same_content(src, dest):
+                raise UserValueError(
+                    f"This run would overwrite its own input: each save writes {dest} (a copy "
+                    f"of {src}), which is {given}, a file this run reads; choose another "
+                    "output_dir, or keep that file elsewhere"
+                )
+        self.guard.add(paths)
 
     def resolve(self, name: Union[str, os.PathLike]) -> str:
         """``name`` as a path: absolute as given, else inside ``checkpoint_dir``."""
@@ -224,21 +308,53 @@ class CheckpointerCore:
         out.update(training_state)
         return out
 
-    def load_training_state(self) -> Dict[str, Any]:
-        """Recipe state (and adapter) to merge into ``load_checkpoint``'s result when resuming.
+    def _take_files_of(self, manifest: _manifest.Manifest) -> None:
+        """Resume the save ``manifest`` describes: its adapter (a LoRA save: the base model
+        stays as configured), else its model files."""
+        if manifest.adapter is not None:
+            if self.adapter_path is None:
+                self.adapter_path = manifest.real_path(manifest.adapter)
+            what = f"adapter {self.adapter_path}"
+        else:
+            self.files = [manifest.real_path(f) for f in manifest.model_files]
+            what = f"model {_manifest.describe_files(self.files)}"
+        log.info("Resuming the latest save in output_dir: %s with %s", self.recipe_path, what)
 
-        Checks first that the recipe state, the model files and the adapter all come from
-        one complete save (``_manifest.check_resume``); the save id is removed from the
-        returned state.
-        """
-        if not self.resume:
-            return {}
+    def _read_recipe_state(self) -> Tuple[Dict[str, Any], Optional[_manifest.Manifest]]:
+        """The recipe state being resumed (memory-mapped) and the manifest of its save: the
+        one it carries, else (written before manifests were embedded) the json beside it."""
         state = _io.torch_load(self.recipe_path, what="recipe checkpoint")
         if not isinstance(state, dict):
             raise UserValueError(
                 f"Recipe checkpoint {self.recipe_path} holds a {type(state).__name__}, not a dict"
             )
         state = dict(state)
+        embedded = state.pop(MANIFEST_KEY, None)
+        if embedded is not None:
+            manifest = _manifest.parse_manifest(
+                embedded, self.recipe_path, f"The {MANIFEST_KEY} in {self.recipe_path}"
+            )
+            if manifest.save_id != state.get(SAVE_ID_KEY):
+                raise UserValueError(
+                    f"Recipe checkpoint {self.recipe_path} is inconsistent: its {MANIFEST_KEY} "
+                    f"belongs to save {manifest.save_id[:8]}, not to {str(state.get(SAVE_ID_KEY))[:8]}"
+                )
+            return state, manifest
+        manifest_path = _manifest.manifest_beside(self.recipe_path)
+        if os.path.isfile(manifest_path):
+            return state, _manifest.read_manifest(manifest_path)
+        return state, None
+
+    def load_training_state(self) -> Dict[str, Any]:
+        """Recipe state (and adapter) to merge into ``load_checkpoint``'s result when resuming.
+
+        Checks first that the recipe state, the model files and the adapter all come from
+        one complete save (``_manifest.check_resume``); the save id and manifest are removed
+        from the returned state.
+        """
+        if not self.resume:
+            return {}
+        state = dict(self._recipe_state)
         save_id = state.pop(SAVE_ID_KEY, None)
         _manifest.check_resume(self.recipe_path, save_id, self.manifest, self.files, self.adapter_path)
         if self.adapter_path is not None:
@@ -293,11 +409,16 @@ class CheckpointerCore:
                     if k not in (MODEL_KEY, ADAPTER_KEY, ADAPTER_CONFIG_KEY)
                 }
                 recipe_state[SAVE_ID_KEY] = save_id
+                # The recipe state names the files it pairs with: its atomic rename alone
+                # completes the save, and until then the previous recipe state (and its
+                # files, which carry other names) is untouched and still resumes.
+                recipe_state[MANIFEST_KEY] = writer.manifest(epoch, step, save_id, self.run_id)
                 path = os.path.join(root, RECIPE_STATE_NAME)
                 writer.torch_save(recipe_state, path, role="recipe_state")
             if intermediate_checkpoint or step is not None:
-                # Last: a manifest whose save id matches the recipe state marks the save
-                # complete. A final save (no recipe state) leaves the previous pair alone.
+                # The same record as json, listing the recipe state too: for people, and
+                # for pruning step folders. A final save (no recipe state) leaves the
+                # previous pair alone.
                 writer.write_manifest(epoch, step, save_id, self.run_id)
 
         if step is None:
@@ -312,6 +433,12 @@ class CheckpointerCore:
         log.info("Saved checkpoint for epoch %s%s to %s", epoch,
                  "" if step is None else f" step {step}", root)
         return root
+
+    def latest_resumable(self) -> Optional[str]:
+        """The folder of the newest complete save of this run on disk (what is there, even
+        if a save was interrupted a moment ago), else the save it resumed from."""
+        found = _manifest.latest_recipe_state(self.output_dir, run_id=self.run_id)
+        return os.path.dirname(found) if found else self.latest
 
     def prune_step_dirs(self) -> None:
         """Delete this run's oldest step folders beyond ``keep_last_n`` (None keeps all)."""

@@ -84,9 +84,11 @@ class FullModelHFCheckpointer:
             ``"QWEN2"``, ``"QWEN3"``.
         output_dir (str): where saves go.
         adapter_checkpoint (Optional[str]): adapter file to load when resuming.
-        recipe_checkpoint (Optional[str]): ``recipe_state.pt`` to load when resuming.
+        recipe_checkpoint (Optional[str]): ``recipe_state.pt`` to load when resuming; None
+            resumes the newest save in ``output_dir`` (its adapter, or its model files).
         resume_from_checkpoint (bool): also return the recipe state (and adapter).
         keep_last_n_checkpoints (Optional[int]): step folders to keep; None keeps all.
+        should_load_recipe_state (bool): torchtune 0.6.1's name for resume_from_checkpoint.
 
     Raises:
         UserFileNotFoundError: if a weight file or config.json is missing.
@@ -106,8 +108,9 @@ class FullModelHFCheckpointer:
         recipe_checkpoint: Optional[str] = None,
         resume_from_checkpoint: bool = False,
         keep_last_n_checkpoints: Optional[int] = None,
+        should_load_recipe_state: bool = False,
     ) -> None:
-        checkpoint_files = expand_checkpoint_files(checkpoint_files)
+        checkpoint_files = expand_checkpoint_files(checkpoint_files, checkpoint_dir)
         files = [checkpoint_files] if isinstance(checkpoint_files, str) else checkpoint_files
         listed = files if isinstance(files, Iterable) else ()  # the core names a bad value
         index_names = [f for f in listed if isinstance(f, str) and f.endswith(".index.json")]
@@ -122,13 +125,21 @@ class FullModelHFCheckpointer:
             files = [os.path.relpath(os.path.join(folder, s), str(checkpoint_dir)) for s in shards]
         self._c = CheckpointerCore(
             checkpoint_dir, files, model_type, output_dir, adapter_checkpoint,
-            recipe_checkpoint, resume_from_checkpoint, keep_last_n_checkpoints,
+            recipe_checkpoint, resume_from_checkpoint or should_load_recipe_state, keep_last_n_checkpoints,
             OutputLayout(model_folders=[rf"epoch_{NUMBER_RE}"]),
         )
         exts = {os.path.splitext(f)[1] for f in self._c.files}
-        if len(exts) > 1 or not exts <= {".bin", ".pt", ".pth", ".safetensors"}:
+        for f in self._c.files:
+            if os.path.splitext(f)[1] not in (".bin", ".pt", ".pth", ".safetensors"):
+                what_it_is = _io.not_torch_save(f)
+                raise UserValueError(
+                    f"checkpoint file {f} is not a .safetensors, .bin, .pt or .pth file"
+                    + (f" ({what_it_is})" if what_it_is else "")
+                )
+        if ".safetensors" in exts and len(exts) > 1:
             raise UserValueError(
-                f"checkpoint_files must all be .bin/.pt/.pth or all .safetensors, got {sorted(exts)}"
+                f"checkpoint_files mixes .safetensors and torch.save files: {self._c.files}; "
+                "list the files of one format"
             )
         self._safetensors = exts == {".safetensors"}
         self._shard_names = [os.path.basename(f) for f in self._c.files]
@@ -147,6 +158,7 @@ class FullModelHFCheckpointer:
                 f"{HF_MODEL_TYPES[self._c.model_type]})"
             )
         self._heads = _sidecars.heads_from_hf_config(self._config, config_path)
+        self._layout_source = f"config.json {config_path}"
         tie = self._config.get("tie_word_embeddings")
         if self._c.tied is None:  # a family with tied and untied sizes (QWEN2, QWEN3)
             if tie is not None and not isinstance(tie, bool):
@@ -243,6 +255,30 @@ class FullModelHFCheckpointer:
         model = self._c.convert(self._c.converter.hf_to_tune, raw, source, **self._heads)
         self._c.untie(model, source)  # the save repeats lm_head iff the weight map has it
         return model
+
+    @property
+    def model_layout(self) -> Optional[Dict[str, Any]]:
+        """The layout config.json gives (``num_heads``, ``num_kv_heads``, ``dim``,
+        ``head_dim`` or None for dim / num_heads, ``tied``: whether the output shares the
+        embedding, and ``source``), to compare with the model before it is built."""
+        return dict(self._heads, tied=self._c.tied, source=self._layout_source)
+
+    @property
+    def latest_checkpoint(self) -> Optional[str]:
+        """The folder of the newest save a run can resume from (its ``recipe_state.pt``):
+        this run's last intermediate save, else the one it resumed from; None if neither."""
+        return self._c.latest_resumable()
+
+    @property
+    def input_files(self) -> List[str]:
+        """Every file this checkpointer reads: the model, and when resuming the adapter and
+        the recipe state."""
+        return self._c.guard.inputs
+
+    def protect_inputs(self, paths: Iterable[str]) -> None:
+        """Guard other files the run reads (tokenizer, data, a reference model) against this
+        checkpointer's saves; where a save would replace one, refuse now, before training."""
+        self._c.protect_inputs(paths)
 
     def load_checkpoint(self, stream_model: bool = False) -> Dict[str, Any]:
         """Returns ``{"model": internal state dict}`` (+ recipe state/adapter when resuming);

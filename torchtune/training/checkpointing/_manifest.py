@@ -1,8 +1,6 @@
 """The checkpoint manifest: what one save wrote, so a resume uses one save's files only.
 
-A save that writes a recipe state (and every step-folder save) ends by writing
-``checkpoint_manifest.json`` in its root (``output_dir`` or ``output_dir/step_{N}``),
-atomically and last::
+A save that writes a recipe state (and every step-folder save) records what it wrote::
 
     {"format": "torchtune-checkpoint-manifest-1",
      "save_id": "<uuid4 hex, also stored in recipe_state.pt>",
@@ -14,10 +12,20 @@ atomically and last::
      "files": {"<every file the save wrote, relative to the root>":
                {"size": 123, "sampled_sha256": "<hex>"}}}
 
-Resuming checks that ``recipe_state.pt`` and the manifest beside it carry the same save id
-and that the model files (or, for LoRA, the adapter) being loaded are the ones listed, with
-the same fingerprint. So a save interrupted between writing the model and the recipe state
-can no longer pair a new model with an old recipe state (and train an epoch twice).
+It is written twice. ``recipe_state.pt`` carries it (``"checkpoint_manifest"``, listing every
+file written before the recipe state) together with the save id: the recipe state is the
+last file of a save that matters, and its one atomic rename is what completes the save. A
+crash at any instant before that rename leaves the previous ``recipe_state.pt`` with its own
+manifest, whose files a save never replaces (they carry the previous epoch's names), so the
+previous save still resumes; a crash after it leaves the new save complete.
+``checkpoint_manifest.json`` (in the save's root, written after the recipe state, also
+listing it) is the same record for people and for pruning step folders; a recipe state
+written before manifests were embedded is checked against it instead.
+
+Resuming checks that the model files (or, for LoRA, the adapter) being loaded are the ones
+the recipe state's save lists, with the same fingerprint. So a save interrupted between
+writing the model and the recipe state can never pair a new model with an old recipe state
+(and train an epoch twice).
 """
 
 import hashlib
@@ -29,7 +37,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from torchtune._errors import UserError, UserOSError, UserValueError
 from torchtune.training.checkpointing import _io
-from torchtune.training.checkpointing._utils import MANIFEST_NAME, NUMBER_RE, SAVE_ID_KEY
+from torchtune.training.checkpointing._utils import MANIFEST_KEY, MANIFEST_NAME, NUMBER_RE, RECIPE_STATE_NAME, SAVE_ID_KEY
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +142,26 @@ def read_manifest(path: str) -> Manifest:
     Raises:
         UserValueError: naming the file and what is wrong with it.
     """
-    raw = _io.load_json(path, what="checkpoint manifest")
+    return parse_manifest(_io.load_json(path, what="checkpoint manifest"), path, f"Checkpoint manifest {path}")
+
+
+def parse_manifest(raw: Any, path: str, source: str) -> Manifest:
+    """Check a manifest's content (from a json file, or embedded in a recipe state).
+
+    Args:
+        raw (Any): the manifest as loaded.
+        path (str): a file in the save's root; the listed names are relative to its folder.
+        source (str): where ``raw`` came from, for messages.
+
+    Raises:
+        UserValueError: naming ``source`` and what is wrong with it.
+    """
 
     def bad(problem: str) -> UserValueError:
-        return UserValueError(f"Checkpoint manifest {path} is malformed: {problem}")
+        return UserValueError(f"{source} is malformed: {problem}")
+
+    if not isinstance(raw, dict):
+        raise bad(f"it is a {type(raw).__name__}, not a mapping")
 
     if raw.get("format") != MANIFEST_FORMAT:
         raise bad(f"format is {raw.get('format')!r}, expected {MANIFEST_FORMAT!r}")
@@ -208,7 +232,8 @@ def check_resume(
         recipe_path (str): the ``recipe_state.pt`` being resumed.
         save_id (Any): the save id stored in it (None for a recipe state written before
             manifests existed: accepted with a warning).
-        manifest (Optional[Manifest]): the manifest beside it, if there is one.
+        manifest (Optional[Manifest]): the manifest embedded in it, else the one beside it,
+            if there is one.
         checkpoint_files (Sequence[str]): the model files being loaded.
         adapter_path (Optional[str]): the adapter being loaded (LoRA).
 
@@ -222,7 +247,7 @@ def check_resume(
             "files being loaded come from the same save", recipe_path, SAVE_ID_KEY,
         )
         return
-    if manifest is None:
+    if manifest is None:  # a recipe state written before manifests were embedded in it
         raise UserValueError(
             f"Cannot resume: {recipe_path} was written by save {str(save_id)[:8]} but "
             f"{manifest_beside(recipe_path)} is missing, so nothing says which model files "
@@ -292,3 +317,41 @@ def step_dirs_of_run(output_dir: str, run_id: str) -> List[Tuple[int, str]]:
         if manifest.run_id == run_id:
             found.append((int(m.group(1)), path))
     return sorted(found)
+
+
+def describe_files(paths: Sequence[str]) -> str:
+    """``a, b, ... (N files)`` for log lines."""
+    return _some(list(paths))
+
+
+def latest_recipe_state(output_dir: str, run_id: Optional[str] = None) -> Optional[str]:
+    """The ``recipe_state.pt`` of the newest save in ``output_dir`` (its root, or a step
+    folder), by the epoch and step its manifest records: an epoch-end save comes after the
+    step saves of its epoch. With ``run_id``, only that run's saves count. None if there
+    is none."""
+    candidates = [os.path.join(output_dir, RECIPE_STATE_NAME)]
+    if os.path.isdir(output_dir):
+        candidates += [
+            os.path.join(output_dir, name, RECIPE_STATE_NAME)
+            for name in os.listdir(output_dir)
+            if re.fullmatch(rf"step_{NUMBER_RE}", name)
+        ]
+    best: Optional[Tuple[Tuple[int, int, int], str]] = None
+    for path in candidates:
+        if not os.path.isfile(path):
+            continue
+        try:
+            state = _io.torch_load(path, what="recipe checkpoint")
+            embedded = state.get(MANIFEST_KEY) if isinstance(state, dict) else None
+            manifest = parse_manifest(embedded, path, path) if embedded is not None else read_manifest(
+                manifest_beside(path)
+            )
+        except (UserError, OSError) as err:
+            log.warning("Not resuming from %s: %s", path, err)
+            continue
+        if run_id is not None and manifest.run_id != run_id:
+            continue
+        key = (manifest.epoch, 1 if manifest.step is None else 0, manifest.step or 0)
+        if best is None or key > best[0]:
+            best = (key, path)
+    return None if best is None else best[1]

@@ -16,7 +16,7 @@ run destroys its own input: the shipped configs' resume recipe
 
 import os
 import re
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, List, Optional, Sequence
 
 from torchtune._errors import UserValueError
 from torchtune.training.checkpointing._utils import MANIFEST_NAME, NUMBER_RE, RECIPE_STATE_NAME
@@ -63,13 +63,16 @@ def _shown(path: str) -> str:
     return path if real == os.path.abspath(path) else f"{path} (really {real})"
 
 
-def refuse_inputs_in_output(inputs: Iterable[str], output_dir: str, layout: OutputLayout) -> None:
+def refuse_inputs_in_output(
+    inputs: Iterable[str], output_dir: str, layout: OutputLayout, what: str = "checkpoint file"
+) -> None:
     """Fail when a save to ``output_dir`` would overwrite one of ``inputs``.
 
     Args:
-        inputs (Iterable[str]): the checkpoint files this run reads.
+        inputs (Iterable[str]): the files this run reads.
         output_dir (str): where its saves go.
         layout (OutputLayout): the names those saves write.
+        what (str): what the inputs are, for the message.
 
     Raises:
         UserValueError: naming the input, the output name that would replace it, and the
@@ -82,10 +85,10 @@ def refuse_inputs_in_output(inputs: Iterable[str], output_dir: str, layout: Outp
         if entry is None:
             continue
         target = os.path.join(output_dir, entry)
-        what = "is" if rel == entry else "holds"
+        verb = "is" if rel == entry else "holds"
         raise UserValueError(
             f"This run would overwrite its own input: saving to output_dir {output_dir} "
-            f"replaces {target}, which {what} checkpoint file {_shown(path)}; set "
+            f"replaces {target}, which {verb} {what} {_shown(path)}; set "
             "resume_from_checkpoint=True to resume from it, or choose another output_dir"
         )
 
@@ -110,6 +113,16 @@ class InputGuard:
         self._inputs = {os.path.realpath(p): p for p in inputs}
         self._rewritable = {os.path.realpath(p) for p in rewritable}
 
+    @property
+    def inputs(self) -> List[str]:
+        """Every file guarded, as the run named it."""
+        return list(self._inputs.values())
+
+    def add(self, inputs: Iterable[str]) -> None:
+        """Guard more files the run reads (tokenizer, data, a reference model)."""
+        for path in inputs:
+            self._inputs.setdefault(os.path.realpath(path), path)
+
     def check_file(self, final: str) -> None:
         """Raise UserValueError if writing ``final`` would replace an input file."""
         entry = _entry(final)
@@ -129,3 +142,42 @@ class InputGuard:
             f"Refusing to save: writing {target} would replace {_shown(given)}, which this run "
             "read as its input; choose another output_dir (the input is left untouched)"
         )
+
+
+def input_files_in_config(cfg: Any, output_dir: str, skip: Sequence[str] = ("checkpointer", "ref_checkpointer", "output_dir")) -> List[str]:
+    """The files a run's config names that a save could reach: every string value (in
+    mappings and lists, interpolations resolved) naming an existing file, and the files
+    inside a named folder that lies within ``output_dir`` (a tokenizer folder, data). The
+    checkpointers know their own inputs exactly, so their nodes are ``skip``ped.
+
+    Args:
+        cfg (Any): the run's config (a DictConfig or plain containers).
+        output_dir (str): where the run's saves go.
+        skip (Sequence[str]): top-level keys not to look in.
+
+    Returns:
+        List[str]: the paths, as named (relative ones relative to the working folder).
+    """
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    out_real = os.path.realpath(output_dir)
+    found: List[str] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                visit(value)
+        elif isinstance(node, str) and node and len(node) < 4096 and "\0" not in node:
+            if os.path.isfile(node):
+                found.append(node)
+            elif os.path.isdir(node) and _inside(os.path.realpath(node), out_real) is not None:
+                for folder, _, names in os.walk(node):
+                    found.extend(os.path.join(folder, n) for n in names)
+
+    visit({k: v for k, v in cfg.items() if k not in skip} if isinstance(cfg, dict) else cfg)
+    return found

@@ -67,7 +67,8 @@ class SaveWriter:
 
     def copy_file(self, src: str, path: str) -> None:
         """Copy ``src`` to ``path`` atomically (nothing to do when they are the same file)."""
-        self._guard.check_file(self._final(path))
+        if not _io.same_content(src, path):  # else nothing is written
+            self._guard.check_file(self._final(path))
         _io.copy_file(src, path)
         self._record(path, None)
 
@@ -80,9 +81,13 @@ class SaveWriter:
             self._renames[os.path.abspath(tmp)] = self._final(final)
             yield tmp
 
+    def manifest(self, epoch: int, step: Optional[int], save_id: str, run_id: str) -> Dict[str, Any]:
+        """The manifest of everything written so far (plain data: it goes into recipe_state.pt)."""
+        return manifest_dict(dict(self.files), dict(self.roles), epoch, step, save_id, run_id)
+
     def write_manifest(self, epoch: int, step: Optional[int], save_id: str, run_id: str) -> str:
         """Write ``checkpoint_manifest.json`` listing everything written so far; call it last."""
-        manifest = manifest_dict(self.files, self.roles, epoch, step, save_id, run_id)
+        manifest = self.manifest(epoch, step, save_id, run_id)
         path = os.path.join(self.root, MANIFEST_NAME)
         self._guard.check_file(self._final(path))
         _io.json_save(manifest, path)

@@ -25,8 +25,9 @@ OPT_KEY = "optimizer"
 LR_SCHEDULER_KEY = "lr_scheduler"
 RNG_KEY = "rng_state"
 # Added by the checkpointer to the recipe state it writes (and removed when it loads it):
-# the id of the save that wrote it, matched against the checkpoint manifest beside it.
+# the id of the save that wrote it, and that save's manifest (the files it pairs with).
 SAVE_ID_KEY = "checkpoint_save_id"
+MANIFEST_KEY = "checkpoint_manifest"
 
 RECIPE_STATE_NAME = "recipe_state.pt"
 MANIFEST_NAME = "checkpoint_manifest.json"
@@ -162,6 +163,25 @@ def validate_state_dict(
         problems.append(f"shape mismatches {_head(mismatched)}")
     if problems:
         raise UserValueError(f"The {source} does not fit the model: " + "; ".join(problems))
+
+
+def check_shapes(
+    model: Union[nn.Module, Mapping[str, Any]], state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
+) -> None:
+    """Refuse tensors of ``state_dict`` whose shapes differ from the model's same-named ones
+    (names the model lacks, or lacks in ``state_dict``, are for the caller to judge).
+
+    Raises:
+        UserValueError: every mismatch as ``name: checkpoint (a, b) vs model (c, d)``.
+    """
+    expected = _shapes(model)
+    mismatched = [
+        f"{k}: {source} {tuple(v.shape)} vs model {expected[k]}"
+        for k, v in state_dict.items()
+        if k in expected and tuple(v.shape) != expected[k]
+    ]
+    if mismatched:
+        raise UserValueError(f"The {source} does not fit the model: shape mismatches {_head(mismatched)}")
 
 
 def _head(items: list, n: int = 8) -> str:

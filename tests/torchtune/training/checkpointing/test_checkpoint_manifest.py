@@ -83,11 +83,88 @@ def test_interrupted_meta_save_is_not_resumed_with_the_old_recipe_state(tmp_path
     assert torch.equal(state["model"]["norm.scale"], model["norm.scale"] * 2)
 
 
-def test_save_killed_between_recipe_state_and_manifest_is_refused(tmp_path, tiny, monkeypatch):
-    out, _ = _meta_epochs(tmp_path, tiny, monkeypatch, die_before="checkpoint_manifest.json")
+def test_save_killed_between_recipe_state_and_manifest_resumes_the_new_save(tmp_path, tiny, monkeypatch):
+    # The recipe state carries its own save's manifest: once it is renamed into place the
+    # save is complete, whatever happens to the json copy written after it.
+    out, model = _meta_epochs(tmp_path, tiny, monkeypatch, die_before="checkpoint_manifest.json")
     assert torch.load(out / "recipe_state.pt", weights_only=True)["epochs_run"] == 2
-    with pytest.raises(UserValueError, match=rf"{out / 'recipe_state.pt'} \(save \w+\) and {out / 'checkpoint_manifest.json'} \(save \w+, epoch 0\) come from different saves"):
-        _resume_meta(out, "meta_model_1.pt").load_checkpoint()
+    assert json.loads((out / "checkpoint_manifest.json").read_text())["epoch"] == 0  # stale copy
+    state = _resume_meta(out, "meta_model_1.pt").load_checkpoint()
+    assert state["epochs_run"] == 2 and "checkpoint_manifest" not in state
+    assert torch.equal(state["model"]["norm.scale"], model["norm.scale"] * 3)
+
+
+def _kill_points(save):
+    """The basenames of the files ``save()`` writes, in order (each a point to die before)."""
+    names = []
+    real = os.replace
+
+    def record(a, b):
+        names.append(os.path.basename(b))
+        return real(a, b)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "replace", record)
+        save()
+    return [n for n in dict.fromkeys(names) if not n.startswith(".")]
+
+
+@pytest.mark.parametrize("kind", ["meta", "hf", "lora"])
+def test_a_kill_at_any_point_of_an_epoch_save_leaves_a_save_that_resumes(tmp_path, tiny, monkeypatch, kind):
+    """Die before each file an epoch-end save writes: the previous epoch, or the new one
+    when its recipe state is in place, always resumes (issue 24, item 4)."""
+    if kind == "hf":
+        names, _, _ = tiny.write_hf(tmp_path / "in", "safetensors", 2, index=True)
+        cls = FullModelHFCheckpointer
+    else:
+        tiny.write_meta(tmp_path / "in")
+        names, cls = ["consolidated.00.pth"], FullModelMetaCheckpointer
+    base = cls(str(tmp_path / "in"), names, "LLAMA2", str(tmp_path / "probe")).load_checkpoint()["model"]
+
+    def state(epochs_run):
+        extra = {"adapter": tiny.adapter(epochs_run)} if kind == "lora" else {}
+        return dict(tiny.recipe_state(epochs_run), model=_scaled(base, epochs_run + 1), **extra)
+
+    def run(out):
+        ckpt = cls(str(tmp_path / "in"), names, "LLAMA2", str(out))
+        ckpt.save_checkpoint(state(1), epoch=0, intermediate_checkpoint=True)
+        return lambda: ckpt.save_checkpoint(state(2), epoch=1, intermediate_checkpoint=True)
+
+    points = _kill_points(run(tmp_path / "dry"))
+    assert "recipe_state.pt" in points and points[-1] == "checkpoint_manifest.json"
+    for i, point in enumerate(points):
+        out = tmp_path / f"out{i}"
+        second_save = run(out)
+        real = os.replace
+
+        def dying(a, b, point=point):  # the file is written, not yet renamed into place
+            if os.path.basename(b) == point:
+                raise Killed(b)
+            return real(a, b)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(os, "replace", dying)
+            with pytest.raises(Killed):
+                second_save()
+        epochs_run = torch.load(out / "recipe_state.pt", weights_only=True)["epochs_run"]
+        epoch = epochs_run - 1
+        if kind == "hf":
+            files = [str(out / f"epoch_{epoch}" / n) for n in names]
+        elif kind == "meta":
+            files = [str(out / f"meta_model_{epoch}.pt")]
+        else:
+            files = [str(tmp_path / "in" / "consolidated.00.pth")]
+        resumed = cls(str(out), files, "LLAMA2", str(tmp_path / f"next{i}"),
+                      adapter_checkpoint=f"adapter_{epoch}.pt" if kind == "lora" else None,
+                      recipe_checkpoint="recipe_state.pt", resume_from_checkpoint=True).load_checkpoint()
+        assert resumed["epochs_run"] == epochs_run, point
+        if kind == "lora":
+            assert torch.equal(resumed["adapter"]["layers.0.attn.q_proj.lora_b.weight"],
+                               tiny.adapter(epochs_run)["layers.0.attn.q_proj.lora_b.weight"])
+        else:
+            assert torch.equal(resumed["model"]["norm.scale"], base["norm.scale"] * (epochs_run + 1)), point
+        # Before the recipe state's rename the previous epoch resumes; after it, the new one.
+        assert epochs_run == (2 if points.index(point) > points.index("recipe_state.pt") else 1), point
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "bin"])
@@ -210,15 +287,24 @@ def test_model_file_changed_after_its_save_is_refused(tmp_path, tiny):
                                        recipe_checkpoint="recipe_state.pt", resume_from_checkpoint=True).load_checkpoint()
 
 
-def test_recipe_state_with_save_id_needs_its_manifest(tmp_path, tiny):
+def test_recipe_state_with_save_id_and_no_embedded_manifest_needs_the_json_one(tmp_path, tiny):
     torch.save(tiny.tune_sd(), tmp_path / "m.pt")
     out = tmp_path / "out"
     run = FullModelTorchTuneCheckpointer(str(tmp_path), ["m.pt"], "LLAMA2", str(out))
     run.save_checkpoint(dict(tiny.recipe_state(1), model=tiny.tune_sd()), epoch=0, intermediate_checkpoint=True)
+
+    def resume():
+        return FullModelTorchTuneCheckpointer(str(out), ["torchtune_model_0.pt"], "LLAMA2", str(tmp_path / "next"),
+                                              recipe_checkpoint="recipe_state.pt", resume_from_checkpoint=True)
+
     os.remove(out / "checkpoint_manifest.json")
+    assert resume().load_checkpoint()["epochs_run"] == 1  # the recipe state carries its manifest
+    # The format of the previous release: the save id alone, the manifest only beside it.
+    state = torch.load(out / "recipe_state.pt", weights_only=True)
+    del state["checkpoint_manifest"]
+    torch.save(state, out / "recipe_state.pt")
     with pytest.raises(UserValueError, match=rf"{out / 'recipe_state.pt'} was written by save \w+ but {out / 'checkpoint_manifest.json'} is missing"):
-        FullModelTorchTuneCheckpointer(str(out), ["torchtune_model_0.pt"], "LLAMA2", str(tmp_path / "next"),
-                                       recipe_checkpoint="recipe_state.pt", resume_from_checkpoint=True).load_checkpoint()
+        resume().load_checkpoint()
 
 
 def test_recipe_state_from_before_manifests_loads_with_a_warning(tmp_path, tiny, caplog):
@@ -272,8 +358,42 @@ def test_malformed_manifest_fails_when_the_checkpointer_is_built(tmp_path, tiny)
     out = tmp_path / "out"
     run = FullModelTorchTuneCheckpointer(str(tmp_path), ["m.pt"], "LLAMA2", str(out))
     run.save_checkpoint(dict(tiny.recipe_state(1), model=tiny.tune_sd()), epoch=0, intermediate_checkpoint=True)
-    manifest = json.loads((out / "checkpoint_manifest.json").read_text())
-    (out / "checkpoint_manifest.json").write_text(json.dumps(dict(manifest, model_files=["elsewhere.pt"])))
-    with pytest.raises(UserValueError, match=rf"Checkpoint manifest {out / 'checkpoint_manifest.json'} is malformed: 'model_files'"):
+    state = torch.load(out / "recipe_state.pt", weights_only=True)
+    state["checkpoint_manifest"]["model_files"] = ["elsewhere.pt"]
+    torch.save(state, out / "recipe_state.pt")
+    with pytest.raises(UserValueError, match=rf"The checkpoint_manifest in {out / 'recipe_state.pt'} is malformed: 'model_files'"):
         FullModelTorchTuneCheckpointer(str(out), ["torchtune_model_0.pt"], "LLAMA2", str(tmp_path / "next"),
                                        recipe_checkpoint="recipe_state.pt", resume_from_checkpoint=True)
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_resume_without_recipe_checkpoint_takes_the_newest_save(tmp_path, tiny, lora):
+    """torchtune 0.6.1's form: resume_from_checkpoint alone finds the files itself."""
+    tiny.write_meta(tmp_path / "in")
+    out = tmp_path / "out"
+    ckpt = FullModelMetaCheckpointer(str(tmp_path / "in"), ["consolidated.00.pth"], "LLAMA2", str(out))
+    model = ckpt.load_checkpoint()["model"]
+
+    def save(epoch, step, factor):
+        extra = {"adapter": tiny.adapter(factor)} if lora else {}
+        ckpt.save_checkpoint(dict(tiny.recipe_state(epoch + (step is None), step or 0), model=_scaled(model, factor),
+                                  **extra), epoch=epoch, step=step, intermediate_checkpoint=True)
+
+    save(0, 2, 2)
+    save(0, None, 3)  # the end of epoch 0 comes after its step saves
+    save(1, 6, 4)     # and before the step saves of epoch 1: the newest
+    resumed = FullModelMetaCheckpointer(str(tmp_path / "in"), ["consolidated.00.pth"], "LLAMA2", str(out),
+                                        resume_from_checkpoint=True)
+    state = resumed.load_checkpoint()
+    assert state["steps_run"] == 6
+    if lora:  # the base model stays; the adapter is the save's
+        assert torch.equal(state["model"]["norm.scale"], model["norm.scale"])
+        assert torch.equal(state["adapter"]["layers.0.attn.q_proj.lora_b.weight"],
+                           tiny.adapter(4)["layers.0.attn.q_proj.lora_b.weight"])
+    else:
+        assert torch.equal(state["model"]["norm.scale"], model["norm.scale"] * 4)
+
+    empty = tmp_path / "empty"
+    with pytest.raises(UserValueError, match=rf"recipe_checkpoint is not set and output_dir {empty} holds no recipe_state.pt"):
+        FullModelMetaCheckpointer(str(tmp_path / "in"), ["consolidated.00.pth"], "LLAMA2", str(empty),
+                                  resume_from_checkpoint=True)

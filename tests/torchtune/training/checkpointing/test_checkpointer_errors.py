@@ -116,10 +116,10 @@ def test_resume_without_recipe_checkpoint(tmp_path, tiny):
     with pytest.raises(UserValueError, match=r"resume_from_checkpoint is True but checkpointer\.recipe_checkpoint is not set"):
         FullModelMetaCheckpointer(str(tmp_path), ["consolidated.00.pth"], "LLAMA2", str(tmp_path),
                                   resume_from_checkpoint=True)
-    ckpt = FullModelMetaCheckpointer(str(tmp_path), ["consolidated.00.pth"], "LLAMA2", str(tmp_path),
-                                     recipe_checkpoint="recipe_state.pt", resume_from_checkpoint=True)
+    # Found missing when the checkpointer is built, before any model is read.
     with pytest.raises(UserFileNotFoundError, match=r"recipe checkpoint .*recipe_state\.pt not found; files in .*consolidated\.00\.pth"):
-        ckpt.load_checkpoint()
+        FullModelMetaCheckpointer(str(tmp_path), ["consolidated.00.pth"], "LLAMA2", str(tmp_path),
+                                  recipe_checkpoint="recipe_state.pt", resume_from_checkpoint=True)
 
 
 def test_check_resume_matches():

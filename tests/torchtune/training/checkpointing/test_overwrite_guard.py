@@ -137,3 +137,98 @@ def test_resumed_save_never_replaces_an_input_file(tmp_path, tiny):
     with pytest.raises(UserValueError, match=rf"writing {out / 'step_5'} would replace"):
         step.save_checkpoint(step.load_checkpoint(), epoch=0, step=5, intermediate_checkpoint=True)
     assert torch.load(out / "step_5" / "recipe_state.pt", weights_only=True)["steps_run"] == 5
+
+
+# Issue 24, items 5 and 6: every file a run reads is guarded, not only checkpoint files.
+
+
+def test_input_files_in_config_names_tokenizer_data_and_folders_inside_output(tmp_path):
+    from omegaconf import OmegaConf
+
+    from torchtune.training.checkpointing import input_files_in_config
+
+    out = tmp_path / "out"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "a.jsonl").write_text("{}\n")
+    (out / "tok.model").write_text("x")
+    (tmp_path / "train.txt").write_text("x")
+    cfg = OmegaConf.create({
+        "output_dir": str(out),
+        "tokenizer": {"path": "${output_dir}/tok.model"},
+        "dataset": {"data_files": [str(tmp_path / "train.txt"), "not/a/file"], "source": "${output_dir}/data"},
+        "checkpointer": {"checkpoint_dir": str(out), "recipe_checkpoint": str(out / "tok.model")},
+    })
+    found = input_files_in_config(cfg, str(out))
+    assert sorted(found) == sorted([str(out / "tok.model"), str(tmp_path / "train.txt"), str(out / "data" / "a.jsonl")])
+
+
+def test_tokenizer_in_output_dir_is_not_replaced_by_a_meta_save(tmp_path, tiny):
+    # The checkpoint folder carries one tokenizer.model; the run reads another one, kept in
+    # output_dir: every Meta save writes output_dir/tokenizer.model as the checkpoint's copy.
+    tiny.write_meta(tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tokenizer.model").write_bytes(b"the tokenizer this run reads")
+    ckpt = FullModelMetaCheckpointer(str(tmp_path / "in"), ["consolidated.00.pth"], "LLAMA2", str(out))
+    with pytest.raises(UserValueError) as err:
+        ckpt.protect_inputs([str(out / "tokenizer.model")])
+    msg = str(err.value)
+    assert (f"each save writes {out / 'tokenizer.model'} (a copy of {tmp_path / 'in' / 'tokenizer.model'}), "
+            f"which is {out / 'tokenizer.model'}, a file this run reads") in msg
+    assert (out / "tokenizer.model").read_bytes() == b"the tokenizer this run reads"
+
+    # The same bytes (a run resumed from its own output, a copied folder) are not a conflict.
+    (out / "tokenizer.model").write_bytes((tmp_path / "in" / "tokenizer.model").read_bytes())
+    ckpt.protect_inputs([str(out / "tokenizer.model")])
+    ckpt.save_checkpoint({"model": ckpt.load_checkpoint()["model"]}, epoch=0)
+    assert (out / "meta_model_0.pt").exists()
+
+
+def test_data_file_in_a_step_folder_is_guarded(tmp_path, tiny):
+    # Data kept in output_dir/step_8/: a save at step 8 replaces that folder whole.
+    torch.save(tiny.tune_sd(), tmp_path / "m.pt")
+    out = tmp_path / "out"
+    first = FullModelTorchTuneCheckpointer(str(tmp_path), ["m.pt"], "LLAMA2", str(out))
+    first.save_checkpoint(dict(tiny.recipe_state(0, 4), model=tiny.tune_sd()), epoch=0, step=4,
+                          intermediate_checkpoint=True)
+    data = out / "step_8" / "notes.txt"
+    data.parent.mkdir()
+    data.write_text("mine")
+    fresh = FullModelTorchTuneCheckpointer(str(tmp_path), ["m.pt"], "LLAMA2", str(out))
+    with pytest.raises(UserValueError, match=rf"replaces {out / 'step_8'}, which holds input file {data}"):
+        fresh.protect_inputs([str(data)])  # refused before training
+    # A resumed run is allowed its own output, so the check moves to the save itself.
+    run = FullModelTorchTuneCheckpointer(str(out / "step_4"), ["torchtune_model_0.pt"], "LLAMA2", str(out),
+                                         recipe_checkpoint="recipe_state.pt", resume_from_checkpoint=True)
+    run.protect_inputs([str(data)])
+    with pytest.raises(UserValueError, match=rf"writing {out / 'step_8'} would replace {data}, which this run read"):
+        run.save_checkpoint(dict(tiny.recipe_state(0, 8), model=tiny.tune_sd()), epoch=0, step=8,
+                            intermediate_checkpoint=True)
+    assert data.read_text() == "mine"
+
+
+def test_reference_checkpoint_is_guarded_against_the_policys_saves(tmp_path, tiny):
+    # Full DPO: the reference model is read from the policy's output (an earlier SFT run's
+    # epoch_0); the policy's first epoch save would replace that folder.
+    out, names = _hf_run_with_epoch_0(tmp_path, tiny)
+    before = _digest(out / "epoch_0")
+    policy = FullModelHFCheckpointer(str(tmp_path / "in"), names, "LLAMA2", str(out))
+    ref = FullModelHFCheckpointer(str(out / "epoch_0"), names, "LLAMA2", str(tmp_path / "ref_unused"))
+    assert sorted(ref.input_files) == sorted(str(out / "epoch_0" / n) for n in names)
+    with pytest.raises(UserValueError) as err:
+        policy.protect_inputs(ref.input_files)  # what full_dpo_distributed does
+    assert f"replaces {out / 'epoch_0'}, which holds input file {out / 'epoch_0' / names[0]}" in str(err.value)
+    assert _digest(out / "epoch_0") == before
+
+
+def test_a_new_run_into_a_finished_runs_folder_says_what_it_replaces(tmp_path, tiny, caplog):
+    import logging
+
+    tiny.write_meta(tmp_path / "in")
+    out = tmp_path / "out"
+    first = FullModelMetaCheckpointer(str(tmp_path / "in"), ["consolidated.00.pth"], "LLAMA2", str(out))
+    first.save_checkpoint({"model": first.load_checkpoint()["model"], "adapter": tiny.adapter()}, epoch=0)
+    with caplog.at_level(logging.WARNING):
+        FullModelMetaCheckpointer(str(tmp_path / "in"), ["consolidated.00.pth"], "LLAMA2", str(out))
+    assert (f"output_dir {out} holds checkpoints of an earlier run (adapter_0.pt, meta_model_0.pt): this "
+            "run's saves replace those of the same names") in caplog.text

@@ -126,9 +126,9 @@ def test_truncated_recipe_state_and_adapter_are_named(tmp_path, tiny):
     for name in ("recipe_state.pt", "adapter_0.pt"):
         good = (tmp_path / name).read_bytes()
         (tmp_path / name).write_bytes(good[: len(good) // 2])
-        ckpt = FullModelMetaCheckpointer(str(tmp_path), ["consolidated.00.pth"], "LLAMA2", str(tmp_path / "out"),
-                                         adapter_checkpoint="adapter_0.pt", recipe_checkpoint="recipe_state.pt",
-                                         resume_from_checkpoint=True)
         with pytest.raises(UserValueError, match=rf"Could not read \w+ checkpoint {tmp_path / name}: the file is truncated or corrupt"):
-            ckpt.load_checkpoint()
+            # The recipe state is read when the checkpointer is built, the adapter at load.
+            FullModelMetaCheckpointer(str(tmp_path), ["consolidated.00.pth"], "LLAMA2", str(tmp_path / "out"),
+                                      adapter_checkpoint="adapter_0.pt", recipe_checkpoint="recipe_state.pt",
+                                      resume_from_checkpoint=True).load_checkpoint()
         (tmp_path / name).write_bytes(good)
