@@ -212,7 +212,7 @@ class EleutherEvalRecipe:
     def __init__(self, cfg: DictConfig) -> None:
         if TemplateLM is object:
             raise UserError("eleuther_eval needs the lm-eval package: pip install 'lm-eval>=0.4.13,<0.5'")
-        self._device = torch.device(cfg.device)
+        self._device = utils.get_device(cfg.device)
         self._dtype = training.get_dtype(cfg.dtype, device=self._device)
         self._output_dir = cfg.output_dir
         self._limit = cfg.limit
@@ -234,7 +234,11 @@ class EleutherEvalRecipe:
         Tasks come first: a misspelt name should fail before a large model loads."""
         self._task_manager, self._tasks = self._setup_tasks(list(cfg.tasks), cfg.include_path)
         self._tokenizer = config.instantiate(cfg.tokenizer)
-        checkpoint = config.instantiate(cfg.checkpointer).load_checkpoint()
+        checkpointer = config.instantiate(cfg.checkpointer)
+        # Built as the checkpoint was saved (tying from config.json), checked before loading.
+        training.tie_like_checkpoint(cfg.model, checkpointer.model_layout)
+        self._model_layout = checkpointer.model_layout
+        checkpoint = checkpointer.load_checkpoint()
         self._model = self._setup_model(cfg.model, checkpoint["model"])
         if not 1 < cfg.max_seq_length <= self._model.max_seq_len:
             raise UserValueError(f"max_seq_length must be in [2, {self._model.max_seq_len}] (the "
@@ -266,6 +270,7 @@ class EleutherEvalRecipe:
         with training.set_default_dtype(self._dtype), self._device:
             model = config.instantiate(cfg_model)
         validate_state_dict(model, model_state_dict)
+        training.check_attention_layout(model, self._model_layout)
         model.load_state_dict(model_state_dict)
         model.eval()
         log.info(f"Model: {sum(p.numel() for p in model.parameters()):,} parameters, "
@@ -286,10 +291,11 @@ class EleutherEvalRecipe:
         print(make_table(output), flush=True)
         if output.get("groups"):
             print(make_table(output, "groups"), flush=True)
+        training.check_output_folder(self._output_dir)
         os.makedirs(self._output_dir, exist_ok=True)
         path = os.path.join(self._output_dir, "eval_results.json")
-        with open(path, "w") as f:
-            json.dump(output, f, indent=2, default=handle_non_serializable)
+        text = json.dumps(output, indent=2, default=handle_non_serializable)
+        training.write_text_atomically(path, text + "\n")  # a symlink there is replaced, not followed
         log.info(f"Results written to {path}")
         return output
 

@@ -46,11 +46,11 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from torchtune import UserError, UserValueError, config, modules, rlhf, training, utils
+from torchtune import UserError, UserValueError, config, datasets, modules, rlhf, training, utils
 from torchtune.config import Component
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, ResumableSampler, padding_free_collate_dpo
 
-from torchtune.training.checkpointing import check_resume_matches, validate_state_dict
+from torchtune.training.checkpointing import check_resume_matches, input_files_in_config, validate_state_dict
 
 log = utils.get_logger("INFO")
 
@@ -128,6 +128,8 @@ class FullDPORecipeDistributed:
             log.setLevel("WARNING")  # info messages once, from rank 0 (all torchtune.* loggers)
         self._dtype = training.get_dtype(cfg.dtype, device=self._device)
         self._output_dir = cfg.output_dir
+        # Files the config names (tokenizer, data): no save may replace them.
+        self._config_inputs = input_files_in_config(cfg, cfg.output_dir)
         self._log_every_n_steps = cfg.log_every_n_steps
         self._log_peak_memory_stats = cfg.log_peak_memory_stats
         self._save_every_n_steps = cfg.save_every_n_steps
@@ -160,6 +162,7 @@ class FullDPORecipeDistributed:
             self._checkpointer = config.instantiate(
                 cfg_checkpointer, resume_from_checkpoint=self._resume_from_checkpoint
             )
+            self._checkpointer.protect_inputs(self._config_inputs)
             checkpoint = self._checkpointer.load_checkpoint()
         if self._resume_from_checkpoint:
             recipe_state = [{k: v for k, v in checkpoint.items() if k not in _SHARDED_KEYS}]
@@ -241,6 +244,11 @@ class FullDPORecipeDistributed:
             self._metric_logger.log_config(cfg)
         checkpoint = self.load_checkpoint(cfg.checkpointer)
 
+        # The model is built as the checkpoint was saved (tying read from config.json);
+        # rank 0 read it, every rank builds alike.
+        layout = [self._checkpointer.model_layout if self._is_rank_zero else None]
+        dist.broadcast_object_list(layout, src=0)
+        training.tie_like_checkpoint(cfg.model, layout[0])
         self._model = self._setup_model(
             cfg.model,
             cfg.enable_activation_checkpointing,
@@ -296,6 +304,7 @@ class FullDPORecipeDistributed:
             model = config.instantiate(cfg_model)
         if self._is_rank_zero:
             validate_state_dict(model, model_state_dict)
+            training.check_attention_layout(model, self._checkpointer.model_layout)
         if enable_activation_checkpointing:
             modules.set_activation_checkpointing(model)
         if compile_model:
@@ -319,11 +328,14 @@ class FullDPORecipeDistributed:
         state_dict: dict[str, torch.Tensor] = {}
         if self._is_rank_zero:
             ref_checkpointer = config.instantiate(cfg_ref_checkpointer, resume_from_checkpoint=False)
+            # The policy's saves must never replace the model the reference reads.
+            self._checkpointer.protect_inputs(ref_checkpointer.input_files)
             state_dict = ref_checkpointer.load_checkpoint()["model"]
         with training.set_default_dtype(self._dtype), torch.device("meta"):
             model = config.instantiate(cfg_model)
         if self._is_rank_zero:
-            validate_state_dict(model, state_dict)
+            validate_state_dict(model, state_dict, source="reference checkpoint")
+            training.check_attention_layout(model, ref_checkpointer.model_layout)
         model.requires_grad_(False)
         training.shard_model(model, self._device)
         model.to_empty(device=self._device)
@@ -354,8 +366,13 @@ class FullDPORecipeDistributed:
             return None
         return config.instantiate(cfg_lr_scheduler, self._optimizer, num_training_steps=num_training_steps)
 
-    def _setup_data(self, cfg_dataset: DictConfig, shuffle: bool) -> tuple[ResumableSampler, DataLoader]:
+    def _setup_data(
+        self, cfg_dataset: DictConfig, shuffle: bool, key: str = "dataset"
+    ) -> tuple[ResumableSampler, DataLoader]:
         dataset = config.instantiate(cfg_dataset, self._tokenizer)
+        # Every sample must fit the model's positions: refuse now, not at the batch that
+        # holds the first long one.
+        datasets.check_sample_lengths(dataset, self._model.max_seq_len, key)
         # Chosen and rejected sequences of a batch go end to end in one row: no padding.
         collate = partial(
             padding_free_collate_dpo, padding_idx=self._tokenizer.pad_id, ignore_idx=CROSS_ENTROPY_IGNORE_IDX
@@ -535,6 +552,15 @@ class FullDPORecipeDistributed:
             self._output_lock.release()
         dist.destroy_process_group()
 
+    def interrupted_note(self) -> str:
+        """Where Ctrl-C stopped training and the latest complete checkpoint, for one line."""
+        if not self._is_rank_zero:
+            return ""  # rank 0 speaks for the job
+        return training.interrupted_note(
+            self.epochs_run, self.steps_run, self._steps_per_epoch, self.global_step,
+            self._checkpointer.latest_checkpoint,
+        )
+
 
 @config.parse
 def recipe_main(cfg: DictConfig) -> None:
@@ -545,6 +571,8 @@ def recipe_main(cfg: DictConfig) -> None:
     recipe.setup(cfg)
     try:
         recipe.train()
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(recipe.interrupted_note()) from None
     finally:
         recipe.cleanup()
 

@@ -47,10 +47,10 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from torchtune import UserError, UserValueError, config, modules, training, utils
+from torchtune import UserError, UserValueError, config, datasets, modules, training, utils
 from torchtune.config import Component
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, ResumableSampler, padding_free_collate
-from torchtune.training.checkpointing import check_resume_matches, validate_state_dict
+from torchtune.training.checkpointing import check_resume_matches, input_files_in_config, validate_state_dict
 
 log = utils.get_logger("INFO")
 
@@ -137,6 +137,8 @@ class FullFinetuneRecipeDistributed:
             log.setLevel("WARNING")  # info messages once, from rank 0 (all torchtune.* loggers)
         self._dtype = training.get_dtype(cfg.dtype, device=self._device)
         self._output_dir = cfg.output_dir
+        # Files the config names (tokenizer, data): no save may replace them.
+        self._config_inputs = input_files_in_config(cfg, cfg.output_dir)
         self._log_every_n_steps = cfg.log_every_n_steps
         self._log_peak_memory_stats = cfg.log_peak_memory_stats
         self._save_every_n_steps = cfg.save_every_n_steps
@@ -173,6 +175,7 @@ class FullFinetuneRecipeDistributed:
             self._checkpointer = config.instantiate(
                 cfg_checkpointer, resume_from_checkpoint=self._resume_from_checkpoint
             )
+            self._checkpointer.protect_inputs(self._config_inputs)
             checkpoint = self._checkpointer.load_checkpoint()
         if self._resume_from_checkpoint:
             recipe_state = [{k: v for k, v in checkpoint.items() if k not in _SHARDED_KEYS}]
@@ -254,6 +257,11 @@ class FullFinetuneRecipeDistributed:
             self._metric_logger.log_config(cfg)
         checkpoint = self.load_checkpoint(cfg.checkpointer)
 
+        # The model is built as the checkpoint was saved (tying read from config.json);
+        # rank 0 read it, every rank builds alike.
+        layout = [self._checkpointer.model_layout if self._is_rank_zero else None]
+        dist.broadcast_object_list(layout, src=0)
+        training.tie_like_checkpoint(cfg.model, layout[0])
         self._model = self._setup_model(
             cfg.model,
             cfg.enable_activation_checkpointing,
@@ -271,7 +279,7 @@ class FullFinetuneRecipeDistributed:
         self._sampler, self._dataloader = self._setup_data(cfg.dataset, cfg.shuffle)
         self._val_dataloader = None
         if cfg.validation_dataset is not None:
-            _, self._val_dataloader = self._setup_data(cfg.validation_dataset, shuffle=False)
+            _, self._val_dataloader = self._setup_data(cfg.validation_dataset, shuffle=False, key="validation_dataset")
 
         self._steps_per_epoch = len(self._dataloader) // self._gradient_accumulation_steps
         if self.max_steps_per_epoch is not None:
@@ -317,6 +325,7 @@ class FullFinetuneRecipeDistributed:
             model = config.instantiate(cfg_model)
         if self._is_rank_zero:
             validate_state_dict(model, model_state_dict)
+            training.check_attention_layout(model, self._checkpointer.model_layout)
         if enable_activation_checkpointing:
             modules.set_activation_checkpointing(model)
         if compile_model:
@@ -356,8 +365,13 @@ class FullFinetuneRecipeDistributed:
             return None
         return config.instantiate(cfg_lr_scheduler, self._optimizer, num_training_steps=num_training_steps)
 
-    def _setup_data(self, cfg_dataset: DictConfig, shuffle: bool) -> tuple[ResumableSampler, DataLoader]:
+    def _setup_data(
+        self, cfg_dataset: DictConfig, shuffle: bool, key: str = "dataset"
+    ) -> tuple[ResumableSampler, DataLoader]:
         dataset = config.instantiate(cfg_dataset, self._tokenizer)
+        # Every sample must fit the model's positions: refuse now, not at the batch that
+        # holds the first long one.
+        datasets.check_sample_lengths(dataset, self._model.max_seq_len, key)
         sampler = ResumableSampler(
             dataset,
             num_replicas=self._world_size,
@@ -522,6 +536,15 @@ class FullFinetuneRecipeDistributed:
             self._output_lock.release()
         dist.destroy_process_group()
 
+    def interrupted_note(self) -> str:
+        """Where Ctrl-C stopped training and the latest complete checkpoint, for one line."""
+        if not self._is_rank_zero:
+            return ""  # rank 0 speaks for the job
+        return training.interrupted_note(
+            self.epochs_run, self.steps_run, self._steps_per_epoch, self.global_step,
+            self._checkpointer.latest_checkpoint,
+        )
+
 
 @config.parse
 def recipe_main(cfg: DictConfig) -> None:
@@ -532,6 +555,8 @@ def recipe_main(cfg: DictConfig) -> None:
     recipe.setup(cfg)
     try:
         recipe.train()
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(recipe.interrupted_note()) from None
     finally:
         recipe.cleanup()
 

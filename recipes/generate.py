@@ -74,7 +74,7 @@ class GenerateRecipe:
     """
 
     def __init__(self, cfg: DictConfig) -> None:
-        self._device = torch.device(cfg.device)
+        self._device = utils.get_device(cfg.device)
         self._dtype = training.get_dtype(cfg.dtype, device=self._device)
         self._max_new_tokens = cfg.max_new_tokens
         self._temperature = cfg.temperature
@@ -97,7 +97,11 @@ class GenerateRecipe:
             cfg.instruct_template,
             cfg.chat_format,
         )
-        checkpoint = config.instantiate(cfg.checkpointer).load_checkpoint()
+        checkpointer = config.instantiate(cfg.checkpointer)
+        # Built as the checkpoint was saved (tying from config.json), checked before loading.
+        training.tie_like_checkpoint(cfg.model, checkpointer.model_layout)
+        self._model_layout = checkpointer.model_layout
+        checkpoint = checkpointer.load_checkpoint()
         self._model = self._setup_model(cfg.model, checkpoint["model"])
         if len(self._prompt_tokens) + self._max_new_tokens > self._model.max_seq_len:
             raise UserValueError(
@@ -111,6 +115,7 @@ class GenerateRecipe:
         with training.set_default_dtype(self._dtype), self._device:
             model = config.instantiate(cfg_model)
         validate_state_dict(model, model_state_dict)
+        training.check_attention_layout(model, self._model_layout)
         model.load_state_dict(model_state_dict)
         model.eval()
         # Set up once here, so that generate() reuses the cache instead of building its own.

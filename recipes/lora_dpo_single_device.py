@@ -33,7 +33,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from torchtune import UserError, UserValueError, config, modules, rlhf, training, utils
+from torchtune import UserError, UserValueError, config, datasets, modules, rlhf, training, utils
 from torchtune.config import Component
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, ResumableSampler, padding_free_collate_dpo
 from torchtune.modules.peft import (
@@ -43,7 +43,7 @@ from torchtune.modules.peft import (
     set_trainable_params,
     validate_missing_and_unexpected_for_lora,
 )
-from torchtune.training.checkpointing import check_resume_matches
+from torchtune.training.checkpointing import check_resume_matches, input_files_in_config
 
 log = utils.get_logger("INFO")
 
@@ -111,9 +111,11 @@ class LoRADPORecipeSingleDevice:
     """
 
     def __init__(self, cfg: DictConfig) -> None:
-        self._device = torch.device(cfg.device)
+        self._device = utils.get_device(cfg.device)
         self._dtype = training.get_dtype(cfg.dtype, device=self._device)
         self._output_dir = cfg.output_dir
+        # Files the config names (tokenizer, data): no save may replace them.
+        self._config_inputs = input_files_in_config(cfg, cfg.output_dir)
         self._log_every_n_steps = cfg.log_every_n_steps
         self._log_peak_memory_stats = cfg.log_peak_memory_stats
         self._save_every_n_steps = cfg.save_every_n_steps
@@ -142,6 +144,7 @@ class LoRADPORecipeSingleDevice:
         self._checkpointer = config.instantiate(
             cfg_checkpointer, resume_from_checkpoint=self._resume_from_checkpoint
         )
+        self._checkpointer.protect_inputs(self._config_inputs)
         # The model streams in, a decoder layer at a time (loaded by _setup_model).
         checkpoint = self._checkpointer.load_checkpoint(stream_model=True)
         if self._resume_from_checkpoint:
@@ -209,6 +212,8 @@ class LoRADPORecipeSingleDevice:
         self._metric_logger.log_config(cfg)
         checkpoint = self.load_checkpoint(cfg.checkpointer)
 
+        # The model is built as the checkpoint was saved (tying read from config.json).
+        training.tie_like_checkpoint(cfg.model, self._checkpointer.model_layout)
         self._model = self._setup_model(
             cfg.model,
             cfg.enable_activation_checkpointing,
@@ -263,6 +268,11 @@ class LoRADPORecipeSingleDevice:
         base_model_groups: Iterable[dict[str, torch.Tensor]],
         adapter_state_dict: Optional[dict[str, torch.Tensor]],
     ) -> torch.nn.Module:
+        # Checked on a meta-device copy first: a config that does not fit the checkpoint
+        # fails before the model is built.
+        base_model_groups = training.check_checkpoint_fits(
+            lambda: config.instantiate(cfg_model), base_model_groups, self._checkpointer.model_layout
+        )
         with training.set_default_dtype(self._dtype), self._device:
             model = config.instantiate(cfg_model)
         base = training.load_state_dict_in_groups(model, base_model_groups)
@@ -314,8 +324,13 @@ class LoRADPORecipeSingleDevice:
             return None
         return config.instantiate(cfg_lr_scheduler, self._optimizer, num_training_steps=num_training_steps)
 
-    def _setup_data(self, cfg_dataset: DictConfig, shuffle: bool) -> tuple[ResumableSampler, DataLoader]:
+    def _setup_data(
+        self, cfg_dataset: DictConfig, shuffle: bool, key: str = "dataset"
+    ) -> tuple[ResumableSampler, DataLoader]:
         dataset = config.instantiate(cfg_dataset, self._tokenizer)
+        # Every sample must fit the model's positions: refuse now, not at the batch that
+        # holds the first long one.
+        datasets.check_sample_lengths(dataset, self._model.max_seq_len, key)
         # Chosen and rejected sequences of a batch go end to end in one row: no padding.
         collate = partial(
             padding_free_collate_dpo, padding_idx=self._tokenizer.pad_id, ignore_idx=CROSS_ENTROPY_IGNORE_IDX
@@ -470,6 +485,13 @@ class LoRADPORecipeSingleDevice:
         self._metric_logger.close()
         self._output_lock.release()
 
+    def interrupted_note(self) -> str:
+        """Where Ctrl-C stopped training and the latest complete checkpoint, for one line."""
+        return training.interrupted_note(
+            self.epochs_run, self.steps_run, self._steps_per_epoch, self.global_step,
+            self._checkpointer.latest_checkpoint,
+        )
+
 
 @config.parse
 def recipe_main(cfg: DictConfig) -> None:
@@ -480,6 +502,8 @@ def recipe_main(cfg: DictConfig) -> None:
     recipe.setup(cfg)
     try:
         recipe.train()
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(recipe.interrupted_note()) from None
     finally:
         recipe.cleanup()
 

@@ -55,6 +55,24 @@ def exit_with(err: BaseException) -> NoReturn:
     sys.exit(1)
 
 
+INTERRUPTED_STATUS = 130  # 128 + SIGINT, as a shell reports a process Ctrl-C ended
+
+
+def exit_interrupted(err: KeyboardInterrupt) -> NoReturn:
+    """Print one ``interrupted`` line for Ctrl-C and exit with status 130.
+
+    A recipe re-raises the interrupt with a note (where it stopped, the latest complete
+    checkpoint); an empty note (a non-zero rank of a distributed run) prints nothing.
+    """
+    note = str(err.args[0]) if err.args else None
+    # On a line of its own: Ctrl-C usually lands while a progress bar holds the line.
+    if note is None:
+        print("\ninterrupted", file=sys.stderr, flush=True)
+    elif note:
+        print(f"\ninterrupted: {note}", file=sys.stderr, flush=True)
+    sys.exit(INTERRUPTED_STATUS)
+
+
 def one_line_usage_errors(parser) -> None:
     """Make an ``argparse`` parser report a wrong or missing argument as one ``error:``
     line with status 1, like every other user error (argparse's own way is the usage text

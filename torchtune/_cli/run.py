@@ -7,6 +7,7 @@ recipe is started through torchrun (``torch.distributed.run``); without, in this
 
 import argparse
 import runpy
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -82,10 +83,18 @@ def run(argv: Sequence[str]) -> int:
         )
         return 1
     launcher_args.training_script = str(recipe_path)
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     try:
         torchrun.run(launcher_args)
+    except (SignalException, KeyboardInterrupt) as e:
+        # Ctrl-C reaches every rank too: rank 0 has printed where training stopped and the
+        # latest checkpoint. The launcher adds nothing but its status (128 + the signal).
+        sig = getattr(e, "sigval", signal.SIGINT)
+        if sig != signal.SIGINT:
+            print(f"error: the job was stopped by {signal.Signals(sig).name}", file=sys.stderr)
+        return 128 + int(sig)
     except ChildFailedError as e:
         # torchrun's per-rank report, then one line that says what happened; no traceback.
         print(e.format_msg(), file=sys.stderr)

@@ -19,7 +19,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from torchtune._errors import UserError, exit_with, one_line_usage_errors, show_tracebacks
+from torchtune._errors import UserError, exit_interrupted, exit_with, one_line_usage_errors, show_tracebacks
 from torchtune.config._errors import ConfigError
 
 
@@ -89,9 +89,20 @@ def load_config(name_or_path: str) -> DictConfig:
 
 def _parse_value(text: str) -> Any:
     try:
-        return yaml.load(text, Loader=_Loader) if text != "" else ""
+        value = yaml.load(text, Loader=_Loader) if text != "" else ""
     except yaml.YAMLError:
         return text  # e.g. an unquoted string with a colon: keep it as written
+    # `prompt=ROMEO:` reads as the mapping {ROMEO: None}. Nobody writes a one-key mapping to
+    # null that way (`x="{a: null}"` does it), so it is the text as typed.
+    if (
+        isinstance(value, dict)
+        and len(value) == 1
+        and next(iter(value.values())) is None
+        and text.rstrip().endswith(":")
+        and "\n" not in text.strip()
+    ):
+        return text
+    return value
 
 
 def _copy_interpolated_parents(cfg: DictConfig, key: str) -> None:
@@ -157,6 +168,8 @@ def parse(recipe_main: Callable[[DictConfig], Any]) -> Callable[..., Any]:
     A fault of the user's making (a ``torchtune.UserError``, raised while reading the
     config or anywhere in the recipe) ends the process with ``error: <message>`` (one line
     per problem) and exit status 1, without a traceback; ``TUNE_TRACEBACK=1`` shows it.
+    Ctrl-C ends it with one ``interrupted: ...`` line (where training stopped and the
+    latest complete checkpoint, when the recipe says) and status 130.
     Any other exception is a bug and propagates with its traceback.
     """
 
@@ -170,5 +183,9 @@ def parse(recipe_main: Callable[[DictConfig], Any]) -> Callable[..., Any]:
             if show_tracebacks():
                 raise
             exit_with(e)
+        except KeyboardInterrupt as e:
+            if show_tracebacks():
+                raise
+            exit_interrupted(e)
 
     return wrapper

@@ -9,6 +9,7 @@ from torchtune.datasets._chat import chat_dataset
 from torchtune.datasets._concat import ConcatDataset
 from torchtune.datasets._hub import grammar_dataset, samsum_dataset, slimorca_dataset
 from torchtune.datasets._instruct import instruct_dataset
+from torchtune.datasets._lengths import check_sample_lengths
 from torchtune.datasets._packed import PackedDataset
 from torchtune.datasets._text_completion import text_completion_dataset
 from torchtune.datasets._text_completion import (
@@ -23,6 +24,7 @@ __all__ = [
     "alpaca_cleaned_dataset",
     "alpaca_dataset",
     "chat_dataset",
+    "check_sample_lengths",
     "instruct_dataset",
     "text_completion_dataset",
     "truncate",

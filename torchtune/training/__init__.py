@@ -21,7 +21,15 @@ from torchtune.training._distributed import (
 from torchtune.training._activation_offloading import get_act_offloading_ctx_manager
 from torchtune.training._cpu_heap import activations_in_own_pages
 from torchtune.training._grad_scaler import scale_grads_
+from torchtune.training._interrupt import interrupted_note
+from torchtune.training._model_checks import (
+    check_attention_layout,
+    check_checkpoint_fits,
+    check_model_against_checkpoint,
+    tie_like_checkpoint,
+)
 from torchtune.training._optimizer_in_backward import OptimizerInBackward
+from torchtune.training._output_files import check_output_folder, write_text_atomically
 from torchtune.training._output_lock import OutputDirLock
 from torchtune.training._profiler import DummyProfiler, setup_torch_profiler
 from torchtune.training._streamed_load import GroupedLoad, load_state_dict_in_groups
@@ -35,6 +43,11 @@ __all__ = [
     "OptimizerInBackward",
     "OutputDirLock",
     "activations_in_own_pages",
+    "check_attention_layout",
+    "check_checkpoint_fits",
+    "check_model_against_checkpoint",
+    "check_output_folder",
+    "write_text_atomically",
     "GroupedLoad",
     "load_state_dict_in_groups",
     "backend_for_device",
@@ -42,6 +55,7 @@ __all__ = [
     "gather_full_optimizer_state_dict",
     "get_act_offloading_ctx_manager",
     "get_world_size_and_rank",
+    "interrupted_note",
     "init_distributed",
     "check_nf4_shardable",
     "is_rank_zero",
@@ -58,6 +72,7 @@ __all__ = [
     "set_default_dtype",
     "set_rng_state",
     "set_seed",
+    "tie_like_checkpoint",
     "setup_torch_profiler",
 ]
 

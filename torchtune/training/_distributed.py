@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from torchtune._errors import UserError, UserValueError
+from torchtune.utils._device import get_device
 from torchtune.modules.low_precision import NF4_BLOCK, dequantize, is_nf4, nf4_parts, to_nf4
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def backend_for_device(device: torch.device) -> str:
     Raises:
         ValueError: for any other device type.
     """
-    device = torch.device(device)
+    device = get_device(device)  # "auto" is the GPU where there is one
     if device.type == "cuda":
         return "nccl"
     if device.type == "cpu":
@@ -60,8 +61,8 @@ def init_distributed(device: str) -> torch.device:
     """Join the process group that torchrun set up, with the backend chosen from ``device``.
 
     Args:
-        device (str): ``"cpu"`` or ``"cuda"``; with CUDA each process takes the GPU of its
-            ``LOCAL_RANK``.
+        device (str): ``"auto"``, ``"cpu"`` or ``"cuda"``; with CUDA each process takes the
+            GPU of its ``LOCAL_RANK``.
 
     Returns:
         torch.device: this process's device (e.g. ``cuda:3``).
@@ -72,7 +73,7 @@ def init_distributed(device: str) -> torch.device:
     missing = [k for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR") if k not in os.environ]
     if missing:
         raise UserError(f"This recipe runs one process per rank: {_LAUNCH_HINT}; {missing[0]} is not set")
-    device = torch.device(device)
+    device = get_device(device)  # "auto" is the GPU where there is one
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)

@@ -12,6 +12,8 @@ from typing import Dict, Iterable, List, NamedTuple, Optional
 import torch
 from torch import nn
 
+from torchtune.training.checkpointing._utils import check_shapes
+
 
 class GroupedLoad(NamedTuple):
     """What ``nn.Module.load_state_dict(strict=False)`` returns for the whole checkpoint,
@@ -34,13 +36,20 @@ def load_state_dict_in_groups(model: nn.Module, groups: Iterable[Dict[str, torch
     Returns:
         GroupedLoad: a key is missing when no group had it; unexpected when a group had it
         and the model does not.
+
+    Raises:
+        UserValueError: a group's tensor has another shape than the model's, before the
+            group is loaded (naming the tensor and both shapes).
     """
+    expected = {k: v for k, v in model.state_dict().items()}  # shapes to check each group against
     missing: Optional[List[str]] = None  # in the model's order, as load_state_dict gives it
     unexpected: List[str] = []
     dtype: Optional[torch.dtype] = None
     for group in groups:
         if dtype is None:
             dtype = next((v.dtype for v in group.values() if v.is_floating_point()), None)
+        # One line naming the tensor and both shapes, not torch's "size mismatch" traceback.
+        check_shapes(expected, group)
         result = model.load_state_dict(group, strict=False)
         unexpected.extend(result.unexpected_keys)
         if missing is None:

@@ -1,10 +1,11 @@
-"""Small helpers, and the dotted paths that published configs name.
+"""Small helpers (the device, logging), and the dotted paths that published configs name.
 
 Configs written for torchtune name ``torchtune.utils.FullModelMetaCheckpointer`` and
 friends; the classes live in ``torchtune.training.checkpointing`` and are re-exported
 here on first access, so ``import torchtune.utils`` stays cheap.
 """
 
+from torchtune.utils._device import get_device
 from torchtune.utils._logging import get_logger
 
 _CHECKPOINTING_NAMES = (
@@ -14,7 +15,7 @@ _CHECKPOINTING_NAMES = (
     "ModelType",
 )
 
-__all__ = ["get_logger", *_CHECKPOINTING_NAMES]
+__all__ = ["get_device", "get_logger", *_CHECKPOINTING_NAMES]
 
 
 def __getattr__(name: str):
