@@ -36,7 +36,7 @@ from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZER = REPO / "tests" / "assets" / "llama2_tokenizer.model"
-TEXT = REPO / "assets" / "tinyshakespeare.txt"
+TEXT = REPO / "torchtune" / "assets" / "tinyshakespeare.txt"
 MODELS = {
     "tiny": dict(embed_dim=128, num_layers=2, num_heads=4, num_kv_heads=4, intermediate_dim=384),
     "bench": dict(embed_dim=768, num_layers=4, num_heads=12, num_kv_heads=12, intermediate_dim=2048),

@@ -1,12 +1,12 @@
 """Convert llama2.c's stories260K.bin (legacy export) into a Meta-format checkpoint.
 
 Writes ``consolidated.00.pth`` (Meta key names, fp32), ``params.json`` and a copy of the
-SentencePiece ``tokenizer.model``. The bundled model in ``assets/stories260K`` was made with::
+SentencePiece ``tokenizer.model``. The bundled model in ``torchtune/assets/stories260K`` was made with::
 
     python scripts/convert_stories260k.py \\
         --bin ../shared/data/models/stories260K/stories260K.bin \\
         --tokenizer ../shared/data/tokenizers/tok512/tok512.model \\
-        --output-dir assets/stories260K
+        --output-dir torchtune/assets/stories260K
 
 The legacy layout (``run.c``'s ``read_checkpoint`` / ``export.py``'s ``legacy_export`` in
 karpathy/llama2.c): a header of 7 little-endian int32 ``dim, hidden_dim, n_layers, n_heads,

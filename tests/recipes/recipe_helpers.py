@@ -20,7 +20,7 @@ from torchtune.models.llama2._convert_weights import meta_to_tune, tune_to_hf
 from torchtune.training.metric_logging import DiskLogger
 
 REPO = Path(__file__).resolve().parents[2]
-STORIES = REPO / "assets" / "stories260K"
+STORIES = REPO / "torchtune" / "assets" / "stories260K"
 ALPACA = REPO / "tests" / "assets" / "alpaca_1000.json"
 SIZES = dict(num_heads=8, num_kv_heads=4, dim=64)
 
@@ -29,7 +29,7 @@ SIZES = dict(num_heads=8, num_kv_heads=4, dim=64)
 # test can kill a run between two checkpoints.
 SLOW_STEPS = [
     "validation_dataset={_component_: torchtune.datasets.text_completion_dataset, source: text, "
-    "data_files: assets/tinyshakespeare.txt, sample_by: paragraph, max_seq_len: 512, packed: True, "
+    "data_files: torchtune/assets/tinyshakespeare.txt, sample_by: paragraph, max_seq_len: 512, packed: True, "
     "split: 'train[:400]'}",
     "validate_every_n_steps=1",
 ]
@@ -149,6 +149,32 @@ def copy_meta_checkpoint(folder: Path) -> None:
 
 def load_meta(path: Path) -> dict:
     return meta_to_tune(torch.load(path, weights_only=True))
+
+
+def assert_trained_alike(a: dict, b: dict, start: dict, rel: float = 1e-3) -> None:
+    """Two runs that differ only in the order of their fp32 sums (ranks, accumulation,
+    process counts) trained the same weights: ``||a - b|| <= rel * ||a - start||`` over the
+    whole state dict, where ``start`` is what training began from (tensors it lacks, such as
+    fresh LoRA ``lora_a``, count from zero).
+
+    Why a norm and not an elementwise tolerance: Adam divides each gradient element by its
+    own running scale, so an element whose gradient is a cancelling sum (near zero) moves
+    by up to lr per step in a direction set by rounding; no elementwise bound holds on
+    every CPU. Summed over the model such elements are a negligible part of what training
+    changed, while a real fault (a rank's data lost, gradients not averaged) changes the
+    update by a fraction of order one.
+    """
+    assert a.keys() == b.keys()
+    diff = update = 0.0
+    for k in a:
+        base = start.get(k)
+        ref = torch.zeros_like(a[k]) if base is None or base.shape != a[k].shape else base.to(a[k].dtype)
+        diff += float((a[k].double() - b[k].double()).square().sum())
+        update += float((a[k].double() - ref.double()).square().sum())
+    assert update > 0, "training changed nothing"
+    assert diff ** 0.5 <= rel * update ** 0.5, (
+        f"||a - b|| = {diff ** 0.5:.3g} exceeds {rel} x ||a - start|| = {rel * update ** 0.5:.3g}"
+    )
 
 
 def assert_state_dicts_equal(a: dict, b: dict, atol: Optional[float] = None) -> None:

@@ -32,7 +32,7 @@ from torchtune.models.llama2 import llama2, llama2_tokenizer  # noqa: E402
 from torchtune.models.llama2._convert_weights import meta_to_tune, tune_to_hf  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-STORIES = REPO / "assets" / "stories260K"
+STORIES = REPO / "torchtune" / "assets" / "stories260K"
 ASSETS = REPO / "tests" / "recipes" / "eval_assets"
 CONFIG = "stories260K/eleuther_evaluation"
 TASKS = ["stories_gen", "stories_mc", "stories_ppl"]

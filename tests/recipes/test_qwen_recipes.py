@@ -43,7 +43,7 @@ def settings(output_dir):
 # A validation pass per step (no training state changes) so the kill lands between checkpoints.
 SLOW_STEPS = [
     "validation_dataset={_component_: torchtune.datasets.text_completion_dataset, source: text, "
-    "data_files: assets/tinyshakespeare.txt, sample_by: paragraph, max_seq_len: 64, packed: True, "
+    "data_files: torchtune/assets/tinyshakespeare.txt, sample_by: paragraph, max_seq_len: 64, packed: True, "
     "split: 'train[:40]'}",
     "validate_every_n_steps=1",
 ]

@@ -15,13 +15,13 @@ from torchtune.models.llama2 import llama2_tokenizer
 from torchtune.models.llama3 import llama3_tokenizer
 
 ASSETS = Path(__file__).parents[2] / "assets"
-PAIRS = ASSETS / "dpo_en_demo_subset.json"
+PAIRS = Path(__file__).parents[3] / "torchtune" / "assets" / "dpo_en_demo_subset.json"
 IGN = -100
 
 
 @pytest.fixture(scope="module")
 def tok():
-    return llama2_tokenizer(str(Path(__file__).parents[3] / "assets" / "stories260K" / "tokenizer.model"))
+    return llama2_tokenizer(str(Path(__file__).parents[3] / "torchtune" / "assets" / "stories260K" / "tokenizer.model"))
 
 
 @pytest.fixture(scope="module")
@@ -145,18 +145,26 @@ def test_collates_put_chosen_first():
     assert free["reference_chosen_logps"].tolist() == [-1.0, -1.0]
 
 
-def test_asset_rederives_from_shared_data():
-    """tests/assets/dpo_en_demo_subset.json is the subset its README line describes."""
+def test_asset_rederives_from_shared_data(tok):
+    """torchtune/assets/dpo_en_demo_subset.json is the subset its README describes: the 69
+    shortest records whose prompt takes at most 448 tokens of the bundled tokenizer, so
+    every pair keeps an answer at the stories260K DPO configs' max_seq_len of 512."""
     source = Path(__file__).parents[3].parent / "shared" / "data" / "preference" / "dpo_en_demo.json"
     if not source.exists():
         pytest.skip("shared/data is not present (CI)")
     d = json.loads(source.read_text())
+    ds = preference_dataset(tok, "json", data_files=str(source), max_seq_len=None)
 
     def size(x):
         answer = max(len(x["chosen"]["value"]), len(x["rejected"]["value"]))
         return sum(len(t["value"]) for t in x["conversations"]) + answer
 
-    order = sorted(range(len(d)), key=lambda k: size(d[k]))
-    multi = [k for k in order if len(d[k]["conversations"]) >= 5][:6]
-    expected = json.dumps([d[k] for k in sorted(set(order[:64]) | set(multi))], ensure_ascii=False, indent=1) + "\n"
+    fits = [k for k in range(len(d)) if prompt_len(ds[k], "chosen") <= 448]
+    order = sorted(fits, key=lambda k: size(d[k]))
+    expected = json.dumps([d[k] for k in sorted(order[:69])], ensure_ascii=False, indent=1) + "\n"
     assert PAIRS.read_text() == expected
+
+
+def test_every_bundled_pair_keeps_an_answer_at_the_configs_max_seq_len(tok):
+    ds = preference_dataset(tok, "json", data_files=str(PAIRS), max_seq_len=512)
+    assert len(ds) == len(json.loads(PAIRS.read_text())) == 69

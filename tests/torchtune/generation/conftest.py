@@ -1,4 +1,4 @@
-"""The bundled stories260K model (assets/stories260K), loaded once per test session."""
+"""The bundled stories260K model (torchtune/assets/stories260K), loaded once per test session."""
 
 import json
 from pathlib import Path
@@ -9,7 +9,7 @@ import torch
 from torchtune.models.llama2 import llama2
 from torchtune.models.llama2._convert_weights import meta_to_tune
 
-STORIES_DIR = Path(__file__).resolve().parents[3] / "assets" / "stories260K"
+STORIES_DIR = Path(__file__).resolve().parents[3] / "torchtune" / "assets" / "stories260K"
 
 
 def load_stories260k() -> torch.nn.Module:

@@ -20,7 +20,7 @@ from torchtune.generation import generate
 from torchtune.tokenizers import SentencePieceTokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-STORIES_DIR = REPO_ROOT / "assets" / "stories260K"
+STORIES_DIR = REPO_ROOT / "torchtune" / "assets" / "stories260K"
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 PROMPT = "Once upon a time"
@@ -48,7 +48,7 @@ def test_golden_greedy_text(stories260k):
 
 
 def test_bundled_files_match_readme_checksums():
-    readme = (REPO_ROOT / "assets" / "README.md").read_text()
+    readme = (REPO_ROOT / "torchtune" / "assets" / "README.md").read_text()
     listed = dict(re.findall(r"`stories260K/([\w.]+)`\s*\|\s*\d+\s*\|\s*`([0-9a-f]{64})`", readme))
     assert set(listed) == {"consolidated.00.pth", "params.json", "tokenizer.model"}
     for name, digest in listed.items():

@@ -15,8 +15,8 @@ from torchtune.models.llama2._convert_weights import meta_to_tune, tune_to_hf
 from torchtune.rlhf import disable_adapters, get_batch_log_probs
 
 REPO = Path(__file__).resolve().parents[3]
-STORIES = REPO / "assets" / "stories260K"
-PAIRS = REPO / "tests" / "assets" / "dpo_en_demo_subset.json"
+STORIES = REPO / "torchtune" / "assets" / "stories260K"
+PAIRS = REPO / "torchtune" / "assets" / "dpo_en_demo_subset.json"
 SIZES = dict(vocab_size=512, num_layers=5, num_heads=8, num_kv_heads=4, embed_dim=64,
              max_seq_len=512, intermediate_dim=172, norm_eps=1e-5)
 
