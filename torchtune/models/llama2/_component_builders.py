@@ -54,11 +54,11 @@ def llama2(
     """Build a Llama 2 decoder (Touvron et al. 2023) with the given sizes.
 
     Args:
-        vocab_size (int): v.
+        vocab_size (int): vocabulary size v (rows of the token embedding and the output).
         num_layers (int): number of decoder layers.
         num_heads (int): query heads n_h; must divide ``embed_dim``.
         num_kv_heads (int): key/value heads n_kv; must divide ``num_heads`` (GQA if smaller).
-        embed_dim (int): d.
+        embed_dim (int): model width d (the token embedding size).
         max_seq_len (int): longest sequence (RoPE table and KV-cache length).
         intermediate_dim (Optional[int]): SwiGLU hidden size; None uses Meta's rule
             (``scale_hidden_dim_for_mlp``).
@@ -123,7 +123,7 @@ def lora_llama2(
         apply_lora_to_output (bool): also adapt the final ``output`` projection.
         vocab_size, num_layers, num_heads, num_kv_heads, embed_dim, max_seq_len,
         intermediate_dim, attn_dropout, norm_eps, rope_base: as in ``llama2``.
-        lora_rank (int): r.
+        lora_rank (int): adapter rank r (``lora_a`` is [r, in], ``lora_b`` [out, r]).
         lora_alpha (float): the update is scaled by ``alpha / r``.
         lora_dropout (float): dropout on the adapter input while training.
         use_dora (bool): DoRA adapters (a ``magnitude`` per adapted linear); call each

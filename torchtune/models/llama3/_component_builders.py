@@ -31,11 +31,11 @@ def llama3(
     """Build a Llama 3 decoder with the given sizes.
 
     Args:
-        vocab_size (int): v.
+        vocab_size (int): vocabulary size v (rows of the token embedding and the output).
         num_layers (int): number of decoder layers.
         num_heads (int): query heads n_h; must divide ``embed_dim``.
         num_kv_heads (int): key/value heads n_kv; must divide ``num_heads``.
-        embed_dim (int): d.
+        embed_dim (int): model width d (the token embedding size).
         max_seq_len (int): longest sequence (RoPE table and KV-cache length).
         attn_dropout (float): attention-weight dropout while training.
         rope_base (int): RoPE base.

@@ -40,11 +40,11 @@ def qwen3(
     """Build a Qwen 3 decoder with the given sizes.
 
     Args:
-        vocab_size (int): v.
+        vocab_size (int): vocabulary size v (rows of the token embedding and the output).
         num_layers (int): number of decoder layers.
         num_heads (int): query heads n_h.
         num_kv_heads (int): key/value heads n_kv; must divide ``num_heads``.
-        embed_dim (int): d.
+        embed_dim (int): model width d (the token embedding size).
         intermediate_dim (int): SwiGLU hidden size.
         max_seq_len (int): longest sequence (RoPE table and KV-cache length).
         head_dim (Optional[int]): h_d; None means ``embed_dim // num_heads``.
@@ -53,8 +53,11 @@ def qwen3(
         rope_base (float): RoPE base.
         tie_word_embeddings (bool): share the token embedding's weight with the output
             projection (no ``output.weight`` in the state dict).
-        q_proj_bias, k_proj_bias, v_proj_bias (bool): a bias on that projection.
-        q_norm, k_norm (bool): per-head ``RMSNorm(head_dim)`` on queries / keys before RoPE.
+        q_proj_bias (bool): a bias on ``q_proj`` (Qwen 3 has none; Qwen 2's layout has one).
+        k_proj_bias (bool): a bias on ``k_proj``.
+        v_proj_bias (bool): a bias on ``v_proj``.
+        q_norm (bool): per-head ``RMSNorm(head_dim)`` on the queries before RoPE.
+        k_norm (bool): per-head ``RMSNorm(head_dim)`` on the keys before RoPE.
 
     Returns:
         TransformerDecoder: the model, on the current default device and dtype.
