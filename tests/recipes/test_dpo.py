@@ -168,3 +168,24 @@ def test_full_dpo_two_ranks_equal_one_process_with_cached_reference(tmp_path):
         meta_to_tune(torch.load(tmp_path / "two" / "meta_model_0.pt", weights_only=True)),
         meta_to_tune(torch.load(STORIES / "consolidated.00.pth", weights_only=True)),
     )
+
+
+def test_reference_model_is_never_replaced_by_the_policys_saves(tmp_path):
+    """Full DPO reading its reference from the policy's output_dir (say, where an SFT run
+    left meta_model_0.pt): the policy's first save would replace it. Refused at setup."""
+    out = tmp_path / "out"
+    out.mkdir()
+    sft = (STORIES / "consolidated.00.pth").read_bytes()
+    (out / "meta_model_0.pt").write_bytes(sft)
+    (out / "params.json").write_bytes((STORIES / "params.json").read_bytes())
+    proc = subprocess.run(
+        [sys.executable, "-m", "torchtune._cli.tune", "run", "--standalone", "--nproc_per_node", "1",
+         FULL[0], "--config", FULL[1], *settings(out, epochs=1), f"ref_checkpointer.checkpoint_dir={out}",
+         "ref_checkpointer.checkpoint_files=[meta_model_0.pt]",
+         f"ref_checkpointer.output_dir={tmp_path / 'elsewhere'}"],  # its own guard looks there
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1
+    (line,) = [l for l in proc.stderr.splitlines() if l.startswith("error: This run would overwrite")]
+    assert f"replaces {out / 'meta_model_0.pt'}, which is input file {out / 'meta_model_0.pt'}" in line
+    assert (out / "meta_model_0.pt").read_bytes() == sft

@@ -279,11 +279,15 @@ def test_fused_output_loss_trains_like_logits_and_chunked_loss(tmp_path, recipe,
 
 def test_optimizer_in_backward_trains_like_a_step_after_backward(tmp_path, shared_runs):
     """The shipped optimizer_in_bwd (each parameter stepped inside backward, its gradient
-    dropped) gives the losses and weights of one fused AdamW step after backward."""
+    dropped) gives the losses and weights of one fused AdamW step after backward. The same
+    arithmetic, but the fused kernel vectorises a list of tensors and one tensor apart
+    (another split into vector lanes and tail, so other roundings on another CPU): the
+    runs agree as runs differing in fp32 rounding do (losses, a sum over ~500 tokens, to
+    1e-5; weights by ``assert_trained_alike``)."""
     in_bwd, after = shared_runs("full_alpaca"), tmp_path / "after"
     run_recipe(*FULL, overrides_for(FULL, after, batch_size=4, optimizer_in_bwd=False)
                + alpaca_dataset_overrides())
-    assert_runs_agree(in_bwd, after, loss_tol=1e-6, weight_tol=1e-6)
+    assert_runs_agree(in_bwd, after, loss_tol=1e-5)
 
 
 def test_optimizer_in_backward_refuses_clipping_and_accumulation_in_one_line_each(tmp_path):

@@ -17,14 +17,35 @@ Kernels, best first:
 """
 
 import functools
+import inspect
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 
 @functools.lru_cache(maxsize=None)
+def varlen_arguments(fn: Callable, gqa: bool) -> Optional[Tuple[dict, bool]]:
+    """The keywords that ask ``fn`` (a ``varlen_attn``) for causal attention, and whether it
+    takes grouped kv heads itself; None if it cannot be asked for causal attention.
+
+    The signature moved between releases: torch 2.9-2.11 take ``is_causal`` and no
+    ``enable_gqa``; later ones ``window_size=(-1, 0)`` and ``enable_gqa``.
+    """
+    params = inspect.signature(fn).parameters
+    if "window_size" in params:
+        kwargs: dict = {"window_size": (-1, 0)}
+    elif "is_causal" in params:
+        kwargs = {"is_causal": True}
+    else:
+        return None
+    native_gqa = "enable_gqa" in params
+    if gqa and native_gqa:
+        kwargs["enable_gqa"] = True
+    return kwargs, native_gqa
+
+
 def load_varlen_attn() -> Optional[Callable]:
     """``torch.nn.attention.varlen.varlen_attn``, or None where torch lacks it (< 2.9).
 
@@ -84,6 +105,7 @@ def uses_varlen(q: torch.Tensor, dropout_p: float) -> bool:
         and h_d <= 256
         and torch.cuda.get_device_capability(q.device) >= (8, 0)  # FlashAttention 2 and up
         and load_varlen_attn() is not None
+        and varlen_arguments(load_varlen_attn(), gqa=False) is not None
     )
 
 
@@ -109,7 +131,13 @@ def document_attention(
     b, s, n_h, h_d = q.shape
     n_kv = k.shape[2]
     if uses_varlen(q, dropout_p):
-        out = load_varlen_attn()(
+        fn = load_varlen_attn()
+        causal, native_gqa = varlen_arguments(fn, gqa=n_kv != n_h)
+        if n_kv != n_h and not native_gqa:  # older torch: one kv head per query head
+            k = k.repeat_interleave(n_h // n_kv, dim=2)
+            v = v.repeat_interleave(n_h // n_kv, dim=2)
+            n_kv = n_h
+        out = fn(
             q.reshape(b * s, n_h, h_d),
             k.reshape(b * s, n_kv, h_d),
             v.reshape(b * s, n_kv, h_d),
@@ -117,8 +145,7 @@ def document_attention(
             docs.cu_seqlens,
             docs.max_len,
             docs.max_len,
-            window_size=(-1, 0),  # causal
-            enable_gqa=n_kv != n_h,
+            **causal,
         )  # [b * s, n_h, h_d]
         return out.view(b, s, n_h, h_d)
     if n_kv != n_h:

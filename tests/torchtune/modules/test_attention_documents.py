@@ -1,6 +1,8 @@
 """Attention over documents (packed or padding-free rows) from their lengths: the numbers
 of the dense block-causal mask, without ever allocating S x S."""
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -127,10 +129,10 @@ def test_padding_free_batch_gives_the_padded_batch_logits():
     assert int((free["labels"] != -100).sum()) == int((padded["labels"][:, 1:] != -100).sum())
 
 
-def _reference_varlen(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, window_size, enable_gqa):
+def _reference_varlen(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, causal, enable_gqa):
     """What ``varlen_attn`` computes, written out: causal attention per [start, end) segment
     of the flattened tokens, query heads sharing kv heads in groups."""
-    assert window_size == (-1, 0) and torch.equal(cu_seq_q, cu_seq_k)
+    assert causal and torch.equal(cu_seq_q, cu_seq_k)
     assert max_q == max_k == int((cu_seq_q[1:] - cu_seq_q[:-1]).max())
     group = q.shape[1] // k.shape[1]
     assert enable_gqa == (group > 1)
@@ -141,21 +143,35 @@ def _reference_varlen(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, window_size,
         ks = k[start:end].transpose(0, 1).repeat_interleave(group, 0)
         vs = v[start:end].transpose(0, 1).repeat_interleave(group, 0)
         scores = (qs @ ks.transpose(1, 2)) / q.shape[-1] ** 0.5
-        causal = torch.ones(end - start, end - start, dtype=torch.bool).tril()
-        weights = scores.masked_fill(~causal, float("-inf")).softmax(-1)
+        mask = torch.ones(end - start, end - start, dtype=torch.bool).tril()
+        weights = scores.masked_fill(~mask, float("-inf")).softmax(-1)
         out[start:end] = (weights @ vs).transpose(0, 1)
     return out
 
 
-def test_varlen_kernel_gets_the_flattened_documents(monkeypatch):
+# varlen_attn's signature as torch 2.13 has it, and as torch 2.9-2.11 had it (is_causal, no
+# enable_gqa: a GPU run on torch 2.11 failed on enable_gqa before the call followed it).
+def _varlen_2_13(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
+                 window_size=(-1, -1), enable_gqa=False):
+    return _reference_varlen(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k,
+                             causal=window_size == (-1, 0), enable_gqa=enable_gqa)
+
+
+def _varlen_2_11(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, is_causal=False, return_aux=None, scale=None):
+    return _reference_varlen(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, causal=is_causal, enable_gqa=False)
+
+
+@pytest.mark.parametrize("varlen", [_varlen_2_13, _varlen_2_11], ids=["torch-2.13", "torch-2.11"])
+def test_varlen_kernel_gets_the_flattened_documents(monkeypatch, varlen):
     """The CUDA bf16 path hands every document of the batch to one ``varlen_attn`` call.
     No GPU here: the kernel is replaced by its written-out definition, which checks the
     layout, offsets and flags our code passes, and the result must match per-document SDPA."""
     calls = []
 
+    @functools.wraps(varlen)
     def fake_varlen(*args, **kwargs):
         calls.append(args[3].tolist())
-        return _reference_varlen(*args, **kwargs)
+        return varlen(*args, **kwargs)
 
     m = _model()
     seq_lens = torch.tensor([[5, 7, 4], [16, 0, 0]])
@@ -227,3 +243,4 @@ def test_compiled_model_takes_seq_lens_through_the_dense_mask(monkeypatch):
         got = compiled(tokens, input_pos=pos, seq_lens=seq_lens)
     assert built == [16]  # only the compiled call took the dense path
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
