@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from torchtune._errors import UserValueError
+from torchtune.modules.rms_norm import at_least_fp32
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     """(x0 + i x1) * (cos + i sin) for each pair (x0, x1) of the last dim, as Meta's complex
     multiply, in fp32; written into one output tensor (the four products and the two sums
     of a plain ``torch.stack`` would each be a new tensor)."""
-    pairs = x.float().reshape(*x.shape[:-1], -1, 2)  # [b, s, n_h, h_d/2, 2]
+    pairs = at_least_fp32(x).reshape(*x.shape[:-1], -1, 2)  # [b, s, n_h, h_d/2, 2]
     x0, x1 = pairs[..., 0], pairs[..., 1]
     out = torch.empty_like(pairs)
     torch.mul(x0, cos, out=out[..., 0]).sub_(x1 * sin)

@@ -104,18 +104,10 @@ def test_logits_match_hf_including_the_scaled_frequencies(style):
     assert (ours - plain).abs().max() > 1e-2
 
 
-def test_kv_cache_decoding_equals_full_forward_for_the_tied_scaled_model():
+def test_kv_cache_decoding_equals_full_forward_for_the_tied_scaled_model(assert_decoding_equals_full_forward):
     hf = hf_model(32, True)
     model = ours_from_hf(hf, llama3_2, 64)
-    tokens = tokens_for(24)
-    with torch.no_grad():
-        full = model(tokens)
-        model.setup_caches(batch_size=2, dtype=torch.float32)
-        prefill = model(tokens[:, :10], input_pos=torch.arange(10).expand(2, 10))
-        steps = [model(tokens[:, i : i + 1], input_pos=torch.tensor([[i], [i]]))
-                 for i in range(10, 24)]
-    decoded = torch.cat([prefill, *steps], dim=1)
-    torch.testing.assert_close(decoded, full, atol=ATOL, rtol=0)
+    assert_decoding_equals_full_forward(model, tokens_for(24), prefill=10)
 
 
 def test_tied_embedding_gradient_is_the_sum_of_both_uses():

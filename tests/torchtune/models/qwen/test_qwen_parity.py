@@ -153,17 +153,9 @@ def test_lora_model_with_fresh_adapters_matches_transformers(family):
 
 
 @pytest.mark.parametrize("family,tied", [("qwen2", True), ("qwen3", False)])
-def test_kv_cache_decoding_equals_full_forward(family, tied):
+def test_kv_cache_decoding_equals_full_forward(family, tied, assert_decoding_equals_full_forward):
     model = ours_from_hf(hf_model(family, tied), family, tied)
-    tokens = tokens_for(24)
-    with torch.no_grad():
-        full = model(tokens)
-        model.setup_caches(batch_size=2, dtype=torch.float32)
-        prefill = model(tokens[:, :10], input_pos=torch.arange(10).expand(2, 10))
-        steps = [model(tokens[:, i : i + 1], input_pos=torch.tensor([[i], [i]]))
-                 for i in range(10, 24)]
-    decoded = torch.cat([prefill, *steps], dim=1)
-    torch.testing.assert_close(decoded, full, atol=ATOL, rtol=0)
+    assert_decoding_equals_full_forward(model, tokens_for(24), prefill=10)
 
 
 def test_document_attention_equals_per_document_runs_for_qwen3():
