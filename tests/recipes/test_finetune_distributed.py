@@ -277,3 +277,26 @@ def test_started_without_torchrun_says_how_to_launch(tmp_path):
         "This recipe runs one process per rank: launch it with "
         "`tune run --nproc_per_node N RECIPE --config CONFIG` (torchrun); RANK is not set"
     )
+
+
+def test_ctrl_c_stops_the_job_with_rank_zeros_one_line(tmp_path):
+    """A terminal's Ctrl-C reaches the launcher and every rank: rank 0 names where training
+    stopped and the latest complete checkpoint, the launcher adds no traceback, status 130."""
+    out = tmp_path / "run"
+    overrides = common_overrides(out, batch_size=2, max_steps_per_epoch=40, save_every_n_steps=2) + SLOW_STEPS
+    proc = subprocess.Popen(launch_command(["--standalone", "--nproc_per_node", "2"], *LORA, overrides), cwd=REPO,
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while not (out / "step_2" / "checkpoint_manifest.json").exists():
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:] if proc.poll() else "timeout"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)  # the foreground process group, as a terminal does
+        stderr = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("interrupted")]
+    assert len(lines) == 1 and "the latest complete checkpoint is in " + str(out / "step_") in lines[0], stderr[-3000:]
