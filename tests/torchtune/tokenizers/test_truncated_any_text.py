@@ -165,7 +165,7 @@ def _code(rng: random.Random, n: int) -> str:
     return "".join(out)
 
 
-N = 150_000
+N = 50_000  # long enough that a cut for 513 ids falls well inside it
 _rng = random.Random(0)
 _words = " ".join(_alpaca_texts()).split()
 # Texts with no U+0020 space before their end, so no exact cut helps: every cut is checked.
