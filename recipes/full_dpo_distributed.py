@@ -571,6 +571,10 @@ def recipe_main(cfg: DictConfig) -> None:
     recipe.setup(cfg)
     try:
         recipe.train()
+        # Every rank's collectives are done before any rank tears its process group down:
+        # a rank was seen to abort in gloo's teardown (SIGABRT, "terminate called without
+        # an active exception") after a run had finished; aligning the ranks first narrows it.
+        dist.barrier()
     except KeyboardInterrupt:
         raise KeyboardInterrupt(recipe.interrupted_note()) from None
     finally:

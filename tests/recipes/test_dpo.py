@@ -18,6 +18,7 @@ from recipe_helpers import (
     assert_state_dicts_equal,
     assert_trained_alike,
     kill_when,
+    run_launched,
     run_recipe,
     start_recipe,
     write_hf_checkpoint,
@@ -56,10 +57,9 @@ def close(a: float, b: float) -> bool:
 
 
 def run_distributed(nproc: int, recipe: str, config: str, overrides: list):
-    out = subprocess.run(
+    out = run_launched(
         [sys.executable, "-m", "torchtune._cli.tune", "run", "--standalone", "--nproc_per_node", str(nproc),
-         recipe, "--config", config, *overrides],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+         recipe, "--config", config, *overrides], ENV,
     )
     assert out.returncode == 0, out.stderr[-4000:]
 

@@ -29,6 +29,7 @@ from recipe_helpers import (
     common_overrides,
     load_meta,
     losses,
+    run_launched,
     run_recipe,
 )
 
@@ -52,10 +53,7 @@ def launch_command(launcher: list, recipe: str, config: str, overrides: list) ->
 
 def run_distributed(nproc: int, recipe: str, config: str, overrides: list, expect_ok: bool = True):
     """`tune run --standalone --nproc_per_node N ...` (standalone: a free port of its own)."""
-    out = subprocess.run(
-        launch_command(["--standalone", "--nproc_per_node", str(nproc)], recipe, config, overrides),
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
-    )
+    out = run_launched(launch_command(["--standalone", "--nproc_per_node", str(nproc)], recipe, config, overrides), ENV)
     if expect_ok and out.returncode != 0:
         raise AssertionError(f"tune run failed ({out.returncode}):\n{out.stderr[-4000:]}")
     return out

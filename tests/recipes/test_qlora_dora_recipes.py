@@ -24,6 +24,7 @@ from recipe_helpers import (
     common_overrides,
     kill_when,
     losses,
+    run_launched,
     run_recipe,
     start_recipe,
 )
@@ -159,7 +160,7 @@ def _run_two_ranks(overrides):
     env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torchtune._cli.tune", "run", "--standalone", "--nproc_per_node", "2",
            LORA_DIST[0], "--config", LORA_DIST[1], *overrides]
-    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = run_launched(cmd, env)
     assert out.returncode == 0, out.stderr[-4000:]
 
 
