@@ -1,19 +1,17 @@
-"""Attention over rows that hold several documents, without an S x S mask.
+"""Documents: rows that hold several documents, attended without an S x S mask.
 
 Packed and padding-free rows put documents end to end; a token may attend only to earlier
 tokens of its own document. Their boundaries travel as document lengths (``seq_lens``,
-``[b, n]``, zero-padded per row), and attention runs document by document, so a step costs
-time and memory in proportion to its tokens, never to the square of a row's length.
+``[b, n]``, zero-padded per row), and attention runs document by document
+(``_attention_kernels.document_attention``), so a step costs time and memory in proportion
+to its tokens, never to the square of a row's length.
 
-Kernels, best first:
-
-- CUDA, fp16/bf16, no attention dropout, torch with ``torch.nn.attention.varlen``: one
-  ``varlen_attn`` (FlashAttention's variable-length kernel) over every document of the
-  batch, from cumulative offsets; no mask, no padding, no compilation.
-- Everywhere else: ``F.scaled_dot_product_attention`` with ``is_causal=True`` on each
-  document in turn. On CPU this measured faster than the alternatives torch offers there:
-  nested-tensor (jagged) SDPA has no CPU kernel in torch 2.13, and FlexAttention compiles
-  per row length.
+This module holds the bookkeeping (``Documents``) and what decides whether CUDA's
+``varlen_attn`` (FlashAttention's variable-length kernel) can serve a batch: one call over
+every document of the batch, from cumulative offsets; no mask, no padding, no compilation.
+Elsewhere each document runs as a plain causal row: on CPU this measured faster than the
+alternatives torch offers there (nested-tensor SDPA has no CPU kernel in torch 2.13, and
+FlexAttention compiles per row length).
 """
 
 import functools
@@ -22,24 +20,32 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
 
 @functools.lru_cache(maxsize=None)
-def varlen_arguments(fn: Callable, gqa: bool) -> Optional[Tuple[dict, bool]]:
-    """The keywords that ask ``fn`` (a ``varlen_attn``) for causal attention, and whether it
-    takes grouped kv heads itself; None if it cannot be asked for causal attention.
+def varlen_arguments(
+    fn: Callable, gqa: bool, window: Optional[int] = None, scale: Optional[float] = None
+) -> Optional[Tuple[dict, bool]]:
+    """The keywords that ask ``fn`` (a ``varlen_attn``) for causal attention (within a
+    sliding ``window`` of keys, itself included, and with ``scale`` on q.k when given), and
+    whether it takes grouped kv heads itself; None if ``fn`` cannot be asked for that.
 
     The signature moved between releases: torch 2.9-2.11 take ``is_causal`` and no
-    ``enable_gqa``; later ones ``window_size=(-1, 0)`` and ``enable_gqa``.
+    ``enable_gqa`` (so no window); later ones ``window_size=(left, right)`` and
+    ``enable_gqa``. FlashAttention's ``window_size=(w - 1, 0)`` lets query i see keys
+    ``i - w + 1 .. i``: the ``w`` keys of Hugging Face's ``sliding_window=w``.
     """
     params = inspect.signature(fn).parameters
     if "window_size" in params:
-        kwargs: dict = {"window_size": (-1, 0)}
-    elif "is_causal" in params:
+        kwargs: dict = {"window_size": (-1 if window is None else window - 1, 0)}
+    elif "is_causal" in params and window is None:
         kwargs = {"is_causal": True}
     else:
         return None
+    if scale is not None:
+        if "scale" not in params:
+            return None
+        kwargs["scale"] = scale
     native_gqa = "enable_gqa" in params
     if gqa and native_gqa:
         kwargs["enable_gqa"] = True
@@ -107,59 +113,6 @@ def uses_varlen(q: torch.Tensor, dropout_p: float) -> bool:
         and load_varlen_attn() is not None
         and varlen_arguments(load_varlen_attn(), gqa=False) is not None
     )
-
-
-def document_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    docs: Documents,
-    dropout_p: float = 0.0,
-) -> torch.Tensor:
-    """Causal attention inside each document.
-
-    Args:
-        q (torch.Tensor): ``[b, s, n_h, h_d]`` (positions already applied).
-        k (torch.Tensor): ``[b, s, n_kv, h_d]``.
-        v (torch.Tensor): ``[b, s, n_kv, h_d]``.
-        docs (Documents): the documents of each row.
-        dropout_p (float): attention dropout.
-
-    Returns:
-        torch.Tensor: ``[b, s, n_h, h_d]``, the layout the output projection reads.
-    """
-    b, s, n_h, h_d = q.shape
-    n_kv = k.shape[2]
-    if uses_varlen(q, dropout_p):
-        fn = load_varlen_attn()
-        causal, native_gqa = varlen_arguments(fn, gqa=n_kv != n_h)
-        if n_kv != n_h and not native_gqa:  # older torch: one kv head per query head
-            k = k.repeat_interleave(n_h // n_kv, dim=2)
-            v = v.repeat_interleave(n_h // n_kv, dim=2)
-            n_kv = n_h
-        out = fn(
-            q.reshape(b * s, n_h, h_d),
-            k.reshape(b * s, n_kv, h_d),
-            v.reshape(b * s, n_kv, h_d),
-            docs.cu_seqlens,
-            docs.cu_seqlens,
-            docs.max_len,
-            docs.max_len,
-            **causal,
-        )  # [b * s, n_h, h_d]
-        return out.view(b, s, n_h, h_d)
-    if n_kv != n_h:
-        # Repeat each kv head for its group of query heads (Meta's repeat_kv).
-        k = k.repeat_interleave(n_h // n_kv, dim=2)
-        v = v.repeat_interleave(n_h // n_kv, dim=2)
-    rows = []
-    for i, lengths in enumerate(docs.lengths):
-        qs, ks, vs = (t[i : i + 1].transpose(1, 2).split(lengths, dim=2) for t in (q, k, v))
-        rows.append(torch.cat([
-            F.scaled_dot_product_attention(qd, kd, vd, dropout_p=dropout_p, is_causal=True).transpose(1, 2)
-            for qd, kd, vd in zip(qs, ks, vs)
-        ], dim=1))  # [1, s, n_h, h_d]
-    return torch.cat(rows) if len(rows) > 1 else rows[0]
 
 
 def block_causal_from_seq_lens(seq_lens: torch.Tensor, seq_len: int) -> torch.Tensor:

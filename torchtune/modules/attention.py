@@ -1,18 +1,19 @@
-"""Multi-head attention with grouped-query attention (GQA) and an optional KV cache."""
+"""Multi-head attention with grouped-query attention (GQA), an optional KV cache, and the
+attention options that tell decoder families apart (scale, soft-cap, sliding window)."""
 
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from torchtune._errors import UserValueError
-from torchtune.modules._documents import Documents, document_attention
+from torchtune.modules._attention_kernels import attend
+from torchtune.modules._documents import Documents
 from torchtune.modules.kv_cache import KVCache
 
 
 class MultiHeadAttention(nn.Module):
-    """Causal self-attention on ``F.scaled_dot_product_attention``.
+    """Causal self-attention; ``_attention_kernels.attend`` picks the kernel.
 
     With ``num_kv_heads < num_heads`` each key/value head serves a group of
     ``num_heads // num_kv_heads`` consecutive query heads (GQA, Ainslie et al. 2023);
@@ -37,13 +38,24 @@ class MultiHeadAttention(nn.Module):
             before RoPE (Qwen 3's ``RMSNorm(h_d)``); None: none. In the state dict as
             ``q_norm.scale``.
         k_norm (Optional[nn.Module]): the same for the keys, ``[b, s, n_kv, h_d]``.
+        scale (Optional[float]): the factor on q.k; None means ``1 / sqrt(h_d)`` (Gemma:
+            ``query_pre_attn_scalar ** -0.5``).
+        softcap (Optional[float]): attention logit soft-cap: scaled scores become
+            ``softcap * tanh(scores / softcap)`` before masking (Gemma 2's
+            ``attn_logit_softcapping``); None: none.
+        sliding_window (Optional[int]): a query at position i attends only to keys at
+            ``i - sliding_window < j <= i``: ``sliding_window`` tokens, itself included
+            (Hugging Face's ``sliding_window``, Mistral, Gemma). i and j are indices in the
+            row: KV-cache slots with a cache, counted from each document's start with
+            ``documents``; with a ``mask``, keys must also be allowed by it. None: none.
 
     ``head_dim`` need not be ``embed_dim // num_heads`` (Qwen 3: d 1024, 16 heads, h_d 128);
     the projections give the sizes. Biases are the projections' own (``nn.Linear(bias=True)``
     or ``LoRALinear(use_bias=True)``: ``q_proj.bias``).
 
     Raises:
-        ValueError: if ``num_kv_heads`` does not divide ``num_heads``.
+        UserValueError: if ``num_kv_heads`` does not divide ``num_heads``, or an option is
+            out of range.
     """
 
     def __init__(
@@ -62,6 +74,9 @@ class MultiHeadAttention(nn.Module):
         attn_dropout: float = 0.0,
         q_norm: Optional[nn.Module] = None,
         k_norm: Optional[nn.Module] = None,
+        scale: Optional[float] = None,
+        softcap: Optional[float] = None,
+        sliding_window: Optional[int] = None,
     ) -> None:
         super().__init__()
         if num_kv_heads <= 0 or num_heads % num_kv_heads:
@@ -70,6 +85,17 @@ class MultiHeadAttention(nn.Module):
             )
         if not 0.0 <= attn_dropout <= 1.0:
             raise UserValueError(f"attn_dropout ({attn_dropout}) must be in [0, 1]")
+        for name, value in (("scale", scale), ("softcap", softcap)):
+            if value is not None and not value > 0:
+                raise UserValueError(f"{name} ({value}) must be > 0, or None for the default")
+        if sliding_window is not None and (
+            isinstance(sliding_window, bool) or not isinstance(sliding_window, int)
+            or sliding_window < 1
+        ):
+            raise UserValueError(
+                f"sliding_window ({sliding_window!r}) must be an int >= 1 (tokens a query "
+                "sees, itself included), or None for none"
+            )
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
@@ -83,6 +109,9 @@ class MultiHeadAttention(nn.Module):
         self.pos_embeddings = pos_embeddings
         self.q_norm = q_norm
         self.k_norm = k_norm
+        self.scale = scale
+        self.softcap = softcap
+        self.sliding_window = sliding_window
         self.kv_cache: Optional[KVCache] = None
 
     def setup_cache(self, batch_size: int, dtype: torch.dtype) -> None:
@@ -125,35 +154,28 @@ class MultiHeadAttention(nn.Module):
         k = self.pos_embeddings(k, input_pos)
         dropout_p = self.attn_dropout if self.training else 0.0
 
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [b, n, s, h_d]
+        q_idx = None
         if documents is not None:
             if mask is not None or self.kv_cache is not None:
                 raise ValueError("documents cannot be combined with a mask or a KV cache")
-            # The output comes back in [b, s, n_h, h_d], the layout the output projection
-            # reads, so no further copy is needed.
-            out = document_attention(q, k, v, documents, dropout_p)
-            return self.output_proj(out.reshape(b, s, self.num_heads * self.head_dim))
-
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [b, n, s, h_d]
-        if self.kv_cache is not None:
+        elif self.kv_cache is not None:
             if mask is None:
                 raise ValueError("MultiHeadAttention with a KV cache needs an explicit mask")
             if input_pos is None:
                 input_pos = torch.arange(s, device=x.device)
             k, v = self.kv_cache.update(input_pos, k, v)  # [b, n_kv, max_seq_len, h_d]
+            q_idx = input_pos  # the slot of each query, where its window ends
 
-        if self.num_kv_heads != self.num_heads:
-            # Repeat each kv head for its group of query heads (Meta's repeat_kv).
-            group = self.num_heads // self.num_kv_heads
-            k = k.repeat_interleave(group, dim=1)  # [b, n_h, s_kv, h_d]
-            v = v.repeat_interleave(group, dim=1)  # [b, n_h, s_kv, h_d]
-
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=None if mask is None else mask[:, None, :, :],  # [b, 1, s, s_kv]
+        out = attend(
+            q, k, v,
+            mask=mask,
+            documents=documents,
+            q_idx=q_idx,
+            scale=self.scale,
+            softcap=self.softcap,
+            window=self.sliding_window,
             dropout_p=dropout_p,
-            is_causal=mask is None,
         )  # [b, n_h, s, h_d]
         out = out.transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim)  # [b, s, n_h*h_d]
         return self.output_proj(out)

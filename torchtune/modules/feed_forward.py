@@ -40,8 +40,16 @@ class _SwiGLUDownFn(torch.autograd.Function):
         return grad_gate, grad_up, grad_weight
 
 
+ACTIVATIONS = {
+    "silu": F.silu,
+    # GeGLU as Gemma uses it (transformers' "gelu_pytorch_tanh").
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+}
+
+
 class FeedForward(nn.Module):
-    """``w2(silu(w1(x)) * w3(x))``: w1 is the gate, w3 the up and w2 the down projection.
+    """``w2(act(w1(x)) * w3(x))``: w1 is the gate, w3 the up and w2 the down projection;
+    ``act`` is SiLU (SwiGLU, Llama and Qwen) or tanh-approximated GELU (GeGLU, Gemma).
 
     When training with a plain bias-free ``nn.Linear`` as ``w2``, backward recomputes
     ``silu(w1(x)) * w3(x)`` rather than keeping it (``_SwiGLUDownFn``): about a third less
@@ -52,13 +60,19 @@ class FeedForward(nn.Module):
         w1 (nn.Module): gate projection, d -> hidden.
         w2 (nn.Module): down projection, hidden -> d.
         w3 (nn.Module): up projection, d -> hidden.
+        activation (str): ``"silu"`` or ``"gelu_tanh"``.
     """
 
-    def __init__(self, *, w1: nn.Module, w2: nn.Module, w3: nn.Module) -> None:
+    def __init__(
+        self, *, w1: nn.Module, w2: nn.Module, w3: nn.Module, activation: str = "silu"
+    ) -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r} is not one of {list(ACTIVATIONS)}")
         self.w1 = w1
         self.w2 = w2
         self.w3 = w3
+        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """
@@ -69,6 +83,8 @@ class FeedForward(nn.Module):
             torch.Tensor: [b, s, d].
         """
         gate, up = self.w1(x), self.w3(x)
-        if torch.is_grad_enabled() and type(self.w2) is nn.Linear and self.w2.bias is None:
-            return _SwiGLUDownFn.apply(gate, up, self.w2.weight)
-        return self.w2(F.silu(gate) * up)
+        if self.activation == "silu":
+            if torch.is_grad_enabled() and type(self.w2) is nn.Linear and self.w2.bias is None:
+                return _SwiGLUDownFn.apply(gate, up, self.w2.weight)
+            return self.w2(F.silu(gate) * up)
+        return self.w2(ACTIVATIONS[self.activation](gate) * up)

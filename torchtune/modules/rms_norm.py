@@ -57,15 +57,21 @@ class RMSNorm(nn.Module):
     squares loses enough precision to change the logits noticeably. When training, backward
     recomputes the normalised input instead of keeping it (``_RMSNormFn``).
 
+    With ``offset=1.0`` the learned weight multiplies as ``1 + scale`` (Gemma's form: the
+    stored weight starts at zero and is the deviation from one); the state dict holds the
+    stored weight as ``scale`` either way.
+
     Args:
         dim (int): size of the last dimension.
         eps (float): added to the mean square to avoid division by zero.
+        offset (float): added to ``scale`` before multiplying (0.0 or 1.0).
     """
 
-    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+    def __init__(self, dim: int, eps: float = 1e-6, offset: float = 0.0) -> None:
         super().__init__()
         self.eps = eps
-        self.scale = nn.Parameter(torch.ones(dim))
+        self.offset = offset
+        self.scale = nn.Parameter(torch.full((dim,), 1.0 - offset))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """
@@ -75,6 +81,14 @@ class RMSNorm(nn.Module):
         Returns:
             torch.Tensor: normalised tensor, same shape and dtype as ``x``.
         """
-        if torch.is_grad_enabled() and (x.requires_grad or self.scale.requires_grad):
-            return _RMSNormFn.apply(x, self.scale, self.eps)
-        return _normalise(x, self.scale, self.eps)[0]
+        scale = self.scale + self.offset if self.offset else self.scale
+        if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
+            return _RMSNormFn.apply(x, scale, self.eps)
+        return _normalise(x, scale, self.eps)[0]
+
+    def reset_parameters(self) -> None:
+        """The weight that makes the norm multiply by one."""
+        nn.init.constant_(self.scale, 1.0 - self.offset)
+
+    def extra_repr(self) -> str:
+        return f"{self.scale.numel()}, eps={self.eps}" + (f", offset={self.offset}" if self.offset else "")

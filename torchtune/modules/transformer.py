@@ -14,14 +14,19 @@ from torchtune.modules.attention import MultiHeadAttention
 class TransformerDecoderLayer(nn.Module):
     """Pre-norm residual block::
 
-        x ──┬─ sa_norm ─ attn ─(+)──┬─ mlp_norm ─ mlp ─(+)── out
-            └──────────────────────┘└──────────────────────┘
+        x ──┬─ sa_norm ─ attn ─ [sa_scale] ─(+)──┬─ mlp_norm ─ mlp ─ [mlp_scale] ─(+)── out
+            └─────────────────────────────────┘└─────────────────────────────────┘
+
+    ``sa_scale`` and ``mlp_scale`` are optional norms on each branch's output before its
+    residual add ("sandwich" norms, Gemma 2 and 3; the names are torchtune 0.6.1's).
 
     Args:
         attn (MultiHeadAttention): self-attention.
         mlp (nn.Module): feed-forward block.
         sa_norm (nn.Module): norm before attention.
         mlp_norm (nn.Module): norm before the feed-forward block.
+        sa_scale (Optional[nn.Module]): norm after attention; None: none.
+        mlp_scale (Optional[nn.Module]): norm after the feed-forward block; None: none.
     """
 
     def __init__(
@@ -31,12 +36,16 @@ class TransformerDecoderLayer(nn.Module):
         mlp: nn.Module,
         sa_norm: nn.Module,
         mlp_norm: nn.Module,
+        sa_scale: Optional[nn.Module] = None,
+        mlp_scale: Optional[nn.Module] = None,
     ) -> None:
         super().__init__()
         self.sa_norm = sa_norm
         self.attn = attn
         self.mlp_norm = mlp_norm
         self.mlp = mlp
+        self.sa_scale = sa_scale
+        self.mlp_scale = mlp_scale
 
     def forward(
         self,
@@ -56,8 +65,14 @@ class TransformerDecoderLayer(nn.Module):
         Returns:
             torch.Tensor: [b, s, d].
         """
-        h = x + self.attn(self.sa_norm(x), mask=mask, input_pos=input_pos, documents=documents)
-        return h + self.mlp(self.mlp_norm(h))
+        attn_out = self.attn(self.sa_norm(x), mask=mask, input_pos=input_pos, documents=documents)
+        if self.sa_scale is not None:
+            attn_out = self.sa_scale(attn_out)
+        h = x + attn_out
+        mlp_out = self.mlp(self.mlp_norm(h))
+        if self.mlp_scale is not None:
+            mlp_out = self.mlp_scale(mlp_out)
+        return h + mlp_out
 
 
 class TiedLinear(nn.Module):
@@ -110,11 +125,18 @@ class TransformerDecoder(nn.Module):
         norm (nn.Module): final norm.
         output (nn.Module): d -> v projection: an ``nn.Linear`` (or LoRA) of its own, or a
             ``TiedLinear(tok_embeddings)`` sharing the embedding's weight.
+        embed_scale (Optional[float]): the embeddings are multiplied by it, in their dtype
+            (Gemma: ``sqrt(d)``); None: not scaled.
+        final_softcap (Optional[float]): logits become ``c * tanh(logits / c)`` (Gemma 2);
+            None: none.
 
     Attributes:
         skip_output_layer (bool): when True, ``forward`` returns the final normed hidden
             states [b, s, d] instead of logits: a loss that owns the output projection
-            (``LinearCrossEntropyLoss.set_model_output``) applies it. False by default.
+            (``LinearCrossEntropyLoss.set_model_output``) applies it, and the soft-cap
+            (``final_softcap``). False by default.
+        description (Optional[DecoderDescription]): what the model builders built it from
+            (``torchtune.models._description``); None for a decoder assembled by hand.
     """
 
     def __init__(
@@ -125,6 +147,8 @@ class TransformerDecoder(nn.Module):
         max_seq_len: int,
         norm: nn.Module,
         output: nn.Module,
+        embed_scale: Optional[float] = None,
+        final_softcap: Optional[float] = None,
     ) -> None:
         super().__init__()
         self.tok_embeddings = tok_embeddings
@@ -132,7 +156,10 @@ class TransformerDecoder(nn.Module):
         self.norm = norm
         self.output = output
         self.max_seq_len = max_seq_len
+        self.embed_scale = embed_scale
+        self.final_softcap = final_softcap
         self.skip_output_layer = False
+        self.description = None
         # Built by setup_caches; non-persistent, so the state dict is the same with caches.
         self.register_buffer("causal_mask", None, persistent=False)
 
@@ -223,9 +250,20 @@ class TransformerDecoder(nn.Module):
                 documents = Documents.from_seq_lens(seq_lens, s)
 
         h = self.tok_embeddings(tokens)  # [b, s, d]
+        if self.embed_scale is not None:
+            # In the embedding's dtype, as Gemma's reference multiplies (sqrt(d) rounded).
+            h = h * torch.tensor(self.embed_scale, dtype=h.dtype)
         for layer in self.layers:
             h = layer(h, mask=mask, input_pos=input_pos, documents=documents)
         h = self.norm(h)
         if self.skip_output_layer:
             return h  # [b, s, d]
-        return self.output(h)  # [b, s, v]
+        return softcap_logits(self.output(h), self.final_softcap)  # [b, s, v]
+
+
+def softcap_logits(logits: torch.Tensor, cap: Optional[float]) -> torch.Tensor:
+    """``cap * tanh(logits / cap)``, or ``logits`` when ``cap`` is None: the final-logit
+    soft-cap, shared by the decoder and the losses that apply its output projection."""
+    if cap is None:
+        return logits
+    return torch.tanh(logits / cap) * cap

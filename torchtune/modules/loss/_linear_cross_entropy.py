@@ -8,7 +8,7 @@ from torch import nn
 
 from torchtune._errors import UserValueError
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX
-from torchtune.modules.transformer import TiedLinear
+from torchtune.modules.transformer import softcap_logits, TiedLinear
 
 
 class _LinearCrossEntropyFn(torch.autograd.Function):
@@ -90,7 +90,9 @@ class LinearCrossEntropyLoss(nn.Module):
     A bias-free ``nn.Linear`` or a ``TiedLinear`` (the output tied to the token embedding:
     the fused gradient then accumulates into the one shared weight, next to the
     embedding lookup's) takes this path. Any other projection (e.g. a LoRA adapter on it)
-    is called as a module on each chunk of selected positions instead.
+    is called as a module on each chunk of selected positions instead, as is every
+    projection of a model with a final-logit soft-cap (``final_softcap``, Gemma 2), which
+    the loss applies to each chunk's logits as the model would.
 
     Args:
         num_output_chunks (int): the selected positions are projected in this many chunks,
@@ -122,6 +124,7 @@ class LinearCrossEntropyLoss(nn.Module):
         # A plain attribute, not a submodule: the projection's weights stay the model's own
         # (one state-dict entry, one optimizer entry).
         self._output: Optional[list] = None
+        self._softcap: Optional[float] = None
 
     def set_model_output(self, model: nn.Module) -> None:
         """Take over ``model.output``; the model then returns hidden states from ``forward``.
@@ -132,6 +135,7 @@ class LinearCrossEntropyLoss(nn.Module):
         """
         model.skip_output_layer = True
         self._output = [model.output]
+        self._softcap = getattr(model, "final_softcap", None)
 
     def forward(self, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """
@@ -160,11 +164,12 @@ class LinearCrossEntropyLoss(nn.Module):
             return hidden.sum().float() * 0.0, num_tokens  # keeps the graph: backward gives zeros
         chunk = max(-(-keep.numel() // self.num_output_chunks), self.min_chunk_size)
         weight = _plain_weight(output)
-        if weight is not None:
+        if weight is not None and self._softcap is None:
             return _LinearCrossEntropyFn.apply(h, weight, t, chunk), num_tokens
         total = h.new_zeros((), dtype=torch.float32)
         for h_chunk, t_chunk in zip(h.split(chunk), t.split(chunk)):
-            total = total + F.cross_entropy(output(h_chunk).float(), t_chunk, reduction="sum")
+            logits = softcap_logits(output(h_chunk).float(), self._softcap)
+            total = total + F.cross_entropy(logits, t_chunk, reduction="sum")
         return total, num_tokens
 
 
