@@ -1,21 +1,33 @@
-"""The decoder wiring every family shares: Llama 2, Llama 3.x, Qwen 2 / 2.5 and Qwen 3.
+"""The one decoder every family builds: a ``DecoderDescription`` in, modules out.
 
-``llama_decoder`` builds a ``TransformerDecoder`` from flat, typed arguments; each family's
-component builders call it with their own options (RoPE scaling, tied output, q/k/v biases,
-q/k norm, head_dim) and pin nothing else. Where a projection is adapted it is a
-``LoRALinear``; with a quantized base (QLoRA) the frozen ones are ``FrozenNF4Linear``. The
-state-dict layout is in docs/design.md.
+``build_decoder`` turns a description (``torchtune.models._description``) into a
+``TransformerDecoder``; ``llama_decoder`` is the description of the Llama-style decoder
+from flat, typed arguments, which the Llama 2, Llama 3.x and Qwen 2 / 2.5 / 3 component
+builders call with their own options (RoPE scaling, tied output, q/k/v biases, q/k norm,
+head_dim). Where a projection is adapted it is a ``LoRALinear``; with a quantized base
+(QLoRA) the frozen ones are ``FrozenNF4Linear``. The state-dict layout is in
+docs/design.md.
 """
 
-from typing import List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
 from torchtune._errors import UserValueError
+from torchtune.models._description import (
+    AttentionDescription,
+    DecoderDescription,
+    LayerDescription,
+    MLPDescription,
+    NormDescription,
+    RopeDescription,
+    uniform_layers,
+)
 from torchtune.modules import (
     FeedForward,
-    Llama3RopeScaling,
     MultiHeadAttention,
+    RopeScaling,
     RMSNorm,
     RotaryPositionalEmbeddings,
     TiedLinear,
@@ -69,6 +81,188 @@ def _flags(value: Union[bool, Sequence[bool]], n: int, name: str) -> Tuple[bool,
     return flags
 
 
+@dataclass(frozen=True)
+class LoRASettings:
+    """Which projections carry adapters, and how (the LoRA builders' arguments).
+
+    Attributes:
+        modules (frozenset): any of ``LORA_ATTN_MODULES``, ``"mlp"``, ``"output"``.
+        rank, alpha, dropout, use_dora, quantize_base: as in ``lora_llama2``.
+    """
+
+    modules: frozenset = frozenset()
+    rank: int = 0
+    alpha: float = 0.0
+    dropout: float = 0.0
+    use_dora: bool = False
+    quantize_base: bool = False
+
+
+def build_decoder(
+    description: DecoderDescription, lora: Optional[LoRASettings] = None
+) -> TransformerDecoder:
+    """Build the modules a description says, with LoRA adapters where ``lora`` asks.
+
+    Args:
+        description (DecoderDescription): the architecture.
+        lora (Optional[LoRASettings]): adapters; None: a plain model (with
+            ``quantize_base`` only through LoRA, as QLoRA is).
+
+    Returns:
+        TransformerDecoder: the model, on the current default device and dtype, with
+        ``description`` set.
+
+    Raises:
+        ValueError: LoRA asked on a tied output projection.
+    """
+    lora = lora or LoRASettings()
+    if description.tie_word_embeddings and "output" in lora.modules:
+        raise UserValueError(
+            "apply_lora_to_output is not supported with tied word embeddings: the output "
+            "projection is the token embedding's weight"
+        )
+
+    def linear(name: str, in_dim: int, out_dim: int, bias: bool = False) -> nn.Module:
+        return _linear(
+            in_dim, out_dim, name in lora.modules, lora.rank, lora.alpha, lora.dropout, bias,
+            quantize_base=lora.quantize_base, use_dora=lora.use_dora,
+        )
+
+    def norm(dim: int, spec: NormDescription) -> RMSNorm:
+        return RMSNorm(dim, eps=spec.eps, offset=spec.offset)
+
+    d = description.embed_dim
+    # One RoPE module per distinct setting: its cos/sin cache depends only on these
+    # arguments (131072 positions x 64 pairs x 2 is 64 MiB, not worth repeating per layer).
+    ropes: Dict[Tuple[RopeDescription, int], nn.Module] = {}
+    layers = []
+    for layer in description.layers:
+        a, m = layer.attention, layer.mlp
+        if (a.rope, a.head_dim) not in ropes:
+            ropes[(a.rope, a.head_dim)] = _rope(a.rope, a.head_dim, description.max_seq_len)
+        extra = {
+            k: v for k, v in
+            (("scale", a.scale), ("softcap", a.softcap), ("sliding_window", a.sliding_window))
+            if v is not None
+        }
+        attn = MultiHeadAttention(
+            embed_dim=d,
+            num_heads=a.num_heads,
+            num_kv_heads=a.num_kv_heads,
+            head_dim=a.head_dim,
+            q_proj=linear("q_proj", d, a.num_heads * a.head_dim, a.q_bias),
+            k_proj=linear("k_proj", d, a.num_kv_heads * a.head_dim, a.k_bias),
+            v_proj=linear("v_proj", d, a.num_kv_heads * a.head_dim, a.v_bias),
+            output_proj=linear("output_proj", a.num_heads * a.head_dim, d, a.o_bias),
+            pos_embeddings=ropes[(a.rope, a.head_dim)],
+            max_seq_len=description.max_seq_len,
+            attn_dropout=description.attn_dropout,
+            q_norm=None if a.q_norm is None else norm(a.head_dim, a.q_norm),
+            k_norm=None if a.k_norm is None else norm(a.head_dim, a.k_norm),
+            **extra,
+        )
+        mlp = FeedForward(
+            w1=linear("mlp", d, m.hidden_dim, m.bias),
+            w2=linear("mlp", m.hidden_dim, d, m.bias),
+            w3=linear("mlp", d, m.hidden_dim, m.bias),
+            activation=m.activation,
+        )
+        layers.append(
+            TransformerDecoderLayer(
+                attn=attn,
+                mlp=mlp,
+                sa_norm=norm(d, layer.norm),
+                mlp_norm=norm(d, layer.norm),
+                sa_scale=norm(d, layer.norm) if layer.post_norms else None,
+                mlp_scale=norm(d, layer.norm) if layer.post_norms else None,
+            )
+        )
+    tok_embeddings = nn.Embedding(description.vocab_size, d)
+    if description.tie_word_embeddings:
+        output = TiedLinear(tok_embeddings)
+    elif "output" in lora.modules:
+        output = linear("output", d, description.vocab_size)
+    else:
+        # A frozen output stays full precision even under QLoRA, as in torchtune 0.6.1:
+        # the logits are the most quantization-sensitive product of the model.
+        output = nn.Linear(d, description.vocab_size, bias=False)
+    model = TransformerDecoder(
+        tok_embeddings=tok_embeddings,
+        layers=layers,
+        max_seq_len=description.max_seq_len,
+        norm=norm(d, description.norm),
+        output=output,
+        embed_scale=description.embed_scale,
+        final_softcap=description.final_softcap,
+    )
+    model.description = description
+    return model
+
+
+def _rope(rope: RopeDescription, head_dim: int, max_seq_len: int) -> nn.Module:
+    extra = {} if rope.rotary_dim in (None, head_dim) else {"rotary_dim": rope.rotary_dim}
+    return RotaryPositionalEmbeddings(
+        head_dim, max_seq_len, rope.base, scaling=rope.scaling, **extra
+    )
+
+
+def llama_description(
+    *,
+    vocab_size: int,
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int,
+    embed_dim: int,
+    max_seq_len: int,
+    hidden_dim: int,
+    attn_dropout: float,
+    norm_eps: float,
+    rope_base: float,
+    rope_scaling: Optional[RopeScaling] = None,
+    tie_word_embeddings: bool = False,
+    head_dim: Optional[int] = None,
+    qkv_bias: Union[bool, Sequence[bool]] = False,
+    qk_norm: Union[bool, Sequence[bool]] = False,
+) -> DecoderDescription:
+    """The Llama-style decoder as a description: every layer alike, pre-norm RMSNorm,
+    SwiGLU, RoPE, optional q/k/v biases, per-head q/k RMSNorm and explicit head_dim.
+
+    Args: as in ``llama_decoder``.
+
+    Raises:
+        ValueError: if the head counts don't divide as required.
+    """
+    if head_dim is None:
+        head_dim = _check_dims(embed_dim, num_heads, num_kv_heads)
+    q_bias, k_bias, v_bias = _flags(qkv_bias, 3, "qkv_bias")
+    q_norm, k_norm = _flags(qk_norm, 2, "qk_norm")
+    attention = AttentionDescription(
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        head_dim=head_dim,
+        rope=RopeDescription(base=rope_base, scaling=rope_scaling),
+        q_bias=q_bias,
+        k_bias=k_bias,
+        v_bias=v_bias,
+        q_norm=NormDescription(norm_eps) if q_norm else None,
+        k_norm=NormDescription(norm_eps) if k_norm else None,
+    )
+    layer = LayerDescription(
+        attention=attention,
+        mlp=MLPDescription(hidden_dim=hidden_dim),
+        norm=NormDescription(norm_eps),
+    )
+    return DecoderDescription(
+        vocab_size=vocab_size,
+        embed_dim=embed_dim,
+        max_seq_len=max_seq_len,
+        layers=uniform_layers(layer, num_layers),
+        norm=NormDescription(norm_eps),
+        tie_word_embeddings=tie_word_embeddings,
+        attn_dropout=attn_dropout,
+    )
+
+
 def llama_decoder(
     *,
     vocab_size: int,
@@ -80,8 +274,8 @@ def llama_decoder(
     hidden_dim: int,
     attn_dropout: float,
     norm_eps: float,
-    rope_base: int,
-    rope_scaling: Optional[Llama3RopeScaling] = None,
+    rope_base: float,
+    rope_scaling: Optional[RopeScaling] = None,
     tie_word_embeddings: bool = False,
     head_dim: Optional[int] = None,
     qkv_bias: Union[bool, Sequence[bool]] = False,
@@ -93,7 +287,7 @@ def llama_decoder(
     quantize_base: bool = False,
     use_dora: bool = False,
 ) -> TransformerDecoder:
-    """The Llama decoder wiring shared by every Llama generation's component builders.
+    """Build the Llama-style decoder (``llama_description``, then ``build_decoder``).
 
     Llama 2 and Llama 3.x differ only in the options: RoPE base and scaling, tied output
     and sizes; each family's builder passes its own. Qwen 2 / 2.5 add q/k/v biases and
@@ -103,7 +297,8 @@ def llama_decoder(
         vocab_size, num_layers, num_heads, num_kv_heads, embed_dim, max_seq_len,
         attn_dropout, norm_eps, rope_base: as in ``llama2``.
         hidden_dim (int): SwiGLU hidden size (already resolved by the family's rule).
-        rope_scaling (Optional[Llama3RopeScaling]): RoPE frequency scaling (Llama 3.1+).
+        rope_scaling (Optional[RopeScaling]): RoPE frequency scaling (``Llama3RopeScaling``
+            for Llama 3.1+; any of ``torchtune.modules``' scalings).
         tie_word_embeddings (bool): the output projection is a ``TiedLinear`` sharing
             ``tok_embeddings.weight`` (no ``output.weight`` in the state dict).
         head_dim (Optional[int]): per-head size h_d; None means ``embed_dim // num_heads``
@@ -124,78 +319,19 @@ def llama_decoder(
         ValueError: if the head counts don't divide as required, or LoRA is asked on a
             tied output projection.
     """
-    if head_dim is None:
-        head_dim = _check_dims(embed_dim, num_heads, num_kv_heads)
-    else:
-        if head_dim <= 0 or head_dim % 2:
-            raise UserValueError(f"head_dim ({head_dim}) must be positive and even (RoPE pairs)")
-        if num_kv_heads <= 0 or num_heads <= 0 or num_heads % num_kv_heads:
-            raise UserValueError(
-                f"num_kv_heads ({num_kv_heads}) must divide num_heads ({num_heads})"
-            )
-    q_bias, k_bias, v_bias = _flags(qkv_bias, 3, "qkv_bias")
-    q_norm, k_norm = _flags(qk_norm, 2, "qk_norm")
-    if tie_word_embeddings and "output" in lora_modules:
-        raise UserValueError(
-            "apply_lora_to_output is not supported with tied word embeddings: the output "
-            "projection is the token embedding's weight"
-        )
-
-    def linear(name: str, in_dim: int, out_dim: int, bias: bool = False) -> nn.Module:
-        return _linear(
-            in_dim, out_dim, name in lora_modules, lora_rank, lora_alpha, lora_dropout, bias,
-            quantize_base=quantize_base, use_dora=use_dora,
-        )
-
-    # One RoPE module for all layers: its cos/sin cache depends only on these arguments
-    # (131072 positions x 64 pairs x 2 is 64 MiB, not worth repeating per layer).
-    rope = RotaryPositionalEmbeddings(head_dim, max_seq_len, rope_base, scaling=rope_scaling)
-    layers = []
-    for _ in range(num_layers):
-        attn = MultiHeadAttention(
-            embed_dim=embed_dim,
-            num_heads=num_heads,
-            num_kv_heads=num_kv_heads,
-            head_dim=head_dim,
-            q_proj=linear("q_proj", embed_dim, num_heads * head_dim, q_bias),
-            k_proj=linear("k_proj", embed_dim, num_kv_heads * head_dim, k_bias),
-            v_proj=linear("v_proj", embed_dim, num_kv_heads * head_dim, v_bias),
-            output_proj=linear("output_proj", num_heads * head_dim, embed_dim),
-            pos_embeddings=rope,
-            max_seq_len=max_seq_len,
-            attn_dropout=attn_dropout,
-            q_norm=RMSNorm(head_dim, eps=norm_eps) if q_norm else None,
-            k_norm=RMSNorm(head_dim, eps=norm_eps) if k_norm else None,
-        )
-        mlp = FeedForward(
-            w1=linear("mlp", embed_dim, hidden_dim),
-            w2=linear("mlp", hidden_dim, embed_dim),
-            w3=linear("mlp", embed_dim, hidden_dim),
-        )
-        layers.append(
-            TransformerDecoderLayer(
-                attn=attn,
-                mlp=mlp,
-                sa_norm=RMSNorm(embed_dim, eps=norm_eps),
-                mlp_norm=RMSNorm(embed_dim, eps=norm_eps),
-            )
-        )
-    tok_embeddings = nn.Embedding(vocab_size, embed_dim)
-    if tie_word_embeddings:
-        output = TiedLinear(tok_embeddings)
-    elif "output" in lora_modules:
-        output = linear("output", embed_dim, vocab_size)
-    else:
-        # A frozen output stays full precision even under QLoRA, as in torchtune 0.6.1:
-        # the logits are the most quantization-sensitive product of the model.
-        output = nn.Linear(embed_dim, vocab_size, bias=False)
-    return TransformerDecoder(
-        tok_embeddings=tok_embeddings,
-        layers=layers,
-        max_seq_len=max_seq_len,
-        norm=RMSNorm(embed_dim, eps=norm_eps),
-        output=output,
+    description = llama_description(
+        vocab_size=vocab_size, num_layers=num_layers, num_heads=num_heads,
+        num_kv_heads=num_kv_heads, embed_dim=embed_dim, max_seq_len=max_seq_len,
+        hidden_dim=hidden_dim, attn_dropout=attn_dropout, norm_eps=norm_eps,
+        rope_base=rope_base, rope_scaling=rope_scaling,
+        tie_word_embeddings=tie_word_embeddings, head_dim=head_dim, qkv_bias=qkv_bias,
+        qk_norm=qk_norm,
     )
+    lora = LoRASettings(
+        modules=lora_modules, rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout,
+        use_dora=use_dora, quantize_base=quantize_base,
+    )
+    return build_decoder(description, lora)
 
 
 def lora_module_names(

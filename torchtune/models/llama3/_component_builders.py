@@ -1,6 +1,6 @@
 """Component builders for Llama 3 (Meta, April 2024).
 
-Llama 3 is the shared Llama decoder (``torchtune.models._decoder.llama_decoder``) with:
+Llama 3 is the shared Llama decoder (``torchtune.models._decoder.llama_description``) with:
 
 - RoPE base 500000 (Llama 2: 10000);
 - GQA in every size (a property of the model builders' head counts, not of the wiring);
@@ -9,13 +9,15 @@ Llama 3 is the shared Llama decoder (``torchtune.models._decoder.llama_decoder``
 The state-dict layout is Llama 2's (docs/design.md).
 """
 
-from typing import List, Optional
+from typing import Optional
 
-from torchtune.models._decoder import llama_decoder, lora_module_names
+from torchtune.models._builders import decoder_builder, lora_builder
+from torchtune.models._decoder import llama_description
+from torchtune.models._description import DecoderDescription
 from torchtune.models.llama3._model_utils import scale_hidden_dim_for_mlp
-from torchtune.modules import TransformerDecoder
 
 
+@decoder_builder
 def llama3(
     vocab_size: int,
     num_layers: int,
@@ -27,7 +29,7 @@ def llama3(
     rope_base: int = 500_000,
     intermediate_dim: Optional[int] = None,
     norm_eps: float = 1e-5,
-) -> TransformerDecoder:
+) -> DecoderDescription:
     """Build a Llama 3 decoder with the given sizes.
 
     Args:
@@ -49,7 +51,7 @@ def llama3(
     Raises:
         ValueError: if the head counts don't divide as required.
     """
-    return llama_decoder(
+    return llama_description(
         vocab_size=vocab_size,
         num_layers=num_layers,
         num_heads=num_heads,
@@ -63,59 +65,11 @@ def llama3(
     )
 
 
-def lora_llama3(
-    lora_attn_modules: List[str],
-    apply_lora_to_mlp: bool = False,
-    apply_lora_to_output: bool = False,
-    *,
-    vocab_size: int,
-    num_layers: int,
-    num_heads: int,
-    num_kv_heads: int,
-    embed_dim: int,
-    max_seq_len: int,
-    intermediate_dim: Optional[int] = None,
-    attn_dropout: float = 0.0,
-    norm_eps: float = 1e-5,
-    rope_base: int = 500_000,
-    lora_rank: int,
-    lora_alpha: float,
-    lora_dropout: float = 0.0,
-    use_dora: bool = False,
-    quantize_base: bool = False,
-) -> TransformerDecoder:
-    """Build Llama 3 with LoRA adapters on the chosen linear layers.
-
-    Args:
-        lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output, lora_rank, lora_alpha,
-        lora_dropout, use_dora, quantize_base: as in ``torchtune.models.llama2.lora_llama2``.
-        vocab_size, num_layers, num_heads, num_kv_heads, embed_dim, max_seq_len,
-        intermediate_dim, attn_dropout, norm_eps, rope_base: as in ``llama3``.
-
-    Returns:
-        TransformerDecoder: the LoRA model (all parameters trainable until
-        ``set_trainable_params`` is called).
-
-    Raises:
-        ValueError: on an unknown module name in ``lora_attn_modules`` or bad head counts.
-    """
-    return llama_decoder(
-        vocab_size=vocab_size,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        num_kv_heads=num_kv_heads,
-        embed_dim=embed_dim,
-        max_seq_len=max_seq_len,
-        hidden_dim=intermediate_dim or scale_hidden_dim_for_mlp(embed_dim),
-        attn_dropout=attn_dropout,
-        norm_eps=norm_eps,
-        rope_base=rope_base,
-        lora_modules=lora_module_names(
-            lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output
-        ),
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        use_dora=use_dora,
-        quantize_base=quantize_base,
-    )
+# torchtune 0.6.1's lora_llama3 lists intermediate_dim before attn_dropout and rope_base last.
+lora_llama3 = lora_builder(
+    llama3,
+    keyword_order=(
+        "vocab_size", "num_layers", "num_heads", "num_kv_heads", "embed_dim", "max_seq_len",
+        "intermediate_dim", "attn_dropout", "norm_eps", "rope_base",
+    ),
+)

@@ -1,13 +1,12 @@
 """Model builders: Llama 3.1 at the published sizes (meta-llama/llama-models ``sku_list``:
-128K context, RoPE scale factor 8)."""
+128K context, RoPE scale factor 8). The LoRA and QLoRA builders are derived from the base
+ones (``models/_builders.py``)."""
 
-from typing import List
-
+from torchtune.models._builders import decoder_builder, lora_sized
+from torchtune.models._description import DecoderDescription
 from torchtune.models._qlora import qlora_builder
-from torchtune.models.llama3_1._component_builders import llama3_1, lora_llama3_1
-from torchtune.modules import TransformerDecoder
+from torchtune.models.llama3_1._component_builders import llama3_1
 
-# One dict per size, shared by the base and the LoRA builder so they cannot drift apart.
 _LLAMA3_1_8B = dict(
     vocab_size=128_256,
     num_layers=32,
@@ -29,93 +28,29 @@ _LLAMA3_1_405B = dict(
 )
 
 
-def llama3_1_8b() -> TransformerDecoder:
+@decoder_builder
+def llama3_1_8b() -> DecoderDescription:
     """Llama 3.1 8B: 32 layers, 32 heads / 8 kv heads, d=4096, hidden 14336;
     8,030,261,248 parameters."""
-    return llama3_1(**_LLAMA3_1_8B)
+    return llama3_1.describe(**_LLAMA3_1_8B)
 
 
-def llama3_1_70b() -> TransformerDecoder:
+@decoder_builder
+def llama3_1_70b() -> DecoderDescription:
     """Llama 3.1 70B: 80 layers, 64 heads / 8 kv heads, d=8192, hidden 28672;
     70,553,706,496 parameters."""
-    return llama3_1(**_LLAMA3_1_70B)
+    return llama3_1.describe(**_LLAMA3_1_70B)
 
 
-def llama3_1_405b() -> TransformerDecoder:
+@decoder_builder
+def llama3_1_405b() -> DecoderDescription:
     """Llama 3.1 405B: 126 layers, 128 heads / 8 kv heads, d=16384, hidden 53248."""
-    return llama3_1(**_LLAMA3_1_405B)
+    return llama3_1.describe(**_LLAMA3_1_405B)
 
 
-def lora_llama3_1_8b(
-    lora_attn_modules: List[str],
-    apply_lora_to_mlp: bool = False,
-    apply_lora_to_output: bool = False,
-    lora_rank: int = 8,
-    lora_alpha: float = 16,
-    lora_dropout: float = 0.05,
-    use_dora: bool = False,
-    quantize_base: bool = False,
-) -> TransformerDecoder:
-    """Llama 3.1 8B with LoRA adapters; arguments as in ``lora_llama3_1``."""
-    return lora_llama3_1(
-        lora_attn_modules,
-        apply_lora_to_mlp,
-        apply_lora_to_output,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        use_dora=use_dora,
-        quantize_base=quantize_base,
-        **_LLAMA3_1_8B,
-    )
-
-
-def lora_llama3_1_70b(
-    lora_attn_modules: List[str],
-    apply_lora_to_mlp: bool = False,
-    apply_lora_to_output: bool = False,
-    lora_rank: int = 8,
-    lora_alpha: float = 16,
-    lora_dropout: float = 0.05,
-    use_dora: bool = False,
-    quantize_base: bool = False,
-) -> TransformerDecoder:
-    """Llama 3.1 70B with LoRA adapters; arguments as in ``lora_llama3_1``."""
-    return lora_llama3_1(
-        lora_attn_modules,
-        apply_lora_to_mlp,
-        apply_lora_to_output,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        use_dora=use_dora,
-        quantize_base=quantize_base,
-        **_LLAMA3_1_70B,
-    )
-
-
-def lora_llama3_1_405b(
-    lora_attn_modules: List[str],
-    apply_lora_to_mlp: bool = False,
-    apply_lora_to_output: bool = False,
-    lora_rank: int = 8,
-    lora_alpha: float = 16,
-    lora_dropout: float = 0.05,
-    use_dora: bool = False,
-    quantize_base: bool = False,
-) -> TransformerDecoder:
-    """Llama 3.1 405B with LoRA adapters; arguments as in ``lora_llama3_1``."""
-    return lora_llama3_1(
-        lora_attn_modules,
-        apply_lora_to_mlp,
-        apply_lora_to_output,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        use_dora=use_dora,
-        quantize_base=quantize_base,
-        **_LLAMA3_1_405B,
-    )
+lora_llama3_1_8b = lora_sized(llama3_1_8b)
+lora_llama3_1_70b = lora_sized(llama3_1_70b)
+lora_llama3_1_405b = lora_sized(llama3_1_405b)
 
 # QLoRA: the LoRA builders with NF4 base weights, named as in torchtune 0.6.1.
 qlora_llama3_1_8b = qlora_builder(lora_llama3_1_8b)

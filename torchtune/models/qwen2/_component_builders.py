@@ -1,6 +1,6 @@
 """Component builders for Qwen 2 / Qwen 2.5 (Alibaba, 2024).
 
-Qwen 2 is the Llama decoder (``torchtune.models._decoder.llama_decoder``) with:
+Qwen 2 is the Llama decoder (``torchtune.models._decoder.llama_description``) with:
 
 - biases on the q, k and v projections (``layers.{i}.attn.{q,k,v}_proj.bias``; none on
   ``output_proj``);
@@ -11,12 +11,12 @@ RoPE is our interleaved (Meta-layout) one: HF's rotate-half q/k rows *and* q/k b
 entries are permuted within each head by the checkpoint key map, as for Llama.
 """
 
-from typing import List
+from torchtune.models._builders import decoder_builder, lora_builder
+from torchtune.models._decoder import llama_description
+from torchtune.models._description import DecoderDescription
 
-from torchtune.models._decoder import llama_decoder, lora_module_names
-from torchtune.modules import TransformerDecoder
 
-
+@decoder_builder
 def qwen2(
     vocab_size: int,
     num_layers: int,
@@ -29,7 +29,7 @@ def qwen2(
     norm_eps: float = 1e-6,
     rope_base: float = 1_000_000,
     tie_word_embeddings: bool = False,
-) -> TransformerDecoder:
+) -> DecoderDescription:
     """Build a Qwen 2 / 2.5 decoder with the given sizes.
 
     Args:
@@ -52,7 +52,7 @@ def qwen2(
     Raises:
         ValueError: if the head counts don't divide as required.
     """
-    return llama_decoder(
+    return llama_description(
         vocab_size=vocab_size,
         num_layers=num_layers,
         num_heads=num_heads,
@@ -68,67 +68,10 @@ def qwen2(
     )
 
 
-def lora_qwen2(
-    lora_attn_modules: List[str],
-    apply_lora_to_mlp: bool = False,
-    apply_lora_to_output: bool = False,
-    *,
-    vocab_size: int,
-    num_layers: int,
-    num_heads: int,
-    num_kv_heads: int,
-    embed_dim: int,
-    intermediate_dim: int,
-    max_seq_len: int,
-    attn_dropout: float = 0.0,
-    norm_eps: float = 1e-6,
-    rope_base: float = 1_000_000,
-    tie_word_embeddings: bool = False,
-    lora_rank: int,
-    lora_alpha: float,
-    lora_dropout: float = 0.0,
-    use_dora: bool = False,
-    quantize_base: bool = False,
-) -> TransformerDecoder:
-    """Build Qwen 2 / 2.5 with LoRA adapters on the chosen linear layers.
-
-    The q/k/v biases stay on the (frozen) base layer of each ``LoRALinear`` under the same
-    name, ``...q_proj.bias``, so a base checkpoint loads with only adapter keys missing.
-    A tied output projection takes no adapter.
-
-    Args:
-        lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output, lora_rank, lora_alpha,
-        lora_dropout, use_dora, quantize_base: as in ``torchtune.models.llama2.lora_llama2``.
-        vocab_size, num_layers, num_heads, num_kv_heads, embed_dim, intermediate_dim,
-        max_seq_len, attn_dropout, norm_eps, rope_base, tie_word_embeddings: as in
-        ``qwen2``.
-
-    Returns:
-        TransformerDecoder: the LoRA model.
-
-    Raises:
-        ValueError: on an unknown module name in ``lora_attn_modules``, bad head counts, or
-            ``apply_lora_to_output`` with tied embeddings.
-    """
-    return llama_decoder(
-        vocab_size=vocab_size,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        num_kv_heads=num_kv_heads,
-        embed_dim=embed_dim,
-        max_seq_len=max_seq_len,
-        hidden_dim=intermediate_dim,
-        attn_dropout=attn_dropout,
-        norm_eps=norm_eps,
-        rope_base=rope_base,
-        tie_word_embeddings=tie_word_embeddings,
-        qkv_bias=True,
-        lora_modules=lora_module_names(
-            lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output
-        ),
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        use_dora=use_dora,
-        quantize_base=quantize_base,
-    )
+lora_qwen2 = lora_builder(
+    qwen2,
+    notes=(
+        "The q/k/v biases stay on the (frozen) base layer of each ``LoRALinear`` under the "
+        "same name, ``...q_proj.bias``. A tied output projection takes no adapter."
+    ),
+)

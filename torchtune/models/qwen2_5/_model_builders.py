@@ -6,13 +6,11 @@ Base and instruct checkpoints share an architecture; the two names exist as in t
 0.6.1. The LoRA builders of tied sizes have no ``apply_lora_to_output`` argument (0.6.1's
 signatures)."""
 
-from typing import List
-
+from torchtune.models._builders import decoder_builder, lora_sized
+from torchtune.models._description import DecoderDescription
 from torchtune.models._qlora import qlora_builder
-from torchtune.models.qwen2._component_builders import lora_qwen2, qwen2
-from torchtune.modules import TransformerDecoder
+from torchtune.models.qwen2._component_builders import qwen2
 
-# One dict per size, shared by the base and the LoRA builders so they cannot drift apart.
 _QWEN2_5_0_5B = dict(
     vocab_size=151_936,
     num_layers=24,
@@ -99,364 +97,102 @@ _QWEN2_5_72B = dict(
 )
 
 
-def qwen2_5_0_5b() -> TransformerDecoder:
+@decoder_builder
+def qwen2_5_0_5b() -> DecoderDescription:
     """Qwen 2.5 0.5B: 24 layers, 14 heads / 2 kv heads, d=896, hidden 4864, vocab 151936, tied
     output."""
-    return qwen2(**_QWEN2_5_0_5B)
+    return qwen2.describe(**_QWEN2_5_0_5B)
 
 
-def lora_qwen2_5_0_5b(
-    lora_attn_modules: List[str],
-    apply_lora_to_mlp: bool = False,
-    lora_rank: int = 8,
-    lora_alpha: float = 16,
-    lora_dropout: float = 0.05,
-    use_dora: bool = False,
-    quantize_base: bool = False,
-) -> TransformerDecoder:
-    """Qwen 2.5 0.5B with LoRA adapters; arguments as in ``lora_qwen2``. The output
-    projection is tied to the embedding and takes no adapter."""
-    return lora_qwen2(
-        lora_attn_modules,
-        apply_lora_to_mlp,
-        False,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        use_dora=use_dora,
-        quantize_base=quantize_base,
-        **_QWEN2_5_0_5B,
-    )
-
-
-def qwen2_5_1_5b_base() -> TransformerDecoder:
+@decoder_builder
+def qwen2_5_1_5b_base() -> DecoderDescription:
     """Qwen 2.5 1.5B (base): 28 layers, 12 heads / 2 kv heads, d=1536, hidden 8960, vocab
     151936, tied output."""
-    return qwen2(**_QWEN2_5_1_5B)
+    return qwen2.describe(**_QWEN2_5_1_5B)
 
 
-def lora_qwen2_5_1_5b_base(
-    lora_attn_modules: List[str],
-    apply_lora_to_mlp: bool = False,
-    lora_rank: int = 8,
-    lora_alpha: float = 16,
-    lora_dropout: float = 0.05,
-    use_dora: bool = False,
-    quantize_base: bool = False,
-) -> TransformerDecoder:
-    """Qwen 2.5 1.5B (base) with LoRA adapters; arguments as in ``lora_qwen2``. The output
-    projection is tied to the embedding and takes no adapter."""
-    return lora_qwen2(
-        lora_attn_modules,
-        apply_lora_to_mlp,
-        False,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        use_dora=use_dora,
-        quantize_base=quantize_base,
-        **_QWEN2_5_1_5B,
-    )
-
-
-def qwen2_5_1_5b_instruct() -> TransformerDecoder:
+@decoder_builder
+def qwen2_5_1_5b_instruct() -> DecoderDescription:
     """Qwen 2.5 1.5B (instruct): 28 layers, 12 heads / 2 kv heads, d=1536, hidden 8960, vocab
     151936, tied output."""
-    return qwen2(**_QWEN2_5_1_5B)
+    return qwen2.describe(**_QWEN2_5_1_5B)
 
 
-def lora_qwen2_5_1_5b_instruct(
-    lora_attn_modules: List[str],
-    apply_lora_to_mlp: bool = False,
-    lora_rank: int = 8,
-    lora_alpha: float = 16,
-    lora_dropout: float = 0.05,
-    use_dora: bool = False,
-    quantize_base: bool = False,
-) -> TransformerDecoder:
-    """Qwen 2.5 1.5B (instruct) with LoRA adapters; arguments as in ``lora_qwen2``. The output
-    projection is tied to the embedding and takes no adapter."""
-    return lora_qwen2(
-        lora_attn_modules,
-        apply_lora_to_mlp,
-        False,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        use_dora=use_dora,
-        quantize_base=quantize_base,
-        **_QWEN2_5_1_5B,
-    )
-
-
-def qwen2_5_3b() -> TransformerDecoder:
+@decoder_builder
+def qwen2_5_3b() -> DecoderDescription:
     """Qwen 2.5 3B: 36 layers, 16 heads / 2 kv heads, d=2048, hidden 11008, vocab 151936, tied
     output."""
-    return qwen2(**_QWEN2_5_3B)
+    return qwen2.describe(**_QWEN2_5_3B)
 
 
-def lora_qwen2_5_3b(
-    lora_attn_modules: List[str],
-    apply_lora_to_mlp: bool = False,
-    lora_rank: int = 8,
-    lora_alpha: float = 16,
-    lora_dropout: float = 0.05,
-    use_dora: bool = False,
-    quantize_base: bool = False,
-) -> TransformerDecoder:
-    """Qwen 2.5 3B with LoRA adapters; arguments as in ``lora_qwen2``. The output
-    projection is tied to the embedding and takes no adapter."""
-    return lora_qwen2(
-        lora_attn_modules,
-        apply_lora_to_mlp,
-        False,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        use_dora=use_dora,
-        quantize_base=quantize_base,
-        **_QWEN2_5_3B,
-    )
-
-
-def qwen2_5_7b_base() -> TransformerDecoder:
+@decoder_builder
+def qwen2_5_7b_base() -> DecoderDescription:
     """Qwen 2.5 7B (base): 28 layers, 28 heads / 4 kv heads, d=3584, hidden 18944, vocab
     152064, untied output."""
-    return qwen2(**_QWEN2_5_7B)
+    return qwen2.describe(**_QWEN2_5_7B)
 
 
-def lora_qwen2_5_7b_base(
-    lora_attn_modules: List[str],
-    apply_lora_to_mlp: bool = False,
-    apply_lora_to_output: bool = False,
-    lora_rank: int = 8,
-    lora_alpha: float = 16,
-    lora_dropout: float = 0.05,
-    use_dora: bool = False,
-    quantize_base: bool = False,
-) -> TransformerDecoder:
-    """Qwen 2.5 7B (base) with LoRA adapters; arguments as in ``lora_qwen2``."""
-    return lora_qwen2(
-        lora_attn_modules,
-        apply_lora_to_mlp,
-        apply_lora_to_output,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        use_dora=use_dora,
-        quantize_base=quantize_base,
-        **_QWEN2_5_7B,
-    )
-
-
-def qwen2_5_7b_instruct() -> TransformerDecoder:
+@decoder_builder
+def qwen2_5_7b_instruct() -> DecoderDescription:
     """Qwen 2.5 7B (instruct): 28 layers, 28 heads / 4 kv heads, d=3584, hidden 18944, vocab
     152064, untied output."""
-    return qwen2(**_QWEN2_5_7B)
+    return qwen2.describe(**_QWEN2_5_7B)
 
 
-def lora_qwen2_5_7b_instruct(
-    lora_attn_modules: List[str],
-    apply_lora_to_mlp: bool = False,
-    apply_lora_to_output: bool = False,
-    lora_rank: int = 8,
-    lora_alpha: float = 16,
-    lora_dropout: float = 0.05,
-    use_dora: bool = False,
-    quantize_base: bool = False,
-) -> TransformerDecoder:
-    """Qwen 2.5 7B (instruct) with LoRA adapters; arguments as in ``lora_qwen2``."""
-    return lora_qwen2(
-        lora_attn_modules,
-        apply_lora_to_mlp,
-        apply_lora_to_output,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        use_dora=use_dora,
-        quantize_base=quantize_base,
-        **_QWEN2_5_7B,
-    )
-
-
-def qwen2_5_14b_base() -> TransformerDecoder:
+@decoder_builder
+def qwen2_5_14b_base() -> DecoderDescription:
     """Qwen 2.5 14B (base): 48 layers, 40 heads / 8 kv heads, d=5120, hidden 13824, vocab
     152064, untied output."""
-    return qwen2(**_QWEN2_5_14B)
+    return qwen2.describe(**_QWEN2_5_14B)
 
 
-def lora_qwen2_5_14b_base(
-    lora_attn_modules: List[str],
-    apply_lora_to_mlp: bool = False,
-    apply_lora_to_output: bool = False,
-    lora_rank: int = 8,
-    lora_alpha: float = 16,
-    lora_dropout: float = 0.05,
-    use_dora: bool = False,
-    quantize_base: bool = False,
-) -> TransformerDecoder:
-    """Qwen 2.5 14B (base) with LoRA adapters; arguments as in ``lora_qwen2``."""
-    return lora_qwen2(
-        lora_attn_modules,
-        apply_lora_to_mlp,
-        apply_lora_to_output,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        use_dora=use_dora,
-        quantize_base=quantize_base,
-        **_QWEN2_5_14B,
-    )
-
-
-def qwen2_5_14b_instruct() -> TransformerDecoder:
+@decoder_builder
+def qwen2_5_14b_instruct() -> DecoderDescription:
     """Qwen 2.5 14B (instruct): 48 layers, 40 heads / 8 kv heads, d=5120, hidden 13824, vocab
     152064, untied output."""
-    return qwen2(**_QWEN2_5_14B)
+    return qwen2.describe(**_QWEN2_5_14B)
 
 
-def lora_qwen2_5_14b_instruct(
-    lora_attn_modules: List[str],
-    apply_lora_to_mlp: bool = False,
-    apply_lora_to_output: bool = False,
-    lora_rank: int = 8,
-    lora_alpha: float = 16,
-    lora_dropout: float = 0.05,
-    use_dora: bool = False,
-    quantize_base: bool = False,
-) -> TransformerDecoder:
-    """Qwen 2.5 14B (instruct) with LoRA adapters; arguments as in ``lora_qwen2``."""
-    return lora_qwen2(
-        lora_attn_modules,
-        apply_lora_to_mlp,
-        apply_lora_to_output,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        use_dora=use_dora,
-        quantize_base=quantize_base,
-        **_QWEN2_5_14B,
-    )
-
-
-def qwen2_5_32b_base() -> TransformerDecoder:
+@decoder_builder
+def qwen2_5_32b_base() -> DecoderDescription:
     """Qwen 2.5 32B (base): 64 layers, 40 heads / 8 kv heads, d=5120, hidden 27648, vocab
     152064, untied output."""
-    return qwen2(**_QWEN2_5_32B)
+    return qwen2.describe(**_QWEN2_5_32B)
 
 
-def lora_qwen2_5_32b_base(
-    lora_attn_modules: List[str],
-    apply_lora_to_mlp: bool = False,
-    apply_lora_to_output: bool = False,
-    lora_rank: int = 8,
-    lora_alpha: float = 16,
-    lora_dropout: float = 0.05,
-    use_dora: bool = False,
-    quantize_base: bool = False,
-) -> TransformerDecoder:
-    """Qwen 2.5 32B (base) with LoRA adapters; arguments as in ``lora_qwen2``."""
-    return lora_qwen2(
-        lora_attn_modules,
-        apply_lora_to_mlp,
-        apply_lora_to_output,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        use_dora=use_dora,
-        quantize_base=quantize_base,
-        **_QWEN2_5_32B,
-    )
-
-
-def qwen2_5_32b_instruct() -> TransformerDecoder:
+@decoder_builder
+def qwen2_5_32b_instruct() -> DecoderDescription:
     """Qwen 2.5 32B (instruct): 64 layers, 40 heads / 8 kv heads, d=5120, hidden 27648, vocab
     152064, untied output."""
-    return qwen2(**_QWEN2_5_32B)
+    return qwen2.describe(**_QWEN2_5_32B)
 
 
-def lora_qwen2_5_32b_instruct(
-    lora_attn_modules: List[str],
-    apply_lora_to_mlp: bool = False,
-    apply_lora_to_output: bool = False,
-    lora_rank: int = 8,
-    lora_alpha: float = 16,
-    lora_dropout: float = 0.05,
-    use_dora: bool = False,
-    quantize_base: bool = False,
-) -> TransformerDecoder:
-    """Qwen 2.5 32B (instruct) with LoRA adapters; arguments as in ``lora_qwen2``."""
-    return lora_qwen2(
-        lora_attn_modules,
-        apply_lora_to_mlp,
-        apply_lora_to_output,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        use_dora=use_dora,
-        quantize_base=quantize_base,
-        **_QWEN2_5_32B,
-    )
-
-
-def qwen2_5_72b_base() -> TransformerDecoder:
+@decoder_builder
+def qwen2_5_72b_base() -> DecoderDescription:
     """Qwen 2.5 72B (base): 80 layers, 64 heads / 8 kv heads, d=8192, hidden 29568, vocab
     152064, untied output."""
-    return qwen2(**_QWEN2_5_72B)
+    return qwen2.describe(**_QWEN2_5_72B)
 
 
-def lora_qwen2_5_72b_base(
-    lora_attn_modules: List[str],
-    apply_lora_to_mlp: bool = False,
-    apply_lora_to_output: bool = False,
-    lora_rank: int = 8,
-    lora_alpha: float = 16,
-    lora_dropout: float = 0.05,
-    use_dora: bool = False,
-    quantize_base: bool = False,
-) -> TransformerDecoder:
-    """Qwen 2.5 72B (base) with LoRA adapters; arguments as in ``lora_qwen2``."""
-    return lora_qwen2(
-        lora_attn_modules,
-        apply_lora_to_mlp,
-        apply_lora_to_output,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        use_dora=use_dora,
-        quantize_base=quantize_base,
-        **_QWEN2_5_72B,
-    )
-
-
-def qwen2_5_72b_instruct() -> TransformerDecoder:
+@decoder_builder
+def qwen2_5_72b_instruct() -> DecoderDescription:
     """Qwen 2.5 72B (instruct): 80 layers, 64 heads / 8 kv heads, d=8192, hidden 29568, vocab
     152064, untied output."""
-    return qwen2(**_QWEN2_5_72B)
+    return qwen2.describe(**_QWEN2_5_72B)
 
 
-def lora_qwen2_5_72b_instruct(
-    lora_attn_modules: List[str],
-    apply_lora_to_mlp: bool = False,
-    apply_lora_to_output: bool = False,
-    lora_rank: int = 8,
-    lora_alpha: float = 16,
-    lora_dropout: float = 0.05,
-    use_dora: bool = False,
-    quantize_base: bool = False,
-) -> TransformerDecoder:
-    """Qwen 2.5 72B (instruct) with LoRA adapters; arguments as in ``lora_qwen2``."""
-    return lora_qwen2(
-        lora_attn_modules,
-        apply_lora_to_mlp,
-        apply_lora_to_output,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        use_dora=use_dora,
-        quantize_base=quantize_base,
-        **_QWEN2_5_72B,
-    )
+lora_qwen2_5_0_5b = lora_sized(qwen2_5_0_5b, takes_apply_lora_to_output=False)
+lora_qwen2_5_1_5b_base = lora_sized(qwen2_5_1_5b_base, takes_apply_lora_to_output=False)
+lora_qwen2_5_1_5b_instruct = lora_sized(qwen2_5_1_5b_instruct, takes_apply_lora_to_output=False)
+lora_qwen2_5_3b = lora_sized(qwen2_5_3b, takes_apply_lora_to_output=False)
+lora_qwen2_5_7b_base = lora_sized(qwen2_5_7b_base)
+lora_qwen2_5_7b_instruct = lora_sized(qwen2_5_7b_instruct)
+lora_qwen2_5_14b_base = lora_sized(qwen2_5_14b_base)
+lora_qwen2_5_14b_instruct = lora_sized(qwen2_5_14b_instruct)
+lora_qwen2_5_32b_base = lora_sized(qwen2_5_32b_base)
+lora_qwen2_5_32b_instruct = lora_sized(qwen2_5_32b_instruct)
+lora_qwen2_5_72b_base = lora_sized(qwen2_5_72b_base)
+lora_qwen2_5_72b_instruct = lora_sized(qwen2_5_72b_instruct)
 
 # QLoRA: the LoRA builders with NF4 base weights, named as in torchtune 0.6.1.
 qlora_qwen2_5_0_5b = qlora_builder(lora_qwen2_5_0_5b)

@@ -1,6 +1,6 @@
 """Component builders for Qwen 3 dense models (Alibaba, 2025).
 
-Qwen 3 is the Llama decoder (``torchtune.models._decoder.llama_decoder``) with:
+Qwen 3 is the Llama decoder (``torchtune.models._decoder.llama_description``) with:
 
 - an explicit ``head_dim`` (128 at every published size, not ``embed_dim // num_heads``);
 - ``RMSNorm(head_dim)`` on each query and key head before RoPE
@@ -12,12 +12,14 @@ RoPE is our interleaved (Meta-layout) one: HF's rotate-half q/k rows, and the q/
 scales, are permuted within each head by the checkpoint key map, as for Llama.
 """
 
-from typing import List, Optional
+from typing import Optional
 
-from torchtune.models._decoder import llama_decoder, lora_module_names
-from torchtune.modules import TransformerDecoder
+from torchtune.models._builders import decoder_builder, lora_builder
+from torchtune.models._decoder import llama_description
+from torchtune.models._description import DecoderDescription
 
 
+@decoder_builder
 def qwen3(
     vocab_size: int,
     num_layers: int,
@@ -36,7 +38,7 @@ def qwen3(
     v_proj_bias: bool = False,
     q_norm: bool = True,
     k_norm: bool = True,
-) -> TransformerDecoder:
+) -> DecoderDescription:
     """Build a Qwen 3 decoder with the given sizes.
 
     Args:
@@ -65,7 +67,7 @@ def qwen3(
     Raises:
         ValueError: if the head counts don't divide as required or head_dim is odd.
     """
-    return llama_decoder(
+    return llama_description(
         vocab_size=vocab_size,
         num_layers=num_layers,
         num_heads=num_heads,
@@ -83,74 +85,10 @@ def qwen3(
     )
 
 
-def lora_qwen3(
-    lora_attn_modules: List[str],
-    apply_lora_to_mlp: bool = False,
-    apply_lora_to_output: bool = False,
-    *,
-    vocab_size: int,
-    num_layers: int,
-    num_heads: int,
-    num_kv_heads: int,
-    embed_dim: int,
-    intermediate_dim: int,
-    max_seq_len: int,
-    head_dim: Optional[int] = None,
-    attn_dropout: float = 0.0,
-    norm_eps: float = 1e-6,
-    rope_base: float = 1_000_000,
-    tie_word_embeddings: bool = False,
-    q_proj_bias: bool = False,
-    k_proj_bias: bool = False,
-    v_proj_bias: bool = False,
-    q_norm: bool = True,
-    k_norm: bool = True,
-    lora_rank: int,
-    lora_alpha: float,
-    lora_dropout: float = 0.0,
-    use_dora: bool = False,
-    quantize_base: bool = False,
-) -> TransformerDecoder:
-    """Build Qwen 3 with LoRA adapters on the chosen linear layers.
-
-    The q/k norms, like every base parameter, are frozen by ``set_trainable_params``; a tied
-    output projection takes no adapter.
-
-    Args:
-        lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output, lora_rank, lora_alpha,
-        lora_dropout, use_dora, quantize_base: as in ``torchtune.models.llama2.lora_llama2``.
-        vocab_size, num_layers, num_heads, num_kv_heads, embed_dim, intermediate_dim,
-        max_seq_len, head_dim, attn_dropout, norm_eps, rope_base, tie_word_embeddings,
-        q_proj_bias, k_proj_bias, v_proj_bias, q_norm, k_norm: as in ``qwen3``.
-
-    Returns:
-        TransformerDecoder: the LoRA model.
-
-    Raises:
-        ValueError: on an unknown module name in ``lora_attn_modules``, bad head counts, or
-            ``apply_lora_to_output`` with tied embeddings.
-    """
-    return llama_decoder(
-        vocab_size=vocab_size,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        num_kv_heads=num_kv_heads,
-        embed_dim=embed_dim,
-        max_seq_len=max_seq_len,
-        hidden_dim=intermediate_dim,
-        attn_dropout=attn_dropout,
-        norm_eps=norm_eps,
-        rope_base=rope_base,
-        tie_word_embeddings=tie_word_embeddings,
-        head_dim=head_dim,
-        qkv_bias=(q_proj_bias, k_proj_bias, v_proj_bias),
-        qk_norm=(q_norm, k_norm),
-        lora_modules=lora_module_names(
-            lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output
-        ),
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        use_dora=use_dora,
-        quantize_base=quantize_base,
-    )
+lora_qwen3 = lora_builder(
+    qwen3,
+    notes=(
+        "The q/k norms, like every base parameter, are frozen by ``set_trainable_params``; "
+        "a tied output projection takes no adapter."
+    ),
+)

@@ -114,5 +114,5 @@ def test_tokenizer_builder_returns_sentencepiece_tokenizer():
     if not path.exists():
         pytest.skip(f"{path} not present")
     tokenizer = llama2_tokenizer(str(path))
-    assert isinstance(tokenizer, SentencePieceTokenizer)
+    assert isinstance(tokenizer._base, SentencePieceTokenizer)  # held, not inherited
     assert tokenizer.vocab_size == 32_000

@@ -3,7 +3,8 @@
 The HF model is the reference: it gets random weights far from its init (biases and q/k
 norm scales included), and ours receive them renamed, with HF's rotate-half q/k rows, q/k
 bias entries and q/k norm scales permuted within each head by the same permutation the
-Llama key map uses (``llama2._convert_weights._permute_rows``). fp32 on CPU, 1e-5 absolute.
+key maps use (``torchtune.models._convert_weights.permute_qk_rows``). fp32 on CPU, 1e-5
+absolute.
 Also: KV-cache decoding equals a full forward, and ``seq_lens`` document attention equals
 running each document alone.
 """
@@ -13,7 +14,7 @@ import re
 import pytest
 import torch
 
-from torchtune.models.llama2._convert_weights import _permute_rows
+from torchtune.models._convert_weights import permute_qk_rows
 from torchtune.models.qwen2 import lora_qwen2, qwen2
 from torchtune.models.qwen3 import lora_qwen3, qwen3
 
@@ -61,8 +62,8 @@ def hf_to_ours(sd, num_heads, num_kv_heads, head_dim):
             heads = 1  # one scale vector shared by every head
         if heads is not None:
             two_d = value.dim() == 2
-            value = _permute_rows(value if two_d else value[:, None], heads, head_dim,
-                                  to_hf=False, name=new)
+            value = permute_qk_rows(value if two_d else value[:, None], heads, head_dim,
+                                    to_hf=False, name=new)
             value = value if two_d else value[:, 0]
         out[new] = value.clone()
     return out
