@@ -2,8 +2,8 @@
 
 Llama 3 keeps Llama 2's parameter names in all three layouts (Meta ``consolidated.*.pth``,
 internal, transformers' ``LlamaForCausalLM``) and the same q/k row permutation between
-Meta's interleaved and HF's rotate-half RoPE layouts, so these are Llama 2's maps
-(``torchtune.models.llama2._convert_weights``) with messages naming Llama 3.
+Meta's interleaved and HF's rotate-half RoPE layouts, so these are the shared Llama maps
+(``torchtune.models._convert_weights``) with messages naming Llama 3.
 
 Llama 3.2 1B/3B tie the output projection to the token embedding. The internal state dict
 of a tied model has ``tok_embeddings.weight`` and no ``output.weight``; the maps here do
@@ -16,8 +16,14 @@ from typing import Dict, Optional
 
 import torch
 
-from torchtune.models.llama2 import _convert_weights as _llama2
-from torchtune.models.llama2._convert_weights import (  # the same for Llama 3
+from torchtune.models._convert_weights import (  # the same for Llama 3
+    hf_to_tune_keys,
+    invert_map,
+    LLAMA_FROM_HF,
+    LLAMA_FROM_META,
+    META_IGNORED,
+    rename_keys,
+    tune_to_hf_keys,
     tune_to_peft_adapter_config,
     tune_to_peft_adapter_weights,
 )
@@ -40,7 +46,7 @@ def meta_to_tune(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]
     Raises:
         ValueError: if a key is not a Llama 3 Meta parameter name.
     """
-    return _llama2._convert(state_dict, _llama2._FROM_META, "Meta", _llama2._META_IGNORED, _FAMILY)
+    return rename_keys(state_dict, LLAMA_FROM_META, "Meta", _FAMILY, META_IGNORED)
 
 
 def tune_to_meta(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -49,7 +55,7 @@ def tune_to_meta(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]
     Raises:
         ValueError: if a key is not an internal Llama 3 parameter name.
     """
-    return _llama2._convert(state_dict, _llama2._invert(_llama2._FROM_META), "internal", None, _FAMILY)
+    return rename_keys(state_dict, invert_map(LLAMA_FROM_META), "internal", _FAMILY)
 
 
 def hf_to_tune(
@@ -66,7 +72,7 @@ def hf_to_tune(
     Raises:
         ValueError: on an unknown key or a q/k tensor whose shape does not fit the head counts.
     """
-    return _llama2._hf_to_tune(state_dict, num_heads, num_kv_heads, dim, head_dim, _FAMILY)
+    return hf_to_tune_keys(state_dict, num_heads, num_kv_heads, dim, head_dim, LLAMA_FROM_HF, _FAMILY)
 
 
 def tune_to_hf(
@@ -81,4 +87,4 @@ def tune_to_hf(
     Raises:
         ValueError: on an unknown key or a q/k tensor whose shape does not fit the head counts.
     """
-    return _llama2._tune_to_hf(state_dict, num_heads, num_kv_heads, dim, head_dim, _FAMILY)
+    return tune_to_hf_keys(state_dict, num_heads, num_kv_heads, dim, head_dim, LLAMA_FROM_HF, _FAMILY)

@@ -17,11 +17,15 @@ from typing import Dict, Optional
 
 import torch
 
-from torchtune.models.qwen2 import _convert_weights as _qwen2
-from torchtune.models.llama2._convert_weights import (  # same HF module names as Llama
+from torchtune.models._convert_weights import (  # same HF module names as Llama
+    check_internal_keys,
+    hf_to_tune_keys,
+    refuse_meta,
+    tune_to_hf_keys,
     tune_to_peft_adapter_config,
     tune_to_peft_adapter_weights,
 )
+from torchtune.models.qwen2._convert_weights import QWEN2_FROM_HF
 
 __all__ = [
     "meta_to_tune",
@@ -34,8 +38,8 @@ __all__ = [
 
 _FAMILY = "Qwen 3"
 
-_FROM_HF = dict(
-    _qwen2._FROM_HF,
+QWEN3_FROM_HF = dict(
+    QWEN2_FROM_HF,
     **{
         "model.layers.{}.self_attn.q_norm.weight": "layers.{}.attn.q_norm.scale",
         "model.layers.{}.self_attn.k_norm.weight": "layers.{}.attn.k_norm.scale",
@@ -49,7 +53,7 @@ def meta_to_tune(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]
     Raises:
         UserValueError: always.
     """
-    _qwen2._no_meta(_FAMILY)
+    refuse_meta(_FAMILY)
 
 
 def tune_to_meta(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -58,7 +62,7 @@ def tune_to_meta(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]
     Raises:
         ValueError: on a key that is not an internal Qwen 3 parameter name.
     """
-    return _qwen2._check_internal(state_dict, _FROM_HF, _FAMILY)
+    return check_internal_keys(state_dict, QWEN3_FROM_HF, _FAMILY)
 
 
 def hf_to_tune(
@@ -86,7 +90,7 @@ def hf_to_tune(
     Raises:
         ValueError: on an unknown key or a q/k tensor whose shape does not fit the head counts.
     """
-    return _qwen2._hf_to_tune(state_dict, num_heads, num_kv_heads, dim, head_dim, _FROM_HF, _FAMILY)
+    return hf_to_tune_keys(state_dict, num_heads, num_kv_heads, dim, head_dim, QWEN3_FROM_HF, _FAMILY)
 
 
 def tune_to_hf(
@@ -101,4 +105,4 @@ def tune_to_hf(
     Raises:
         ValueError: on an unknown key or a q/k tensor whose shape does not fit the head counts.
     """
-    return _qwen2._tune_to_hf(state_dict, num_heads, num_kv_heads, dim, head_dim, _FROM_HF, _FAMILY)
+    return tune_to_hf_keys(state_dict, num_heads, num_kv_heads, dim, head_dim, QWEN3_FROM_HF, _FAMILY)
