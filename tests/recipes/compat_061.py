@@ -73,7 +73,9 @@ FAMILIES = {
 # NF4 quantizes blocks of 64 values with scalers in groups of 256: a QLoRA model's
 # quantized weights need a multiple of 16384 elements (true of every published size).
 TINY_NF4 = dict(num_layers=2, num_heads=4, num_kv_heads=4, embed_dim=128, intermediate_dim=128)
-MAX_SEQ_LEN = 32  # tokenizer.max_seq_len: samples are cut here, as 0.6.1 cuts them
+# tokenizer.max_seq_len: samples are cut here, as 0.6.1 cuts them. The Llama 3.1 format's
+# knowledge-date system header alone takes 27 tokens, so a preference prompt needs more.
+MAX_SEQ_LEN = 64
 MODEL_MAX_SEQ_LEN = 256
 
 
@@ -275,6 +277,8 @@ def model_overrides(cfg: dict, family: str) -> list[str]:
     out = [f"model._component_={module}.{builder}", f"model.vocab_size={spec['vocab']}",
            f"model.max_seq_len={MODEL_MAX_SEQ_LEN}"]
     out += [f"model.{k}={v}" for k, v in tiny_sizes(cfg).items()]
+    if spec["builder"].endswith(".llama2") and spec["theta"] != 10000.0:  # Code Llama 2
+        out.append(f"model.rope_base={int(spec['theta'])}")
     if family == "llama3_2" or spec["hf"] == "qwen2":
         out.append(f"model.tie_word_embeddings={spec['tied']}")
     if name.startswith("qlora_"):

@@ -223,7 +223,8 @@ def test_chat_prompt_through_a_tokenizer_with_its_own_format(tmp_path):
     recipe._tokenizer = llama3_tokenizer(str(path))
     ids = recipe._setup_prompt({"system": "Be brief.", "user": "Hi"}, None, None)
     assert recipe._tokenizer.decode(ids, skip_special_tokens=False) == (
-        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+        "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nBe brief.<|eot_id|>"
         "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\n"
     )

@@ -103,6 +103,8 @@ class TikTokenBaseTokenizer:
         splits_at_spaces (bool): no chunk of ``pattern`` spans a space that follows a
             non-whitespace character, so ``encode_truncated`` may cut there (prove it for
             the pattern before setting it; see ``torchtune/models/llama3/_tokenizer.py``).
+        num_base_tokens (Optional[int]): the number of tokens the rank file must hold
+            (e.g. Llama 3's 128,000); None for any.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
@@ -119,6 +121,7 @@ class TikTokenBaseTokenizer:
         special_tokens: Mapping[str, int],
         pad_id: Optional[int] = None,
         splits_at_spaces: bool = False,
+        num_base_tokens: Optional[int] = None,
     ):
         self.path = os.fspath(path)
         self.name = name
@@ -128,9 +131,15 @@ class TikTokenBaseTokenizer:
         self.eos_id = eos_id
         self.pad_id = eos_id if pad_id is None else pad_id
         self.splits_at_spaces = splits_at_spaces
+        self.num_base_tokens = num_base_tokens
         self._load(load_tiktoken_ranks(self.path))
 
     def _load(self, ranks: Dict[bytes, int]) -> None:
+        if self.num_base_tokens is not None and len(ranks) != self.num_base_tokens:
+            raise UserValueError(
+                f"{self.path} has {len(ranks)} tokens, not the {self.num_base_tokens} of "
+                f"the {self.name} tokenizer"
+            )
         ids = sorted(list(ranks.values()) + list(self.special_tokens.values()))
         if ids != list(range(len(ids))):
             raise UserValueError(

@@ -26,7 +26,8 @@ def tok(tmp_path_factory):
     # stored xz-compressed: tests/assets keeps each file under 1 MB
     path = tmp_path_factory.mktemp("llama3") / "tokenizer.model"
     path.write_bytes(lzma.decompress((ASSETS / "llama3_tokenizer.model.xz").read_bytes()))
-    return llama3_tokenizer(path)
+    # the 0.6.1 chat format, whose ids these tests write out (no dated system turn)
+    return llama3_tokenizer(path, chat_format="torchtune_061")
 
 
 def reference(tok, dialog, train_on_input=False):

@@ -117,7 +117,7 @@ def test_instruct_dataset_with_llama3_tokenizer(cache, tmp_path):
 
     path = tmp_path / "tokenizer.model"
     path.write_bytes(lzma.decompress((ASSETS / "llama3_tokenizer.model.xz").read_bytes()))
-    tok3 = llama3_tokenizer(str(path), max_seq_len=24)
+    tok3 = llama3_tokenizer(str(path), max_seq_len=24, chat_format="torchtune_061")
     data = _json(tmp_path, "qa.json", QA)
 
     def turn(role, text):

@@ -8,7 +8,7 @@ Llama 2's chat format is a text format (``[INST] ... [/INST]``, no control ids),
 tokenizer keeps the resolved template as ``prompt_template`` for datasets to read.
 """
 
-from typing import Any, Dict, Optional
+from typing import Any, List, Optional, Sequence
 
 from torchtune.tokenizers import SentencePieceTokenizer
 from torchtune.tokenizers._prompt_template import resolve_prompt_template
@@ -16,8 +16,10 @@ from torchtune.tokenizers._prompt_template import resolve_prompt_template
 LLAMA2_CHAT_TEMPLATE = "torchtune.models.llama2.Llama2ChatTemplate"
 
 
-class Llama2Tokenizer(SentencePieceTokenizer):
-    """A ``SentencePieceTokenizer`` that also carries its builder's settings.
+class Llama2Tokenizer:
+    """A ``SentencePieceTokenizer`` with its builder's settings: it holds the
+    SentencePiece model (``encode``, ``decode`` and the ids are the model's) and keeps
+    ``max_seq_len`` and ``prompt_template`` for datasets to read.
 
     Args:
         path (str): the ``tokenizer.model`` file.
@@ -37,20 +39,32 @@ class Llama2Tokenizer(SentencePieceTokenizer):
         max_seq_len: Optional[int] = None,
         prompt_template: Any = LLAMA2_CHAT_TEMPLATE,
     ):
-        super().__init__(path)
+        self._base = SentencePieceTokenizer(path)
         self.max_seq_len = max_seq_len
         self.prompt_template = resolve_prompt_template(prompt_template)
 
-    def __getstate__(self) -> Dict[str, Any]:
-        state = super().__getstate__()
-        state.update(max_seq_len=self.max_seq_len, prompt_template=self.prompt_template)
-        return state
+    # ----- the SentencePiece model's attributes and methods -----
 
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        state = dict(state)
-        self.max_seq_len = state.pop("max_seq_len")
-        self.prompt_template = state.pop("prompt_template")
-        super().__setstate__(state)
+    path = property(lambda self: self._base.path)
+    bos_id = property(lambda self: self._base.bos_id)
+    eos_id = property(lambda self: self._base.eos_id)
+    pad_id = property(lambda self: self._base.pad_id)
+    vocab_size = property(lambda self: self._base.vocab_size)
+    splits_at_spaces = property(lambda self: self._base.splits_at_spaces)
+
+    def encode(
+        self,
+        text: str,
+        add_bos: bool = True,
+        add_eos: bool = True,
+        trim_leading_whitespace: bool = False,
+    ) -> List[int]:
+        """``SentencePieceTokenizer.encode``."""
+        return self._base.encode(text, add_bos, add_eos, trim_leading_whitespace)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """``SentencePieceTokenizer.decode``."""
+        return self._base.decode(ids)
 
 
 def llama2_tokenizer(
@@ -71,6 +85,7 @@ def llama2_tokenizer(
             format.
 
     Returns:
-        Llama2Tokenizer: a ``SentencePieceTokenizer``; see docs/design.md for its API.
+        Llama2Tokenizer: a ``SentencePieceTokenizer``'s API (it holds one); see
+        docs/design.md.
     """
     return Llama2Tokenizer(path, max_seq_len=max_seq_len, prompt_template=prompt_template)

@@ -21,6 +21,7 @@ of the whole text's. Meta's long-text cuts (``split_long_text``) are made left t
 at positions counted from the start, so the prefix gets the same cuts plus its own end.
 """
 
+from datetime import datetime
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torchtune._errors import UserValueError
@@ -61,9 +62,54 @@ LLAMA3_SPECIAL_TOKENS = {
     },
 }
 
+# ``chat_format`` values. The official Llama 3.1 and 3.3 Instruct chat templates open
+# every conversation with a system turn that states the knowledge cutoff and a date
+# (``date_string``, "26 Jul 2024" unless the caller sets it); Llama 3.2's template is the
+# same but writes today's date (``strftime_now("%d %b %Y")``). Llama 3.0's template, and
+# torchtune 0.6.1's format, write no such turn.
+LLAMA3_1_CHAT_FORMAT = "llama3_1"
+LLAMA3_2_CHAT_FORMAT = "llama3_2"
+TORCHTUNE_061_CHAT_FORMAT = "torchtune_061"
+LLAMA3_CHAT_FORMATS = (LLAMA3_1_CHAT_FORMAT, LLAMA3_2_CHAT_FORMAT, TORCHTUNE_061_CHAT_FORMAT)
+LLAMA3_1_DATE_STRING = "26 Jul 2024"
 
-class Llama3Tokenizer(TikTokenBaseTokenizer):
+
+def knowledge_cutoff_preamble(date_string: str) -> str:
+    """The text the Llama 3.1/3.2/3.3 templates write before the system message."""
+    return f"Cutting Knowledge Date: December 2023\nToday Date: {date_string}\n\n"
+
+
+def resolve_date_string(chat_format: str, date_string: Optional[str]) -> Optional[str]:
+    """The date the system turn states: ``date_string`` if given, else the format's own
+    (None for ``torchtune_061``, which writes no system turn).
+
+    Raises:
+        UserValueError: on an unknown ``chat_format``, or a ``date_string`` given to
+            ``torchtune_061``.
+    """
+    if chat_format not in LLAMA3_CHAT_FORMATS:
+        raise UserValueError(f"chat_format: expected one of {list(LLAMA3_CHAT_FORMATS)}, got {chat_format!r}")
+    if chat_format == TORCHTUNE_061_CHAT_FORMAT:
+        if date_string is not None:
+            raise UserValueError(
+                "date_string: the torchtune_061 chat format writes no date; leave it out or "
+                "use chat_format llama3_1 / llama3_2"
+            )
+        return None
+    if date_string is not None:
+        return date_string
+    if chat_format == LLAMA3_2_CHAT_FORMAT:
+        # What the template's strftime_now("%d %b %Y") gives, fixed when the tokenizer is
+        # built so that every sample of a run states the same date.
+        return datetime.now().strftime("%d %b %Y")
+    return LLAMA3_1_DATE_STRING
+
+
+class Llama3Tokenizer:
     """Meta's Llama 3 tokenizer, with the message-level chat format.
+
+    It holds a ``TikTokenBaseTokenizer`` (the BPE, ``encode``/``decode``) and adds the
+    chat format.
 
     Args:
         path (str): Meta's ``tokenizer.model`` (tiktoken ranks, ``base64 rank`` lines).
@@ -74,11 +120,19 @@ class Llama3Tokenizer(TikTokenBaseTokenizer):
             Only the names change: the control ids are fixed.
         prompt_template (Optional[Any]): see ``resolve_prompt_template``; None for none.
         truncation_type (str): "right" or "left", the end ``max_seq_len`` cuts from.
+        chat_format (str): "llama3_1" (the official Llama 3.1 / 3.3 Instruct template:
+            a system turn stating the knowledge cutoff and ``date_string`` always comes
+            first), "llama3_2" (the same, dated today by default, as Llama 3.2's template)
+            or "torchtune_061" (no such turn: torchtune 0.6.1's format, and Llama 3.0
+            Instruct's template).
+        date_string (Optional[str]): the date the system turn states ("26 Jul 2024"
+            style); None for the format's default ("26 Jul 2024" for llama3_1, today for
+            llama3_2).
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if ``path`` is not a rank file of 128,000 tokens, or the special
-            tokens are not 256 names for 128000..128255.
+        ValueError: if ``path`` is not a rank file of 128,000 tokens, the special tokens
+            are not 256 names for 128000..128255, or ``chat_format`` is unknown.
 
     Example:
         >>> tok = llama3_tokenizer("Meta-Llama-3.1-8B-Instruct/original/tokenizer.model")
@@ -94,8 +148,12 @@ class Llama3Tokenizer(TikTokenBaseTokenizer):
         *,
         prompt_template=None,
         truncation_type: str = "right",
+        chat_format: str = LLAMA3_1_CHAT_FORMAT,
+        date_string: Optional[str] = None,
     ):
-        super().__init__(
+        self.date_string = resolve_date_string(chat_format, date_string)
+        self.chat_format = chat_format
+        self._base = TikTokenBaseTokenizer(
             path,
             name="llama3",
             pattern=LLAMA3_SPLIT_PATTERN,
@@ -104,6 +162,7 @@ class Llama3Tokenizer(TikTokenBaseTokenizer):
             special_tokens=_check_special_tokens(special_tokens, path),
             pad_id=LLAMA3_SPECIAL_TOKENS["<|finetune_right_pad_id|>"],
             splits_at_spaces=True,  # proved in the module docstring
+            num_base_tokens=NUM_BASE_TOKENS,
         )
         self.max_seq_len = max_seq_len
         self.prompt_template = resolve_prompt_template(prompt_template)
@@ -115,12 +174,37 @@ class Llama3Tokenizer(TikTokenBaseTokenizer):
         self.python_tag_id = LLAMA3_SPECIAL_TOKENS["<|python_tag|>"]
         self.stop_tokens = [self.eos_id, self.eot_id, self.eom_id]
 
-    def _load(self, ranks) -> None:
-        if len(ranks) != NUM_BASE_TOKENS:
-            raise UserValueError(
-                f"{self.path} has {len(ranks)} tokens, not the {NUM_BASE_TOKENS} of Llama 3"
-            )
-        super()._load(ranks)
+    # ----- the base tokenizer's attributes and methods -----
+
+    path = property(lambda self: self._base.path)
+    name = property(lambda self: self._base.name)
+    pattern = property(lambda self: self._base.pattern)
+    special_tokens = property(lambda self: self._base.special_tokens)
+    bos_id = property(lambda self: self._base.bos_id)
+    eos_id = property(lambda self: self._base.eos_id)
+    pad_id = property(lambda self: self._base.pad_id)
+    vocab_size = property(lambda self: self._base.vocab_size)
+    splits_at_spaces = property(lambda self: self._base.splits_at_spaces)
+
+    def encode(
+        self,
+        text: str,
+        add_bos: bool = True,
+        add_eos: bool = True,
+        trim_leading_whitespace: bool = False,
+    ) -> List[int]:
+        """``TikTokenBaseTokenizer.encode``: special-token text in ``text`` stays text."""
+        return self._base.encode(text, add_bos, add_eos, trim_leading_whitespace)
+
+    def encode_with_special(self, text: str) -> List[int]:
+        """``TikTokenBaseTokenizer.encode_with_special``: for trusted text only."""
+        return self._base.encode_with_special(text)
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """``TikTokenBaseTokenizer.decode``."""
+        return self._base.decode(ids, skip_special_tokens)
+
+    # ----- the chat format -----
 
     def tokenize_message(
         self, message: Message, add_end_tokens: bool = True, max_tokens: Optional[int] = None
@@ -141,14 +225,31 @@ class Llama3Tokenizer(TikTokenBaseTokenizer):
         Returns:
             List[int]: the ids.
         """
-        content = message.content.strip()
-        ids = [self.start_header_id] + self.encode(message.role, False, False)
+        end_id = (self.eot_id if message.eot else self.eom_id) if add_end_tokens else None
+        return self._turn_ids(message.role, message.content.strip(), end_id, max_tokens)
+
+    def _turn_ids(
+        self, role: str, text: str, end_id: Optional[int], max_tokens: Optional[int]
+    ) -> List[int]:
+        """One turn with ``text`` written as is; ``end_id`` None leaves it open."""
+        ids = [self.start_header_id] + self.encode(role, False, False)
         ids.append(self.end_header_id)
         left = None if max_tokens is None else max(max_tokens - len(ids), 0)
-        ids += encode_truncated(self, "\n\n" + content, left, add_bos=False, add_eos=False)
-        if add_end_tokens:
-            ids.append(self.eot_id if message.eot else self.eom_id)
+        ids += encode_truncated(self._base, "\n\n" + text, left, add_bos=False, add_eos=False)
+        if end_id is not None:
+            ids.append(end_id)
         return ids if max_tokens is None else ids[:max_tokens]
+
+    def _system_turn(self, messages: Sequence[Message]) -> Tuple[Optional[Message], Sequence[Message]]:
+        """The official templates' first turn, and the messages left after it: the
+        preamble followed by the (trimmed) system message if the conversation has one."""
+        if self.date_string is None:
+            return None, messages
+        preamble = knowledge_cutoff_preamble(self.date_string)
+        if messages and messages[0].role == "system":
+            first = messages[0]
+            return Message("system", preamble + first.content.strip(), first.masked), messages[1:]
+        return Message("system", preamble, True), messages
 
     def tokenize_messages(
         self,
@@ -159,12 +260,14 @@ class Llama3Tokenizer(TikTokenBaseTokenizer):
     ) -> Tuple[List[int], List[bool]]:
         """Tokenize a conversation in Llama 3's chat format.
 
-        ``<|begin_of_text|>``, then each message as in ``tokenize_message``, then
-        ``<|end_of_text|>`` if ``add_end_tokens``. The mask is True where the loss should
-        be ignored: BOS and EOS, and every id of a message whose ``masked`` is True (by
-        default all but assistant turns). No default system prompt is added: Llama 3.1's
-        chat template adds a "Cutting Knowledge Date" one; pass it as a system message
-        to reproduce that template.
+        ``<|begin_of_text|>``, then (``chat_format`` llama3_1 / llama3_2) the system turn
+        the official template writes: "Cutting Knowledge Date: December 2023\\nToday Date:
+        {date_string}\\n\\n" followed by the conversation's own system message if it
+        starts with one (masked as that message is; masked when there is none); then each
+        message as in ``tokenize_message``, then ``<|end_of_text|>`` if ``add_end_tokens``
+        (the one id the template does not write: it ends a training sample). The mask is
+        True where the loss should be ignored: BOS and EOS, and every id of a message
+        whose ``masked`` is True (by default all but assistant turns).
 
         Args:
             messages (Sequence[Message]): the conversation.
@@ -179,13 +282,19 @@ class Llama3Tokenizer(TikTokenBaseTokenizer):
             Tuple[List[int], List[bool]]: the ids and the mask, of equal length.
         """
         messages = apply_prompt_template(self.prompt_template, messages)
+        system, messages = self._system_turn(messages)
+        # (message, text written as is)
+        turns = [(m, m.content.strip()) for m in messages]
+        if system is not None:
+            turns.insert(0, (system, system.content))
         tokens, mask = [self.bos_id], [True]
-        for i, message in enumerate(messages):
+        for i, (message, text) in enumerate(turns):
             if max_tokens is not None and len(tokens) >= max_tokens:
                 break
             left = None if max_tokens is None else max_tokens - len(tokens)
-            last = i == len(messages) - 1
-            ids = self.tokenize_message(message, add_end_tokens or not last, left)
+            close = add_end_tokens or i != len(turns) - 1
+            end_id = (self.eot_id if message.eot else self.eom_id) if close else None
+            ids = self._turn_ids(message.role, text, end_id, left)
             tokens += ids
             mask += [bool(message.masked)] * len(ids)
         if add_end_tokens:
@@ -223,10 +332,14 @@ def llama3_tokenizer(
     max_seq_len: Optional[int] = None,
     prompt_template=None,
     truncation_type: str = "right",
+    chat_format: str = LLAMA3_1_CHAT_FORMAT,
+    date_string: Optional[str] = None,
 ) -> Llama3Tokenizer:
     """The Llama 3 (3.0, 3.1, 3.2, 3.3) tokenizer from Meta's ``tokenizer.model``.
 
-    torchtune 0.6.1's signature (``truncation_type`` from later releases).
+    torchtune 0.6.1's signature (``truncation_type`` from later releases), plus the chat
+    format: by default ``tokenize_messages`` writes the official Llama 3.1 / 3.3 Instruct
+    template's ids, which 0.6.1 did not (``chat_format="torchtune_061"`` for its ids).
 
     Args:
         path (str): the ``tokenizer.model`` file (``original/tokenizer.model`` on the Hub).
@@ -236,11 +349,20 @@ def llama3_tokenizer(
         prompt_template (Optional[Any]): a dotted path, a ``{role: [prepend, append]}``
             mapping or None (``resolve_prompt_template``).
         truncation_type (str): "right" (keep the start, EOS last) or "left" (keep the end).
+        chat_format (str): "llama3_1" (Llama 3.1 and 3.3 Instruct's template: a first
+            system turn "Cutting Knowledge Date: December 2023\\nToday Date:
+            {date_string}\\n\\n" + the system message, if any), "llama3_2" (Llama 3.2's:
+            the same, dated today unless ``date_string`` says otherwise) or
+            "torchtune_061" (no such turn: torchtune 0.6.1's ids, and Llama 3.0 Instruct's
+            template).
+        date_string (Optional[str]): the date in the system turn, e.g. "26 Jul 2024";
+            None for the format's default ("26 Jul 2024" for llama3_1, today for llama3_2).
 
     Returns:
         Llama3Tokenizer: the tokenizer (bos 128000, eos 128001, pad 128004, vocab 128256).
     """
     check_truncation_type(truncation_type)
+    resolve_date_string(chat_format, date_string)  # a bad format fails before the file is read
     special_tokens = None
     if special_tokens_path is not None:
         special_tokens = {t: i for t, i, _ in read_added_tokens(str(special_tokens_path))}
@@ -251,4 +373,6 @@ def llama3_tokenizer(
         special_tokens=special_tokens,
         prompt_template=prompt_template,
         truncation_type=truncation_type,
+        chat_format=chat_format,
+        date_string=date_string,
     )

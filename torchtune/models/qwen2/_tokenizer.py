@@ -1,4 +1,4 @@
-"""The Qwen 2 tokenizer (and the base of Qwen 2.5's and 3's): Qwen's byte-level BPE and ChatML.
+"""The Qwen 2 tokenizer, and the ChatML functions Qwen 2.5's and 3's share.
 
 Files
 -----
@@ -7,7 +7,7 @@ Files
 From the pair, ``byte_level_bpe_json`` has the ``tokenizers`` library read the BPE and puts
 around it the stages Qwen's ``tokenizer.json`` defines (NFC, the split regex below,
 byte-level), plus the added tokens at their ids: those of ``special_tokens_path`` (a
-``tokenizer.json``, 0.6.1's meaning) or the family's fixed list (``ADDED_TOKENS``). Both
+``tokenizer.json``, 0.6.1's meaning) or the family's fixed list (``added_tokens``). Both
 ways give the same ids (tested on the real Qwen 2.5 files).
 
 Special tokens
@@ -69,7 +69,7 @@ role's content, ``torchtune.tokenizers.resolve_prompt_template``); ``max_seq_len
 """
 
 import re
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from torchtune._errors import UserValueError
 from torchtune.data import Message
@@ -100,12 +100,178 @@ QWEN_SPLIT_PATTERN = (
 QWEN2_DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
 # A rendered turn: (control id, masked) and (text encoded as ordinary text, masked).
-_Part = Tuple[Union[int, str], bool]
+ChatMLPart = Tuple[Union[int, str], bool]
 AddedTokens = Sequence[Tuple[str, int, bool]]
+# The text written after ``{role}\\n`` for message i of a conversation.
+ContentFn = Callable[[Sequence[Message], int], str]
 
 
-class Qwen2Tokenizer(HuggingFaceBaseTokenizer):
-    """Qwen's byte-level BPE tokenizer, with the message-level ChatML format.
+def load_qwen_base(
+    path: str,
+    merges_file: Optional[str],
+    special_tokens: Optional[AddedTokens],
+    *,
+    added_tokens: AddedTokens,
+    required_ids: Mapping[str, int],
+    owner: str,
+) -> HuggingFaceBaseTokenizer:
+    """The ``HuggingFaceBaseTokenizer`` of a Qwen ``tokenizer.json``, or of a ``vocab.json``
+    + ``merges.txt`` pair with ``added_tokens`` (or ``special_tokens``) at their ids.
+
+    Args:
+        path (str): ``tokenizer.json``, or ``vocab.json`` (then with ``merges_file``).
+        merges_file (Optional[str]): ``merges.txt`` for a ``vocab.json``.
+        special_tokens (Optional[AddedTokens]): (text, id, special) from
+            ``special_tokens_path``: added to a ``vocab.json`` in place of
+            ``added_tokens``, checked against a ``tokenizer.json``'s own.
+        added_tokens (AddedTokens): the family's added tokens, for a ``vocab.json``.
+        required_ids (Mapping[str, int]): added tokens the file must have at these ids.
+        owner (str): the tokenizer's name, for the error message.
+
+    Raises:
+        FileNotFoundError: if a file does not exist.
+        ValueError: if the files are not a Qwen tokenizer with the required ids.
+    """
+    text, is_vocab = _read_tokenizer_or_vocab(str(path), merges_file)
+    if is_vocab:
+        added = added_tokens if special_tokens is None else special_tokens
+        text = byte_level_bpe_json(
+            str(path), str(merges_file), split_pattern=QWEN_SPLIT_PATTERN, added_tokens=added
+        )
+    base = HuggingFaceBaseTokenizer(
+        path,
+        bos_id=None,
+        eos_id=QWEN2_SPECIAL_IDS[IM_END],
+        pad_id=QWEN2_SPECIAL_IDS[ENDOFTEXT],
+        splits_at_spaces=True,  # argued in the module docstring
+        tokenizer_json=text,
+    )
+    required = dict(required_ids)
+    if special_tokens is not None and not is_vocab:
+        required.update({t: i for t, i, _ in special_tokens})
+    for token, want in required.items():
+        got = base.added_tokens.get(token)
+        if got != want:
+            raise UserValueError(
+                f"{base.path}: added token {token!r} has id {got}, not {want} as in {owner}"
+            )
+    return base
+
+
+# ----- ChatML: what the chat template writes, as control ids and texts -----
+
+
+def message_content(messages: Sequence[Message], i: int) -> str:
+    """Qwen 2 / 2.5's content: the message's text as is (the template does not strip it)."""
+    return messages[i].content
+
+
+def chatml_turn(role: str, content: str, masked: bool, close: bool) -> List[ChatMLPart]:
+    """``<|im_start|>{role}\\n{content}`` and, if ``close``, ``<|im_end|>\\n``."""
+    parts: List[ChatMLPart] = [(QWEN2_SPECIAL_IDS[IM_START], masked), (f"{role}\n{content}", masked)]
+    if close:
+        parts += [(QWEN2_SPECIAL_IDS[IM_END], masked), ("\n", True)]
+    return parts
+
+
+def chatml_tool_part(messages: Sequence[Message], i: int, close: bool) -> List[ChatMLPart]:
+    """The template's ``tool`` role: one user turn for a run of tool results."""
+    m = messages[i]
+    parts: List[ChatMLPart] = []
+    text = ""
+    if i == 0 or messages[i - 1].role != "ipython":
+        parts.append((QWEN2_SPECIAL_IDS[IM_START], m.masked))
+        text = "user"
+    parts.append((f"{text}\n<tool_response>\n{m.content}\n</tool_response>", m.masked))
+    last_of_run = i == len(messages) - 1 or messages[i + 1].role != "ipython"
+    if last_of_run and close:
+        parts += [(QWEN2_SPECIAL_IDS[IM_END], m.masked), ("\n", True)]
+    return parts
+
+
+def render_chatml_messages(
+    messages: Sequence[Message], add_end_tokens: bool, content: ContentFn = message_content
+) -> List[List[ChatMLPart]]:
+    """The parts of each message's turn; the last is left open when not ``add_end_tokens``.
+
+    Args:
+        messages (Sequence[Message]): the conversation.
+        add_end_tokens (bool): close the last turn.
+        content (ContentFn): the text of message ``i`` (Qwen 3 writes its thinking).
+    """
+    turns: List[List[ChatMLPart]] = []
+    n = len(messages)
+    for i, m in enumerate(messages):
+        close = add_end_tokens or i != n - 1
+        if m.role == "ipython":
+            turns.append(chatml_tool_part(messages, i, close))
+        else:
+            turns.append(chatml_turn(m.role, content(messages, i), m.masked, close))
+    return turns
+
+
+def default_system_turn(
+    messages: Sequence[Message], default_system_prompt: Optional[str]
+) -> List[List[ChatMLPart]]:
+    """The masked system turn the template inserts when the first message is not a
+    system message; none when ``default_system_prompt`` is None."""
+    if default_system_prompt is None or (messages and messages[0].role == "system"):
+        return []
+    return [chatml_turn("system", default_system_prompt, True, close=True)]
+
+
+def encode_chatml(
+    base: HuggingFaceBaseTokenizer,
+    turns: Sequence[Sequence[ChatMLPart]],
+    *,
+    add_end_tokens: bool,
+    max_tokens: Optional[int],
+    max_seq_len: Optional[int],
+    truncation_type: str,
+) -> Tuple[List[int], List[bool]]:
+    """The ids and mask of rendered turns: control ids by id, the texts between two
+    control ids encoded as one text (as encoding the rendered template does); then the
+    ``max_tokens`` and ``max_seq_len`` cuts of ``tokenize_messages``."""
+    parts = [p for turn in turns for p in turn]
+    tokens: List[int] = []
+    mask: List[bool] = []
+    text, text_masked = "", False
+    for part in parts + [None]:  # None flushes the last text
+        if part is not None and isinstance(part[0], str):
+            # Texts with no control id between them are one text in the template.
+            text_masked = part[1] if not text else (text_masked or part[1])
+            text += part[0]
+            continue
+        if text:
+            if max_tokens is not None and len(tokens) >= max_tokens:
+                break
+            left = None if max_tokens is None else max_tokens - len(tokens)
+            ids = encode_truncated(base, text, left, add_bos=False, add_eos=False)
+            tokens += ids
+            mask += [bool(text_masked)] * len(ids)
+            text = ""
+        if part is None or (max_tokens is not None and len(tokens) >= max_tokens):
+            break
+        tokens.append(part[0])
+        mask.append(bool(part[1]))
+    if max_tokens is not None:
+        tokens, mask = tokens[:max_tokens], mask[:max_tokens]
+    return truncate_to_max_seq_len(
+        tokens,
+        mask,
+        max_seq_len,
+        eos_id=base.eos_id,
+        add_end_tokens=add_end_tokens,
+        truncation_type=truncation_type,
+    )
+
+
+class Qwen2Tokenizer:
+    """Qwen's byte-level BPE tokenizer, with the message-level ChatML format (Qwen 2 and,
+    with its added tokens and default system prompt, Qwen 2.5: ``Qwen2_5Tokenizer``).
+
+    It holds a ``HuggingFaceBaseTokenizer`` (``encode``, ``decode``, the ids) and adds
+    the chat format.
 
     Args:
         path (str): the model's ``tokenizer.json``, or its ``vocab.json`` (then with
@@ -115,13 +281,15 @@ class Qwen2Tokenizer(HuggingFaceBaseTokenizer):
         special_tokens (Optional[AddedTokens]): (text, id, special) of the added tokens
             (``read_added_tokens(special_tokens_path)``): with a ``vocab.json`` they are
             added at their ids, with a ``tokenizer.json`` they must agree with its own;
-            None: ``ADDED_TOKENS``.
+            None: ``added_tokens``.
         max_seq_len (Optional[int]): ``tokenize_messages`` cuts its output to this many ids;
             None for no limit.
         prompt_template (Optional[Any]): see ``resolve_prompt_template``; None for none.
         truncation_type (str): "right" or "left", the end ``max_seq_len`` cuts from.
         default_system_prompt (Optional[str]): the system prompt inserted when a
             conversation does not start with a system message; None inserts none.
+        added_tokens (AddedTokens): the family's added tokens, used with a ``vocab.json``
+            when ``special_tokens`` is None (Qwen 2's three by default).
 
     Raises:
         FileNotFoundError: if a file does not exist.
@@ -133,10 +301,6 @@ class Qwen2Tokenizer(HuggingFaceBaseTokenizer):
         [9707, 1879, 151645]
     """
 
-    ADDED_TOKENS: AddedTokens = QWEN2_ADDED_TOKENS
-    # Added tokens the file must have at these ids (subclasses extend it).
-    REQUIRED_IDS = QWEN2_SPECIAL_IDS
-
     def __init__(
         self,
         path: str,
@@ -147,31 +311,16 @@ class Qwen2Tokenizer(HuggingFaceBaseTokenizer):
         prompt_template=None,
         truncation_type: str = "right",
         default_system_prompt: Optional[str] = QWEN2_DEFAULT_SYSTEM_PROMPT,
+        added_tokens: AddedTokens = QWEN2_ADDED_TOKENS,
     ):
-        text, is_vocab = _read_tokenizer_or_vocab(str(path), merges_file)
-        if is_vocab:
-            added = self.ADDED_TOKENS if special_tokens is None else special_tokens
-            text = byte_level_bpe_json(
-                str(path), str(merges_file), split_pattern=QWEN_SPLIT_PATTERN, added_tokens=added
-            )
-        super().__init__(
+        self._base = load_qwen_base(
             path,
-            bos_id=None,
-            eos_id=QWEN2_SPECIAL_IDS[IM_END],
-            pad_id=QWEN2_SPECIAL_IDS[ENDOFTEXT],
-            splits_at_spaces=True,  # argued in the module docstring
-            tokenizer_json=text,
+            merges_file,
+            special_tokens,
+            added_tokens=added_tokens,
+            required_ids=QWEN2_SPECIAL_IDS,
+            owner="Qwen2Tokenizer",
         )
-        required = dict(self.REQUIRED_IDS)
-        if special_tokens is not None and not is_vocab:
-            required.update({t: i for t, i, _ in special_tokens})
-        for token, want in required.items():
-            got = self.added_tokens.get(token)
-            if got != want:
-                raise UserValueError(
-                    f"{self.path}: added token {token!r} has id {got}, not {want} as in "
-                    f"{type(self).__name__}"
-                )
         self.max_seq_len = max_seq_len
         self.prompt_template = resolve_prompt_template(prompt_template)
         self.truncation_type = check_truncation_type(truncation_type)
@@ -181,56 +330,40 @@ class Qwen2Tokenizer(HuggingFaceBaseTokenizer):
         self.endoftext_id = QWEN2_SPECIAL_IDS[ENDOFTEXT]
         self.stop_tokens = [self.im_end_id, self.endoftext_id]
 
-    # ----- rendering: what the chat template writes, as control ids and texts -----
+    # ----- the base tokenizer's attributes and methods -----
 
-    def _render(self, messages: Sequence[Message], add_end_tokens: bool) -> List[List[_Part]]:
-        """The parts of each turn; the last turn is left open when not ``add_end_tokens``."""
-        turns: List[List[_Part]] = []
-        if self.default_system_prompt is not None and (
-            not messages or messages[0].role != "system"
-        ):
-            turns.append(self._turn("system", self.default_system_prompt, True, close=True))
-        turns += self._render_messages(messages, add_end_tokens)
-        return turns
+    path = property(lambda self: self._base.path)
+    bos_id = property(lambda self: self._base.bos_id)
+    eos_id = property(lambda self: self._base.eos_id)
+    pad_id = property(lambda self: self._base.pad_id)
+    vocab_size = property(lambda self: self._base.vocab_size)
+    splits_at_spaces = property(lambda self: self._base.splits_at_spaces)
+    added_tokens = property(lambda self: self._base.added_tokens)
+    special_tokens = property(lambda self: self._base.special_tokens)
 
-    def _render_messages(
-        self, messages: Sequence[Message], add_end_tokens: bool
-    ) -> List[List[_Part]]:
-        turns: List[List[_Part]] = []
-        n = len(messages)
-        for i, m in enumerate(messages):
-            close = add_end_tokens or i != n - 1
-            if m.role == "ipython":
-                turns.append(self._tool_part(messages, i, close))
-            else:
-                turns.append(self._turn(m.role, self._content(messages, i), m.masked, close))
-        return turns
+    def token_to_id(self, token: str) -> Optional[int]:
+        """``HuggingFaceBaseTokenizer.token_to_id``."""
+        return self._base.token_to_id(token)
 
-    def _content(self, messages: Sequence[Message], i: int) -> str:
-        """The text written after ``{role}\\n`` for message ``i`` (Qwen 3 overrides)."""
-        return messages[i].content
+    def encode(
+        self,
+        text: str,
+        add_bos: bool = True,
+        add_eos: bool = True,
+        trim_leading_whitespace: bool = False,
+    ) -> List[int]:
+        """``HuggingFaceBaseTokenizer.encode``: special-token text in ``text`` stays text."""
+        return self._base.encode(text, add_bos, add_eos, trim_leading_whitespace)
 
-    def _turn(self, role: str, content: str, masked: bool, close: bool) -> List[_Part]:
-        parts: List[_Part] = [(self.im_start_id, masked), (f"{role}\n{content}", masked)]
-        if close:
-            parts += [(self.im_end_id, masked), ("\n", True)]
-        return parts
+    def encode_with_special(self, text: str) -> List[int]:
+        """``HuggingFaceBaseTokenizer.encode_with_special``: for trusted text only."""
+        return self._base.encode_with_special(text)
 
-    def _tool_part(self, messages: Sequence[Message], i: int, close: bool) -> List[_Part]:
-        """The template's ``tool`` role: one user turn for a run of tool results."""
-        m = messages[i]
-        parts: List[_Part] = []
-        text = ""
-        if i == 0 or messages[i - 1].role != "ipython":
-            parts.append((self.im_start_id, m.masked))
-            text = "user"
-        parts.append((f"{text}\n<tool_response>\n{m.content}\n</tool_response>", m.masked))
-        last_of_run = i == len(messages) - 1 or messages[i + 1].role != "ipython"
-        if last_of_run and close:
-            parts += [(self.im_end_id, m.masked), ("\n", True)]
-        return parts
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """``HuggingFaceBaseTokenizer.decode``."""
+        return self._base.decode(ids, skip_special_tokens)
 
-    # ----- encoding -----
+    # ----- the chat format -----
 
     def tokenize_messages(
         self,
@@ -259,39 +392,16 @@ class Qwen2Tokenizer(HuggingFaceBaseTokenizer):
             Tuple[List[int], List[bool]]: the ids and the mask, of equal length.
         """
         messages = apply_prompt_template(self.prompt_template, messages)
-        parts = [p for turn in self._render(messages, add_end_tokens) for p in turn]
-        tokens: List[int] = []
-        mask: List[bool] = []
-        text, text_masked = "", False
-        for part in parts + [None]:  # None flushes the last text
-            if part is not None and isinstance(part[0], str):
-                # Texts with no control id between them are one text in the template.
-                text_masked = part[1] if not text else (text_masked or part[1])
-                text += part[0]
-                continue
-            if text:
-                if max_tokens is not None and len(tokens) >= max_tokens:
-                    break
-                left = None if max_tokens is None else max_tokens - len(tokens)
-                ids = encode_truncated(self, text, left, add_bos=False, add_eos=False)
-                tokens += ids
-                mask += [bool(text_masked)] * len(ids)
-                text = ""
-            if part is None or (max_tokens is not None and len(tokens) >= max_tokens):
-                break
-            tokens.append(part[0])
-            mask.append(bool(part[1]))
-        if max_tokens is not None:
-            tokens, mask = tokens[:max_tokens], mask[:max_tokens]
-        return truncate_to_max_seq_len(
-            tokens,
-            mask,
-            self.max_seq_len,
-            eos_id=self.eos_id,
+        turns = default_system_turn(messages, self.default_system_prompt)
+        turns += render_chatml_messages(messages, add_end_tokens)
+        return encode_chatml(
+            self._base,
+            turns,
             add_end_tokens=add_end_tokens,
+            max_tokens=max_tokens,
+            max_seq_len=self.max_seq_len,
             truncation_type=self.truncation_type,
         )
-
 
 
 # A tokenizer.json has a "model" object; in a vocab.json "model" is a word with an id.

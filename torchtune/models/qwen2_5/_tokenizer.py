@@ -16,10 +16,10 @@ they matter when the tokenizer is built from ``vocab.json`` + ``merges.txt``, wh
 hold them.
 """
 
+from functools import partial
 from typing import Optional
 
 from torchtune.models.qwen2._tokenizer import (
-    AddedTokens,
     QWEN2_ADDED_TOKENS,
     QWEN2_SPECIAL_IDS,
     qwen_tokenizer_args,
@@ -50,40 +50,17 @@ QWEN2_5_DEFAULT_SYSTEM_PROMPT = (
 )
 
 
-class Qwen2_5Tokenizer(Qwen2Tokenizer):
-    """Qwen 2.5's tokenizer, with the message-level ChatML format.
-
-    Args: as ``Qwen2Tokenizer``; ``default_system_prompt`` defaults to Qwen 2.5's
-    ("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.").
-
-    Example:
-        >>> tok = qwen2_5_tokenizer("Qwen2.5-7B-Instruct/tokenizer.json")
-        >>> tok.encode("Hello world")
-        [9707, 1879, 151645]
-    """
-
-    ADDED_TOKENS: AddedTokens = QWEN2_5_ADDED_TOKENS
-
-    def __init__(
-        self,
-        path: str,
-        merges_file: Optional[str] = None,
-        special_tokens: Optional[AddedTokens] = None,
-        max_seq_len: Optional[int] = None,
-        *,
-        prompt_template=None,
-        truncation_type: str = "right",
-        default_system_prompt: Optional[str] = QWEN2_5_DEFAULT_SYSTEM_PROMPT,
-    ):
-        super().__init__(
-            path,
-            merges_file,
-            special_tokens,
-            max_seq_len,
-            prompt_template=prompt_template,
-            truncation_type=truncation_type,
-            default_system_prompt=default_system_prompt,
-        )
+# Qwen 2.5's tokenizer is Qwen 2's with other data: its added tokens and default system
+# prompt are arguments, not a class.
+Qwen2_5Tokenizer = partial(
+    Qwen2Tokenizer,
+    default_system_prompt=QWEN2_5_DEFAULT_SYSTEM_PROMPT,
+    added_tokens=QWEN2_5_ADDED_TOKENS,
+)
+Qwen2_5Tokenizer.__doc__ = (
+    "``Qwen2Tokenizer`` with Qwen 2.5's added tokens and default system prompt (\"You are "
+    "Qwen, created by Alibaba Cloud. You are a helpful assistant.\"); the same arguments."
+)
 
 
 def qwen2_5_tokenizer(
@@ -94,7 +71,7 @@ def qwen2_5_tokenizer(
     prompt_template=None,
     truncation_type: str = "right",
     default_system_prompt: Optional[str] = QWEN2_5_DEFAULT_SYSTEM_PROMPT,
-) -> Qwen2_5Tokenizer:
+) -> Qwen2Tokenizer:
     """The Qwen 2.5 tokenizer (all sizes, base and Instruct, Coder and Math share it).
 
     torchtune 0.6.1's signature, plus ``default_system_prompt``.
@@ -112,8 +89,8 @@ def qwen2_5_tokenizer(
             message first, as the Instruct chat template does; None for none (0.6.1).
 
     Returns:
-        Qwen2_5Tokenizer: no BOS, eos ``<|im_end|>`` 151645, pad ``<|endoftext|>`` 151643,
-        stop tokens [151645, 151643].
+        Qwen2Tokenizer: with Qwen 2.5's added tokens; no BOS, eos ``<|im_end|>`` 151645,
+        pad ``<|endoftext|>`` 151643, stop tokens [151645, 151643].
     """
     return Qwen2_5Tokenizer(
         path,

@@ -2,18 +2,21 @@
 
 The template (tests/assets/llama3.1_chat_template.jinja) always opens with a system turn
 whose text starts with "Cutting Knowledge Date: December 2023\\nToday Date: {date}\\n\\n".
-Our format adds no default system prompt (Llama 3.0's format, torchtune's), so a
-conversation with a system message is given to tokenize_messages with that preamble
-written into its system message, and must then match id for id. Without a system message
-the template still writes a system turn (the preamble alone, "\n\n" included, which a
-stripped message cannot reproduce); there our ids must equal the template's with that
-whole turn removed.
+The default chat format ("llama3_1") writes that turn, and must match the template id for
+id (``test_official_format_*``). The 0.6.1 format (``chat_format="torchtune_061"``, Llama
+3.0's template) adds no such turn: a conversation with a system message is given to it
+with that preamble written into its system message, and must then match id for id.
+Without a system message the template still writes a system turn (the preamble alone,
+"\n\n" included, which a stripped message cannot reproduce); there the 0.6.1 ids must
+equal the template's with that whole turn removed. The 0.6.1 format's own ids are pinned
+(``test_plain_format_and_mask``).
 
 "ipython" turns are left out of the comparison: the template writes a string content
 through ``tojson`` (a jinja string "is iterable"), quoting it, where Meta's own format
 and torchtune write the text itself, as we do.
 """
 
+from datetime import datetime
 from pathlib import Path
 
 import jinja2
@@ -21,6 +24,7 @@ import jinja2.ext
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from torchtune import UserValueError
 from torchtune.data import Message
 from torchtune.models.llama3._tokenizer import llama3_tokenizer
 
@@ -44,7 +48,12 @@ CONVERSATIONS = {
 
 @pytest.fixture(scope="module")
 def tok(llama3_model):
-    return llama3_tokenizer(llama3_model)
+    return llama3_tokenizer(llama3_model, chat_format="torchtune_061")
+
+
+@pytest.fixture(scope="module")
+def official(llama3_model):
+    return llama3_tokenizer(llama3_model)  # chat_format "llama3_1", date "26 Jul 2024"
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +148,7 @@ def test_max_tokens_is_a_prefix(tok):
 
 
 def test_max_seq_len_keeps_eos_last(tok, llama3_model):
-    short = llama3_tokenizer(llama3_model, max_seq_len=10)
+    short = llama3_tokenizer(llama3_model, max_seq_len=10, chat_format="torchtune_061")
     tokens, mask = short.tokenize_messages(our_messages(CONVERSATIONS["single"]))
     full, _ = tok.tokenize_messages(our_messages(CONVERSATIONS["single"]))
     assert tokens == full[:9] + [tok.eos_id] and len(mask) == 10 and mask[-1]
@@ -152,3 +161,47 @@ def test_special_text_in_content_stays_text(tok):
     tokens, _ = tok.tokenize_messages([Message("user", text), Message("assistant", "ok")])
     assert tokens.count(tok.eot_id) == 2 and tokens.count(tok.start_header_id) == 2
     assert tok.decode(tokens) == "user\n\n" + text + "assistant\n\nok"
+
+
+@pytest.mark.parametrize("name", list(CONVERSATIONS))
+def test_official_format_matches_template(official, template, name):
+    turns = CONVERSATIONS[name]
+    expected = official.encode_with_special(render(template, turns))
+    tokens, mask = official.tokenize_messages([Message(*t) for t in turns])
+    assert tokens[-1] == official.eos_id  # the one id the template does not write
+    assert tokens[:-1] == expected and len(mask) == len(tokens)
+    # the preamble turn is never learned; a conversation's own system message neither
+    n_system = tokens.index(official.eot_id) + 1
+    assert all(mask[:n_system])
+
+
+def test_official_format_generation_prompt_and_mask(official, template):
+    for turns in (CONVERSATIONS["system"][:2], CONVERSATIONS["single"][:1]):
+        expected = official.encode_with_special(render(template, turns, add_generation_prompt=True))
+        messages = [Message(*t) for t in turns] + [Message("assistant", "")]
+        assert official.tokenize_messages(messages, add_end_tokens=False)[0] == expected
+    # an assistant turn stays learned, as in the 0.6.1 format
+    tokens, mask = official.tokenize_messages([Message(*t) for t in CONVERSATIONS["single"]])
+    n_answer = len(official.tokenize_message(Message("assistant", "Paris.")))
+    assert mask[-1 - n_answer:] == [False] * n_answer + [True]
+
+
+def test_official_format_max_tokens_is_a_prefix(official):
+    messages = [Message(*t) for t in CONVERSATIONS["multi_turn"]]
+    full, full_mask = official.tokenize_messages(messages)
+    for n in (1, 2, 7, 30, len(full) - 1, len(full), len(full) + 5):
+        assert official.tokenize_messages(messages, max_tokens=n) == (full[:n], full_mask[:n])
+
+
+def test_date_string_and_chat_format_options(llama3_model, template):
+    turns = CONVERSATIONS["single"]
+    dated = llama3_tokenizer(llama3_model, date_string="01 Jan 2025")
+    text = render(template, turns).replace(DATE, "01 Jan 2025")
+    assert dated.tokenize_messages([Message(*t) for t in turns])[0][:-1] == dated.encode_with_special(text)
+    today = datetime.now().strftime("%d %b %Y")
+    assert llama3_tokenizer(llama3_model, chat_format="llama3_2").date_string == today
+    assert llama3_tokenizer(llama3_model, chat_format="llama3_2", date_string="x").date_string == "x"
+    with pytest.raises(UserValueError, match="chat_format: expected one of"):
+        llama3_tokenizer(llama3_model, chat_format="llama3_0")
+    with pytest.raises(UserValueError, match="date_string"):
+        llama3_tokenizer(llama3_model, chat_format="torchtune_061", date_string="26 Jul 2024")

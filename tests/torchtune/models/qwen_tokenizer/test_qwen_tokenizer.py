@@ -106,7 +106,8 @@ def _raw_encode(raw):
 @pytest.mark.parametrize("name", ["qwen2_5", "qwen3"])
 def test_tiny_special_ids(tiny_json, name):
     tok = FACTORIES[name](str(tiny_json))
-    assert isinstance(tok, Tokenizer) and isinstance(tok, HuggingFaceBaseTokenizer)
+    # the family tokenizer holds its base tokenizer (composition, not inheritance)
+    assert isinstance(tok, Tokenizer) and isinstance(tok._base, HuggingFaceBaseTokenizer)
     assert tok.bos_id is None
     assert (tok.eos_id, tok.pad_id, tok.stop_tokens) == (151645, 151643, [151645, 151643])
     assert tok.vocab_size == 151669
@@ -295,8 +296,14 @@ def test_real_encode_truncated_is_a_prefix(real):
         assert encode_truncated(tok, text, n, add_bos=False, add_eos=False) == full[:n]
 
 
-def test_qwen2_5_tokenizer_class():
-    assert issubclass(Qwen2_5Tokenizer, HuggingFaceBaseTokenizer)
+def test_qwen2_5_tokenizer_class(tiny_json):
+    """Qwen 2.5's tokenizer is Qwen 2's with Qwen 2.5's data, holding a HF base tokenizer."""
+    from torchtune.models.qwen2._tokenizer import Qwen2Tokenizer
+    from torchtune.models.qwen2_5._tokenizer import QWEN2_5_DEFAULT_SYSTEM_PROMPT
+
+    tok = Qwen2_5Tokenizer(str(tiny_json))
+    assert isinstance(tok, Qwen2Tokenizer) and isinstance(tok._base, HuggingFaceBaseTokenizer)
+    assert tok.default_system_prompt == QWEN2_5_DEFAULT_SYSTEM_PROMPT
 
 
 def test_tiny_chat_dataset_uses_chatml(tiny_json, tmp_path):
