@@ -38,11 +38,11 @@ from torchtune.config import Component
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, ResumableSampler, padding_free_collate_dpo
 from torchtune.modules.peft import (
     get_adapter_params,
-    get_lora_module_names,
     get_merged_lora_ckpt,
     set_trainable_params,
     validate_missing_and_unexpected_for_lora,
 )
+from torchtune.modules.peft.peft_utils import get_lora_adapter_config
 from torchtune.training.checkpointing import check_resume_matches, input_files_in_config
 
 log = utils.get_logger("INFO")
@@ -225,15 +225,8 @@ class LoRADPORecipeSingleDevice:
         self._activations_ctx = training.get_act_offloading_ctx_manager(
             self._model, self._enable_activation_offloading
         )
-        self._adapter_config = {
-            "r": self._lora_rank,
-            "lora_alpha": self._lora_alpha,
-            "target_modules": get_lora_module_names(
-                cfg.model.lora_attn_modules,
-                cfg.model.get("apply_lora_to_mlp", False),
-                cfg.model.get("apply_lora_to_output", False),
-            ),
-        }
+        # Read from the built LoRA layers, so it cannot disagree with the builder's defaults.
+        self._adapter_config = get_lora_adapter_config(self._model)
         self._tokenizer = config.instantiate(cfg.tokenizer)
         self._optimizer = self._setup_optimizer(cfg.optimizer)
         self._loss_fn = self._setup_loss(cfg.loss)

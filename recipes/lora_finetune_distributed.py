@@ -70,12 +70,12 @@ from torchtune.generation import generate
 from torchtune.modules.low_precision import is_nf4
 from torchtune.modules.peft import (
     get_adapter_params,
-    get_lora_module_names,
     get_merged_lora_ckpt,
     initialize_dora_magnitudes,
     set_trainable_params,
     validate_missing_and_unexpected_for_lora,
 )
+from torchtune.modules.peft.peft_utils import get_lora_adapter_config
 from torchtune.training.checkpointing import check_resume_matches, input_files_in_config
 
 log = utils.get_logger("INFO")
@@ -161,7 +161,6 @@ class LoRAFinetuneRecipeDistributed:
         self._batch_size = cfg.batch_size
         self._lora_rank = cfg.model.lora_rank
         self._lora_alpha = cfg.model.lora_alpha
-        self._use_dora = bool(cfg.model.get("use_dora", False))  # a builder argument with a default
         self._sample_prompt = cfg.sample_prompt
         self._sample_max_new_tokens = cfg.sample_max_new_tokens
 
@@ -295,16 +294,8 @@ class LoRAFinetuneRecipeDistributed:
             base_model_groups=checkpoint.pop("model", ()),  # rank 0 only
             adapter_state_dict=checkpoint.get("adapter") if self._resume_from_checkpoint else None,
         )
-        self._adapter_config = {
-            "r": self._lora_rank,
-            "lora_alpha": self._lora_alpha,
-            "target_modules": get_lora_module_names(
-                cfg.model.lora_attn_modules,
-                cfg.model.get("apply_lora_to_mlp", False),
-                cfg.model.get("apply_lora_to_output", False),
-            ),
-            "use_dora": self._use_dora,
-        }
+        # Read from the built LoRA layers, so it cannot disagree with the builder's defaults.
+        self._adapter_config = get_lora_adapter_config(self._model)
         self._tokenizer = config.instantiate(cfg.tokenizer)
         # Saved activations go to CPU memory during forward (a no-op on a CPU device).
         self._activations_ctx = training.get_act_offloading_ctx_manager(

@@ -1,6 +1,6 @@
 """Helpers for models with adapters: list, freeze, validate and merge."""
 
-from typing import Dict, Iterable, List, Optional, Protocol, runtime_checkable
+from typing import Any, Dict, Iterable, List, Optional, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -58,6 +58,41 @@ def get_lora_module_names(
     if apply_lora_to_output:
         names.append("output")
     return names
+
+
+def get_lora_adapter_config(model: nn.Module) -> Dict[str, Any]:
+    """The adapter settings of a built LoRA model, read from its LoRA layers (not restated
+    from the builder's arguments and defaults): what a recipe saves as ``adapter_config``.
+
+    Args:
+        model (nn.Module): a model with LoRA layers (modules with ``adapter_params``,
+            ``rank``, ``alpha`` and ``use_dora``, as ``LoRALinear``).
+
+    Returns:
+        Dict[str, Any]: ``{"r": int, "lora_alpha": float, "target_modules": [...],
+        "use_dora": bool}``; ``target_modules`` holds the last component of each adapted
+        module's name (``q_proj``, ``w1``, ``output`` ...), once each, in model order.
+
+    Raises:
+        UserValueError: if the model has no LoRA layer, or its LoRA layers differ in rank,
+            alpha or use_dora (one adapter config cannot describe them).
+    """
+    settings: Dict[tuple, str] = {}
+    targets: List[str] = []
+    for name, module in model.named_modules():
+        if not (isinstance(module, AdapterModule) and hasattr(module, "rank") and hasattr(module, "alpha")):
+            continue
+        settings.setdefault((module.rank, module.alpha, bool(getattr(module, "use_dora", False))), name)
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf not in targets:
+            targets.append(leaf)
+    if not settings:
+        raise UserValueError("The model has no LoRA layer: build it with a lora_* builder")
+    if len(settings) > 1:
+        seen = "; ".join(f"{n}: rank {r}, alpha {a}, use_dora {d}" for (r, a, d), n in settings.items())
+        raise UserValueError(f"The model's LoRA layers differ in rank, alpha or use_dora ({seen})")
+    ((rank, alpha, use_dora),) = settings
+    return {"r": rank, "lora_alpha": alpha, "target_modules": targets, "use_dora": use_dora}
 
 
 def initialize_dora_magnitudes(model: nn.Module) -> None:
