@@ -54,6 +54,7 @@ def check_attention_layout(model: nn.Module, layout: Optional[Mapping[str, Any]]
     }
     if ours == theirs:
         _check_tying(model, layout)
+        _check_description(model, layout)
         return
 
     def show(values: Mapping[str, int]) -> str:
@@ -117,6 +118,55 @@ def check_checkpoint_fits(
         probe = build()
     check_model_against_checkpoint(probe, first or {}, layout)
     return itertools.chain([] if first is None else [first], groups)
+
+
+# Where each description field comes from in a transformers config.json.
+_HF_FIELD = {
+    "vocab_size": "vocab_size", "embed_dim": "hidden_size", "num_layers": "num_hidden_layers",
+    "tie_word_embeddings": "tie_word_embeddings", "norm.eps": "rms_norm_eps",
+    "attention.num_heads": "num_attention_heads", "attention.num_kv_heads": "num_key_value_heads",
+    "attention.head_dim": "head_dim", "attention.rope.base": "rope_theta",
+    "attention.rope.scaling": "rope_scaling", "attention.rope.rotary_dim": "partial_rotary_factor",
+    "attention.q_bias": "attention_bias", "attention.k_bias": "attention_bias",
+    "attention.v_bias": "attention_bias", "attention.o_bias": "attention_bias",
+    "attention.sliding_window": "sliding_window / layer_types", "mlp.hidden_dim": "intermediate_size",
+    "mlp.activation": "hidden_act",
+}
+
+
+def _hf_field(name: str) -> str:
+    """The config.json field behind a description field name (``layers[3].norm.eps``)."""
+    short = name.split("].", 1)[-1]
+    return _HF_FIELD.get(short, "the architecture")
+
+
+def _check_description(model: nn.Module, layout: Mapping[str, Any]) -> None:
+    """Refuse a built model whose architecture differs from the one config.json describes,
+    in any field that changes the math (RoPE base or scaling, biases, norms, windows, ...):
+    such a model loads the weights without a complaint and computes something else."""
+    from torchtune.models._description import differences
+
+    ours = getattr(model, "description", None)
+    if ours is None or "description" not in layout:
+        return  # a model assembled by hand, or a checkpoint without config.json
+    theirs = layout["description"]
+    if theirs is None:
+        raise UserValueError(
+            f"{layout['description_error']} (the model is loaded from this folder, so its "
+            "config.json must describe it)"
+        )
+    found = differences(ours, theirs)
+    if not found:
+        return
+    name, mine, other = found[0]
+    more = f" (and {len(found) - 1} more differences)" if len(found) > 1 else ""
+    raise UserValueError(
+        f"model: the config builds {name} = {mine!r}, but {layout['source']} says {other!r} "
+        f"({_hf_field(name)}){more}; build the model from the folder "
+        "(_component_: torchtune.models.auto_model, path: the checkpoint folder; the hf/* configs "
+        "do) or pass the builder the checkpoint's values, else the weights load into a model "
+        "that computes something else"
+    )
 
 
 def _is_tied(model: nn.Module) -> bool:

@@ -78,11 +78,13 @@ class FullModelHFCheckpointer:
 
     Args:
         checkpoint_dir (str): folder with the weights, config.json and tokenizer files.
-        checkpoint_files (List[str]): the weight files (an ``*.index.json`` entry is expanded
-            to the shards it names).
-        model_type (Union[ModelType, str]): e.g. ``"LLAMA2"``, ``"LLAMA3"``, ``"LLAMA3_2"``,
-            ``"QWEN2"``, ``"QWEN3"``.
-        output_dir (str): where saves go.
+        checkpoint_files (Optional[List[str]]): the weight files (an ``*.index.json`` entry is
+            expanded to the shards it names); None: the folder's ``model.safetensors`` or
+            ``pytorch_model.bin`` (or their index), as ``from_pretrained`` looks for them.
+        model_type (Optional[Union[ModelType, str]]): e.g. ``"LLAMA2"``, ``"LLAMA3"``,
+            ``"LLAMA3_2"``, ``"QWEN2"``, ``"QWEN3"``; None: read from config.json (its
+            ``architectures``; see ``torchtune.models.auto_model``).
+        output_dir (str): where saves go (required).
         adapter_checkpoint (Optional[str]): adapter file to load when resuming.
         recipe_checkpoint (Optional[str]): ``recipe_state.pt`` to load when resuming; None
             resumes the newest save in ``output_dir`` (its adapter, or its model files).
@@ -101,15 +103,19 @@ class FullModelHFCheckpointer:
     def __init__(
         self,
         checkpoint_dir: str,
-        checkpoint_files: List[str],
-        model_type: Union[ModelType, str],
-        output_dir: str,
+        checkpoint_files: Optional[List[str]] = None,
+        model_type: Optional[Union[ModelType, str]] = None,
+        output_dir: Optional[str] = None,
         adapter_checkpoint: Optional[str] = None,
         recipe_checkpoint: Optional[str] = None,
         resume_from_checkpoint: bool = False,
         keep_last_n_checkpoints: Optional[int] = None,
         should_load_recipe_state: bool = False,
     ) -> None:
+        if output_dir is None:
+            raise UserValueError("checkpointer.output_dir is required: the folder saves go to")
+        if checkpoint_files is None:
+            checkpoint_files = [_hf_weights_in(checkpoint_dir)]
         checkpoint_files = expand_checkpoint_files(checkpoint_files, checkpoint_dir)
         files = [checkpoint_files] if isinstance(checkpoint_files, str) else checkpoint_files
         listed = files if isinstance(files, Iterable) else ()  # the core names a bad value
@@ -123,6 +129,8 @@ class FullModelHFCheckpointer:
             self._index = _sidecars.read_index(_io.require_file(self._index_path, "index file"))
             shards = list(dict.fromkeys(self._index["weight_map"].values()))
             files = [os.path.relpath(os.path.join(folder, s), str(checkpoint_dir)) for s in shards]
+        if model_type is None:
+            model_type = _model_type_from_config(checkpoint_dir, files)
         self._c = CheckpointerCore(
             checkpoint_dir, files, model_type, output_dir, adapter_checkpoint,
             recipe_checkpoint, resume_from_checkpoint or should_load_recipe_state, keep_last_n_checkpoints,
@@ -159,6 +167,7 @@ class FullModelHFCheckpointer:
             )
         self._heads = _sidecars.heads_from_hf_config(self._config, config_path)
         self._layout_source = f"config.json {config_path}"
+        self._description, self._description_error = _describe(self._config, self._layout_source)
         tie = self._config.get("tie_word_embeddings")
         if self._c.tied is None:  # a family with tied and untied sizes (QWEN2, QWEN3)
             if tie is not None and not isinstance(tie, bool):
@@ -260,8 +269,13 @@ class FullModelHFCheckpointer:
     def model_layout(self) -> Optional[Dict[str, Any]]:
         """The layout config.json gives (``num_heads``, ``num_kv_heads``, ``dim``,
         ``head_dim`` or None for dim / num_heads, ``tied``: whether the output shares the
-        embedding, and ``source``), to compare with the model before it is built."""
-        return dict(self._heads, tied=self._c.tied, source=self._layout_source)
+        embedding, and ``source``), to compare with the model before it is built; with
+        ``description``, the whole architecture config.json describes
+        (``torchtune.models._auto``), or None and ``description_error`` saying why not."""
+        return dict(
+            self._heads, tied=self._c.tied, source=self._layout_source,
+            description=self._description, description_error=self._description_error,
+        )
 
     @property
     def latest_checkpoint(self) -> Optional[str]:
@@ -352,3 +366,48 @@ class FullModelHFCheckpointer:
             state_dict, epoch, step, None if adapter_only else write_model,
             dict(self._heads), intermediate_checkpoint,
         )
+
+
+# What from_pretrained looks for in a folder, in its order.
+_HF_WEIGHT_NAMES = (
+    "model.safetensors.index.json", "model.safetensors",
+    "pytorch_model.bin.index.json", "pytorch_model.bin",
+)
+
+
+def _hf_weights_in(checkpoint_dir: str) -> str:
+    """The weights file (or index) of a transformers folder, for ``checkpoint_files: null``."""
+    for name in _HF_WEIGHT_NAMES:
+        if os.path.isfile(os.path.join(str(checkpoint_dir), name)):
+            return name
+    raise UserValueError(
+        f"checkpointer.checkpoint_dir {checkpoint_dir} holds none of {list(_HF_WEIGHT_NAMES)}; "
+        "name the weight files in checkpointer.checkpoint_files"
+    )
+
+
+def _config_path(checkpoint_dir: str, files: List[str]) -> str:
+    """config.json in checkpoint_dir, else beside the first weight file."""
+    for folder in (str(checkpoint_dir), os.path.dirname(os.path.join(str(checkpoint_dir), str(files[0])))):
+        path = os.path.join(folder, "config.json")
+        if os.path.isfile(path):
+            return path
+    return _io.require_file(os.path.join(str(checkpoint_dir), "config.json"), "config.json")
+
+
+def _model_type_from_config(checkpoint_dir: str, files: List[str]) -> str:
+    """The key-map family of the folder's config.json (``checkpointer.model_type`` left out)."""
+    from torchtune.models._auto import checkpoint_model_type
+
+    path = _config_path(checkpoint_dir, files)
+    return checkpoint_model_type(_sidecars.read_hf_config(path), f"config.json {path}")
+
+
+def _describe(config: Dict[str, Any], where: str):
+    """The description config.json gives, or None and the one-line reason it gives none."""
+    from torchtune.models._auto import description_from_hf_config
+
+    try:
+        return description_from_hf_config(config, where), None
+    except UserValueError as err:
+        return None, str(err)

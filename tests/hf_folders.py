@@ -1,0 +1,129 @@
+"""Tiny Hugging Face model folders, one per implemented architecture: a new architecture is
+a row of ``ARCHITECTURES``.
+
+Each folder is what a user downloads: ``save_pretrained`` weights and config.json of a
+random transformers model, a byte-level BPE ``tokenizer.json`` trained here with the
+``tokenizers`` library (no ``tokenizer.model``), ``tokenizer_config.json`` with a ChatML
+chat template, and ``generation_config.json``. The auto-model, auto-tokenizer and hf/*
+recipe tests build everything from such a folder alone.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict
+
+import torch
+
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+_TEXT = (
+    "Below is an instruction that describes a task. Write a response that appropriately "
+    "completes the request. Give three tips for staying healthy. Eat a balanced diet, "
+    "exercise regularly and sleep well. What is the capital of France? Paris is the capital "
+    "of France. Translate the sentence into Spanish: the cat sits on the mat. El gato se "
+    "sienta en la alfombra. 0123456789 the quick brown fox jumps over the lazy dog.\n"
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One architecture: its transformers classes and the config of its tiny model.
+
+    Attributes:
+        name (str): test id.
+        config_class (str): transformers config class name.
+        model_class (str): transformers model class name.
+        config (Dict): sizes and options of the tiny model (vocab_size is the tokenizer's).
+    """
+
+    name: str
+    config_class: str
+    model_class: str
+    config: Dict = field(default_factory=dict)
+
+
+_SIZES = dict(
+    hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=6,
+    num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5,
+)
+
+ARCHITECTURES = [
+    # A Llama-architecture folder that is no named release: rope theta 100,000 without
+    # scaling, GQA 3:1, tied output.
+    Row("llama", "LlamaConfig", "LlamaForCausalLM",
+        dict(_SIZES, rope_theta=100_000.0, tie_word_embeddings=True)),
+    # Llama 3.2-style: llama3 RoPE scaling, untied.
+    Row("llama-rope-scaled", "LlamaConfig", "LlamaForCausalLM",
+        dict(_SIZES, rope_theta=500_000.0, tie_word_embeddings=False, rope_scaling={
+            "rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 64})),
+    Row("qwen2", "Qwen2Config", "Qwen2ForCausalLM",
+        dict(_SIZES, rope_theta=1_000_000.0, tie_word_embeddings=True)),
+    Row("qwen3", "Qwen3Config", "Qwen3ForCausalLM",
+        dict(_SIZES, head_dim=16, rope_theta=1_000_000.0, tie_word_embeddings=False)),
+]
+ROWS = {row.name: row for row in ARCHITECTURES}
+
+
+def train_tokenizer(vocab_size: int = 320):
+    """A byte-level BPE ``tokenizers.Tokenizer`` with the ChatML special tokens."""
+    from tokenizers import decoders, models, pre_tokenizers, trainers, Tokenizer
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator([_TEXT] * 4, trainer)
+    return tok
+
+
+def write_folder(row: Row, folder: Path, seed: int = 0, dtype: torch.dtype = torch.float32):
+    """Write the tiny model of ``row`` to ``folder`` as a Hub download has it.
+
+    Returns:
+        The transformers model (fp32, eval mode).
+    """
+    import transformers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = train_tokenizer()
+    tok.save(str(folder / "tokenizer.json"))
+    eos = tok.token_to_id("<|im_end|>")
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+        "chat_template": CHATML, "model_max_length": 256,
+    }))
+    config = getattr(transformers, row.config_class)(
+        vocab_size=tok.get_vocab_size(), bos_token_id=None, eos_token_id=eos,
+        pad_token_id=tok.token_to_id("<|endoftext|>"), **row.config,
+    )
+    torch.manual_seed(seed)
+    model = getattr(transformers, row.model_class)(config).to(dtype)
+    model.generation_config = transformers.GenerationConfig(eos_token_id=eos, bos_token_id=None)
+    model.save_pretrained(folder, safe_serialization=True)
+    return model.float().eval()
+
+
+def folder_factory(tmp_path_factory) -> Callable[[str], Path]:
+    """``make(name)``: the folder of ``ROWS[name]``, written once per session."""
+    made: Dict[str, Path] = {}
+
+    def make(name: str) -> Path:
+        if name not in made:
+            folder = tmp_path_factory.mktemp(f"hf-{name}") / name
+            write_folder(ROWS[name], folder)
+            made[name] = folder
+        return made[name]
+
+    return make

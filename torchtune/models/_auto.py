@@ -1,0 +1,405 @@
+"""A model from its own folder: ``config.json`` read into a ``DecoderDescription``.
+
+Every architecture the library implements is a row of ``ARCHITECTURES``: how its
+``config.json`` fields become a description (sizes, RoPE, biases, norms, tying, windows),
+what transformers assumes when a field is absent (``save_pretrained`` writes only the
+fields that differ from these), and which checkpoint key map reads its weights. Every field
+of the file is either read, or known not to change the math (``_NOT_MATH``); any other
+field, or a value the decoder does not implement, is refused in one line naming it: a
+field that changes the math is never ignored.
+
+``auto_model(path)`` and ``lora_auto_model(path, ...)`` build the model;
+``FullModelHFCheckpointer`` with no ``model_type`` reads the weights of the same folder
+(``checkpoint_model_type``), and compares every model it loads into, named builders
+included, with this description (``torchtune.training.check_attention_layout``).
+"""
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from torchtune._errors import UserFileNotFoundError, UserValueError
+from torchtune.models._decoder import build_decoder, LoRASettings, lora_module_names
+from torchtune.models._description import (
+    AttentionDescription,
+    DecoderDescription,
+    LayerDescription,
+    MLPDescription,
+    NormDescription,
+    RopeDescription,
+)
+from torchtune.modules import TransformerDecoder
+from torchtune.modules._rope_config import rope_from_hf_config
+
+# Fields of a config.json that do not change what the model computes: bookkeeping,
+# generation and tokenizer ids, initialisation, and switches of transformers' own code.
+_NOT_MATH = frozenset({
+    "_name_or_path", "architectures", "model_type", "transformers_version", "torch_dtype",
+    "dtype", "use_cache", "initializer_range", "bos_token_id", "eos_token_id",
+    "pad_token_id", "output_attentions", "output_hidden_states", "return_dict",
+    "chunk_size_feed_forward", "is_encoder_decoder", "id2label", "label2id",
+    "problem_type", "tokenizer_class", "pretraining_tp", "attention_dropout",
+    "max_position_embeddings", "transformers.js_config", "is_llama_config",
+    "keys_to_ignore_at_inference", "tie_encoder_decoder", "prefix", "task_specific_params",
+    "finetuning_task", "torchscript", "use_return_dict", "sep_token_id",
+    "decoder_start_token_id", "bad_words_ids", "num_beams", "max_length",
+})
+# Read by rope_from_hf_config.
+_ROPE_FIELDS = frozenset({"rope_theta", "rope_scaling", "rope_parameters", "partial_rotary_factor"})
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How one transformers architecture becomes a description.
+
+    Attributes:
+        name (str): the ``architectures`` entry (``"LlamaForCausalLM"``).
+        model_types (Tuple[str, ...]): config.json ``model_type`` values it is written with.
+        defaults (Mapping[str, Any]): what transformers' config class assumes for an absent
+            field (checked against transformers in the tests).
+        fields (frozenset): the fields this row reads, besides the common ones.
+        biases (Callable[[Mapping[str, Any]], Tuple[bool, bool, bool, bool]]): q, k, v, o
+            biases from the config.
+        qk_norm (bool): per-head RMSNorm on queries and keys (Qwen 3).
+        checkpoint_model_type (Callable[[bool], str]): the checkpointer ``model_type``
+            whose key maps read this architecture's weights, given whether it is tied.
+    """
+
+    name: str
+    model_types: Tuple[str, ...]
+    defaults: Mapping[str, Any]
+    fields: frozenset
+    biases: Callable[[Mapping[str, Any]], Tuple[bool, bool, bool, bool]]
+    qk_norm: bool
+    checkpoint_model_type: Callable[[bool], str]
+
+
+_COMMON_FIELDS = frozenset({
+    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+    "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_act", "rms_norm_eps",
+    "tie_word_embeddings",
+}) | _ROPE_FIELDS
+
+_WINDOW_FIELDS = frozenset({"use_sliding_window", "sliding_window", "max_window_layers", "layer_types"})
+
+
+def _all_attention_biases(config: Mapping[str, Any]) -> Tuple[bool, bool, bool, bool]:
+    bias = bool(config["attention_bias"])
+    return bias, bias, bias, bias
+
+
+ARCHITECTURES: Dict[str, Architecture] = {
+    a.name: a
+    for a in (
+        Architecture(
+            name="LlamaForCausalLM",
+            model_types=("llama",),
+            defaults={
+                "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008,
+                "num_hidden_layers": 32, "num_attention_heads": 32, "hidden_act": "silu",
+                "max_position_embeddings": 2048, "rms_norm_eps": 1e-6,
+                "tie_word_embeddings": False, "rope_theta": 10000.0, "attention_bias": False,
+                "mlp_bias": False,
+            },
+            fields=frozenset({"attention_bias", "mlp_bias", "rope_interleaved"}),
+            biases=_all_attention_biases,
+            qk_norm=False,
+            checkpoint_model_type=lambda tied: "LLAMA3_2" if tied else "LLAMA3",
+        ),
+        Architecture(
+            name="Qwen2ForCausalLM",
+            model_types=("qwen2",),
+            defaults={
+                "vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 22016,
+                "num_hidden_layers": 32, "num_attention_heads": 32, "hidden_act": "silu",
+                "max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
+                "tie_word_embeddings": False, "rope_theta": 10000.0,
+                "use_sliding_window": False, "sliding_window": 4096, "max_window_layers": 28,
+            },
+            fields=_WINDOW_FIELDS | {"use_mrope"},
+            biases=lambda config: (True, True, True, False),
+            qk_norm=False,
+            checkpoint_model_type=lambda tied: "QWEN2",
+        ),
+        Architecture(
+            name="Qwen3ForCausalLM",
+            model_types=("qwen3",),
+            defaults={
+                "vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 22016,
+                "num_hidden_layers": 32, "num_attention_heads": 32, "head_dim": 128,
+                "hidden_act": "silu", "max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
+                "tie_word_embeddings": False, "rope_theta": 10000.0, "attention_bias": False,
+                "use_sliding_window": False, "sliding_window": 4096, "max_window_layers": 28,
+            },
+            fields=_WINDOW_FIELDS | {"attention_bias"},
+            biases=_all_attention_biases,
+            qk_norm=True,
+            checkpoint_model_type=lambda tied: "QWEN3",
+        ),
+    )
+}
+
+_SILU = ("silu", "swish")
+
+
+def read_config(path: str) -> Tuple[Dict[str, Any], str]:
+    """The parsed ``config.json`` of a model folder (or the file itself), and its path.
+
+    Raises:
+        UserFileNotFoundError: no config.json there.
+        UserValueError: not a JSON object.
+    """
+    file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+    if not os.path.isfile(file):
+        raise UserFileNotFoundError(
+            f"{file} does not exist: auto_model needs the model folder holding config.json"
+        )
+    try:
+        with open(file, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserValueError(f"config.json {file} cannot be read as JSON: {err}") from None
+    if not isinstance(config, dict):
+        raise UserValueError(f"config.json {file} is not a JSON object")
+    return config, file
+
+
+def architecture_of(config: Mapping[str, Any], where: str) -> Architecture:
+    """The row of ``ARCHITECTURES`` a config.json names (``architectures`` or, absent, its
+    ``model_type``).
+
+    Raises:
+        UserValueError: an architecture the library does not implement.
+    """
+    names = config.get("architectures") or []
+    if isinstance(names, str):
+        names = [names]
+    for name in names:
+        if name in ARCHITECTURES:
+            return ARCHITECTURES[name]
+    model_type = config.get("model_type")
+    if not names:
+        for arch in ARCHITECTURES.values():
+            if model_type in arch.model_types:
+                return arch
+    told = f"architectures {names}" if names else f"model_type {model_type!r}"
+    raise UserValueError(
+        f"{where}: {told} is not an architecture torchtune implements; supported: "
+        f"{sorted(ARCHITECTURES)}"
+    )
+
+
+def _getter(config: Mapping[str, Any], arch: Architecture, where: str) -> Callable[..., Any]:
+    def get(key: str, kind: type = int, default: Any = ...) -> Any:
+        value = config.get(key)
+        if value is None:
+            if default is not ...:
+                return default
+            if key not in arch.defaults:
+                raise UserValueError(f"{where} lacks {key!r}, which {arch.name} needs")
+            return arch.defaults[key]
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise UserValueError(f"{where}: {key!r} must be a positive integer, got {value!r}")
+        if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise UserValueError(f"{where}: {key!r} must be a positive number, got {value!r}")
+        if kind is bool and not isinstance(value, bool):
+            raise UserValueError(f"{where}: {key!r} must be true or false, got {value!r}")
+        return value
+
+    return get
+
+
+def _windows(config: Mapping[str, Any], arch: Architecture, num_layers: int, where: str) -> List[Optional[int]]:
+    """Each layer's sliding window (None: full attention), as transformers derives it."""
+    if not arch.fields & _WINDOW_FIELDS:
+        return [None] * num_layers
+    get = _getter(config, arch, where)
+    use = get("use_sliding_window", bool)
+    window = get("sliding_window", int) if use else None
+    types = config.get("layer_types")
+    if types is not None:
+        if not isinstance(types, list) or len(types) != num_layers:
+            raise UserValueError(
+                f"{where}: 'layer_types' must list one type per layer ({num_layers}), got {types!r}"
+            )
+        unknown = sorted(set(types) - {"full_attention", "sliding_attention"})
+        if unknown:
+            raise UserValueError(
+                f"{where}: layer_types {unknown} are not supported; supported: "
+                "['full_attention', 'sliding_attention']"
+            )
+        if "sliding_attention" in types and window is None:
+            window = get("sliding_window", int)
+        return [window if t == "sliding_attention" else None for t in types]
+    first = get("max_window_layers", int, default=0) if use else num_layers
+    # transformers: layers from max_window_layers on use the window.
+    return [window if use and i >= first else None for i in range(num_layers)]
+
+
+def description_from_hf_config(
+    config: Mapping[str, Any],
+    where: str = "config.json",
+    max_seq_len: Optional[int] = None,
+    ignore_fields: Sequence[str] = (),
+) -> DecoderDescription:
+    """The description of the model a transformers ``config.json`` describes.
+
+    Args:
+        config (Mapping[str, Any]): the parsed file.
+        where (str): how messages name the file.
+        max_seq_len (Optional[int]): the longest sequence to size the RoPE table and KV
+            cache for; None: the file's ``max_position_embeddings``.
+        ignore_fields (Sequence[str]): fields the caller vouches do not change the math.
+
+    Returns:
+        DecoderDescription: the architecture, every layer described.
+
+    Raises:
+        UserValueError: an unknown architecture, a field torchtune does not read, or a
+            value the decoder does not implement, each named.
+    """
+    arch = architecture_of(config, where)
+    known = _NOT_MATH | _COMMON_FIELDS | arch.fields | set(ignore_fields)
+    unknown = sorted(k for k in config if k not in known)
+    if unknown:
+        raise UserValueError(
+            f"{where}: field {unknown[0]!r} is not one torchtune reads for {arch.name}, so "
+            "the model might compute something else; if it does not change the model's math, "
+            f"pass ignore_fields=[{unknown[0]!r}]" + (f" (also unread: {unknown[1:]})" if unknown[1:] else "")
+        )
+    get = _getter(config, arch, where)
+    act = get("hidden_act", str)
+    if act not in _SILU:
+        raise UserValueError(
+            f"{where}: hidden_act {act!r} is not implemented for {arch.name}; supported: {list(_SILU)}"
+        )
+    if config.get("rope_interleaved"):
+        raise UserValueError(f"{where}: rope_interleaved true is not implemented; supported: false")
+    if config.get("use_mrope"):
+        raise UserValueError(f"{where}: use_mrope true (multimodal RoPE) is not implemented")
+    if config.get("mlp_bias"):
+        raise UserValueError(f"{where}: mlp_bias true is not implemented for {arch.name}; supported: false")
+    q_bias, k_bias, v_bias, o_bias = arch.biases({**arch.defaults, **{k: v for k, v in config.items() if v is not None}})
+    if o_bias:
+        raise UserValueError(
+            f"{where}: attention_bias true is not implemented for {arch.name} (no key map for "
+            "o_proj.bias yet); supported: false"
+        )
+    d = get("hidden_size")
+    num_heads = get("num_attention_heads")
+    num_kv_heads = get("num_key_value_heads", int, default=num_heads)
+    head_dim = get("head_dim", int, default=arch.defaults.get("head_dim", d // num_heads))
+    if "head_dim" not in config and "head_dim" not in arch.defaults and d % num_heads:
+        raise UserValueError(f"{where}: hidden_size {d} is not divisible by num_attention_heads {num_heads}")
+    num_layers = get("num_hidden_layers")
+    eps = get("rms_norm_eps", float)
+    # transformers' rope_theta default is 10000 for every row, as rope_from_hf_config's.
+    rope = rope_from_hf_config({**config, "head_dim": head_dim})
+    rope_description = RopeDescription(
+        base=rope.base,
+        scaling=rope.scaling,
+        rotary_dim=None if rope.rotary_dim == head_dim else rope.rotary_dim,
+    )
+    norm = NormDescription(eps)
+    layers = tuple(
+        LayerDescription(
+            attention=AttentionDescription(
+                num_heads=num_heads,
+                num_kv_heads=num_kv_heads,
+                head_dim=head_dim,
+                rope=rope_description,
+                q_bias=q_bias,
+                k_bias=k_bias,
+                v_bias=v_bias,
+                o_bias=o_bias,
+                q_norm=norm if arch.qk_norm else None,
+                k_norm=norm if arch.qk_norm else None,
+                sliding_window=window,
+            ),
+            mlp=MLPDescription(hidden_dim=get("intermediate_size")),
+            norm=norm,
+        )
+        for window in _windows(config, arch, num_layers, where)
+    )
+    return DecoderDescription(
+        vocab_size=get("vocab_size"),
+        embed_dim=d,
+        max_seq_len=max_seq_len or get("max_position_embeddings"),
+        layers=layers,
+        norm=norm,
+        tie_word_embeddings=get("tie_word_embeddings", bool),
+    )
+
+
+def checkpoint_model_type(config: Mapping[str, Any], where: str = "config.json") -> str:
+    """The checkpointer ``model_type`` whose key maps read this config's weights."""
+    arch = architecture_of(config, where)
+    tied = config.get("tie_word_embeddings", arch.defaults["tie_word_embeddings"])
+    return arch.checkpoint_model_type(bool(tied))
+
+
+def auto_model(
+    path: str, max_seq_len: Optional[int] = None, ignore_fields: Sequence[str] = ()
+) -> TransformerDecoder:
+    """Build the model a folder's ``config.json`` describes (weights not loaded: the HF
+    checkpointer reads them from the same folder).
+
+    Args:
+        path (str): the model folder (or its config.json).
+        max_seq_len (Optional[int]): longest sequence to prepare for (RoPE table, KV
+            cache); None: the file's ``max_position_embeddings``. It does not change the
+            math.
+        ignore_fields (Sequence[str]): config.json fields you vouch do not change the math.
+
+    Returns:
+        TransformerDecoder: the model, on the current default device and dtype.
+
+    Raises:
+        UserValueError: an architecture or field value torchtune does not implement.
+
+    Example:
+        >>> model = auto_model("/models/SmolLM2-135M-Instruct", max_seq_len=2048)
+    """
+    config, file = read_config(path)
+    return build_decoder(
+        description_from_hf_config(config, f"config.json {file}", max_seq_len, ignore_fields)
+    )
+
+
+def lora_auto_model(
+    path: str,
+    lora_attn_modules: List[str],
+    apply_lora_to_mlp: bool = False,
+    apply_lora_to_output: bool = False,
+    lora_rank: int = 8,
+    lora_alpha: float = 16,
+    lora_dropout: float = 0.0,
+    quantize_base: bool = False,
+    use_dora: bool = False,
+    max_seq_len: Optional[int] = None,
+    ignore_fields: Sequence[str] = (),
+) -> TransformerDecoder:
+    """``auto_model`` with LoRA adapters (QLoRA with ``quantize_base``, DoRA with
+    ``use_dora``).
+
+    Args:
+        path, max_seq_len, ignore_fields: as in ``auto_model``.
+        lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output, lora_rank, lora_alpha,
+        lora_dropout, quantize_base, use_dora: as in ``torchtune.models.llama2.lora_llama2``.
+
+    Returns:
+        TransformerDecoder: the LoRA model.
+
+    Raises:
+        UserValueError: as ``auto_model``; an unknown LoRA module name; an adapter on a
+            tied output projection.
+    """
+    config, file = read_config(path)
+    description = description_from_hf_config(config, f"config.json {file}", max_seq_len, ignore_fields)
+    lora = LoRASettings(
+        modules=lora_module_names(list(lora_attn_modules), apply_lora_to_mlp, apply_lora_to_output),
+        rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, use_dora=use_dora,
+        quantize_base=quantize_base,
+    )
+    return build_decoder(description, lora)
