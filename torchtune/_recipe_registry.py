@@ -28,6 +28,7 @@ _RECIPES = [
         file_path="full_finetune_single_device.py",
         params="recipes.full_finetune_single_device.FullFinetuneParams",
         configs=_configs(
+            "hf/full_single_device",
             "alpaca_llama2_full_finetune",
             "llama2/7B_full_single_device",
             "llama3/8B_full_single_device",
@@ -48,6 +49,8 @@ _RECIPES = [
         file_path="lora_finetune_single_device.py",
         params="recipes.lora_finetune_single_device.LoRAFinetuneParams",
         configs=_configs(
+            "hf/lora_single_device",
+            "hf/qlora_single_device",
             "alpaca_llama2_lora_finetune",
             "llama2/7B_lora_single_device",
             "llama2/13B_lora_single_device",
@@ -80,6 +83,7 @@ _RECIPES = [
         file_path="generate.py",
         params="recipes.generate.GenerateParams",
         configs=_configs(
+            "hf/generation",
             "generation",
             "llama2/generation",
             "code_llama2/generation",
@@ -103,6 +107,7 @@ _RECIPES = [
         file_path="full_finetune_distributed.py",
         params="recipes.full_finetune_distributed.FullFinetuneParams",
         configs=_configs(
+            "hf/full",
             "llama2/7B_full",
             "llama3/8B_full",
             "llama3_1/8B_full",
@@ -119,6 +124,7 @@ _RECIPES = [
         file_path="lora_finetune_distributed.py",
         params="recipes.lora_finetune_distributed.LoRAFinetuneParams",
         configs=_configs(
+            "hf/lora",
             "llama2/7B_lora",
             "llama2/13B_lora",
             "llama2/70B_lora",
@@ -146,6 +152,7 @@ _RECIPES = [
         file_path="lora_dpo_single_device.py",
         params="recipes.lora_dpo_single_device.LoRADPOParams",
         configs=_configs(
+            "hf/lora_dpo_single_device",
             "llama2/7B_lora_dpo_single_device",
             "llama3_1/8B_lora_dpo_single_device",
             "llama3_2/1B_lora_dpo_single_device",

@@ -1,6 +1,7 @@
 """Configs: yaml files with `_component_` nodes, command-line overrides, validation."""
 
 from torchtune.config._assets import bundled_asset
+from torchtune.config._beside import beside
 from torchtune.config._errors import ConfigError, InstantiationError
 from torchtune.config._instantiate import instantiate, resolve_component
 from torchtune.config._resolve import resolve_for_record

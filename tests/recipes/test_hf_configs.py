@@ -1,0 +1,103 @@
+"""The hf/* configs fine-tune a model folder that is no named release with ``model_dir=`` as
+the only model setting: a Llama-architecture model with rope theta 100,000, GQA 3:1, a tied
+output, a BPE ``tokenizer.json`` with a ChatML template and no ``tokenizer.model``.
+
+The other settings below only make the run small and offline (a local dataset, 4 steps,
+fp32 on CPU). A killed run resumes bit for bit; the output beside the folder is a model
+folder transformers loads with the same logits, and generation runs from it.
+"""
+
+import json
+
+import pytest
+import torch
+
+from hf_folders import ROWS, write_folder
+from recipe_helpers import ALPACA, kill_when, losses, run_recipe, start_recipe
+from torchtune.models import auto_model
+from torchtune.training.metric_logging import DiskLogger
+from torchtune.utils import FullModelHFCheckpointer
+
+transformers = pytest.importorskip("transformers")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+STEPS, EVERY = 4, 2
+
+
+def small(**extra):
+    settings = {
+        "dataset._component_": "torchtune.datasets.alpaca_dataset", "dataset.source": "json",
+        "dataset.data_files": str(ALPACA), "dataset.split": "train[:16]", "dataset.max_seq_len": 96,
+        "batch_size": 2, "gradient_accumulation_steps": 1, "max_steps_per_epoch": STEPS,
+        "save_every_n_steps": EVERY, "device": "cpu", "dtype": "fp32",
+        "enable_activation_checkpointing": False, "metric_logger.filename": "log.jsonl",
+        "log_peak_memory_stats": False, "seed": 7,
+    }
+    settings.update(extra)
+    return [f"{k}={v}" for k, v in settings.items()]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models") / "tiny-llama"
+    write_folder(ROWS["llama"], folder)
+    assert not (folder / "tokenizer.model").exists()
+    return folder
+
+
+def _resume_exactly(recipe, config, model_dir, tmp_path, extra):
+    """Straight run into the default output beside the folder, a run killed after its first
+    save, and its resumption; returns the straight run's output folder."""
+    straight = model_dir.parent / f"{model_dir.name}-{config.split('/')[1].split('_')[0]}"
+    run_recipe(recipe, config, [f"model_dir={model_dir}", *small(**extra)])
+    assert (straight / "epoch_0").is_dir(), "the output goes beside the model folder, named after it"
+
+    killed = tmp_path / "killed"
+    proc = start_recipe(recipe, config, [f"model_dir={model_dir}", f"output_dir={killed}", *small(**extra)])
+    kill_when(proc, killed / f"step_{EVERY}" / "recipe_state.pt")
+    run_recipe(recipe, config, [f"model_dir={model_dir}", f"output_dir={killed}", "resume_from_checkpoint=True", *small(**extra)])
+    ls, lr = losses(straight), losses(killed)
+    steps = [r["step"] for r in DiskLogger.read(killed / "logs" / "log.jsonl") if "loss" in r]
+    assert steps.count(1) == 1 and steps[-2:] == [EVERY + 1, STEPS], steps  # resumed, not restarted
+    assert set(ls) == set(range(1, STEPS + 1))
+    assert all(lr[s] == ls[s] for s in range(EVERY + 1, STEPS + 1)), (ls, lr)  # bit for bit
+    a = safetensors_torch.load_file(str(straight / "epoch_0" / "model.safetensors"))
+    b = safetensors_torch.load_file(str(killed / "epoch_0" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return straight
+
+
+def _transformers_reads(output, original):
+    hf = transformers.LlamaForCausalLM.from_pretrained(output).float().eval()
+    assert hf.config.tie_word_embeddings and hf.config.rope_parameters["rope_theta"] == 100_000.0
+    ckpt = FullModelHFCheckpointer(str(output), output_dir=str(output.parent / "unused"))
+    ours = auto_model(str(output))
+    ours.load_state_dict(ckpt.load_checkpoint()["model"])
+    tokens = torch.randint(0, ours.tok_embeddings.num_embeddings, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(tokens), hf(tokens).logits, atol=1e-5, rtol=0)
+    trained = safetensors_torch.load_file(str(output / "model.safetensors"))
+    before = safetensors_torch.load_file(str(original / "model.safetensors"))
+    assert any(not torch.equal(trained[k], before[k]) for k in before), "training changed nothing"
+
+
+def test_hf_lora_single_device_from_model_dir(model_dir, tmp_path):
+    out = _resume_exactly("lora_finetune_single_device", "hf/lora_single_device", model_dir, tmp_path, {})
+    _transformers_reads(out / "epoch_0", model_dir)
+    assert json.loads((out / "adapter_0_peft" / "adapter_config.json").read_text())["r"] == 8
+    # The merged output is a model folder: generation runs from it with the model's chat format.
+    gen = run_recipe("generate", "hf/generation", [
+        f"model_dir={out / 'epoch_0'}", "device=cpu", "dtype=fp32", "max_new_tokens=8",
+        "temperature=0", "model.max_seq_len=256"])
+    assert gen.returncode == 0
+
+
+def test_hf_full_single_device_from_model_dir(model_dir, tmp_path):
+    out = _resume_exactly("full_finetune_single_device", "hf/full_single_device", model_dir, tmp_path,
+                          {"optimizer_in_bwd": False})
+    _transformers_reads(out / "epoch_0", model_dir)
+
+
+def test_model_dir_is_required():
+    out = run_recipe("lora_finetune_single_device", "hf/lora_single_device", [], expect_ok=False)
+    assert out.returncode == 1 and "model_dir" in out.stderr and "Traceback" not in out.stderr
