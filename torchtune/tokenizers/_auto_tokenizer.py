@@ -595,7 +595,7 @@ def _load_backend(folder: str, config: Mapping[str, Any]):
         backend = Llama3Tokenizer(model_path, special_tokens=names)
         return backend, dict(backend.special_tokens), frozenset(), frozenset(), model_path
     backend = SentencePieceTokenizer(model_path)
-    return backend, declared, frozenset(), frozenset(), model_path
+    return backend, {**backend.special_tokens, **declared}, frozenset(), frozenset(), model_path
 
 
 def _proven_splits_at_spaces(data: Mapping[str, Any]) -> bool:

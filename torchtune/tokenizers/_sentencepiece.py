@@ -70,6 +70,12 @@ class SentencePieceTokenizer:
         # training code pads with, and padded positions are never attended to or learned.
         self.pad_id = spm.pad_id() if spm.pad_id() >= 0 else 0
         self._prefix_ids = spm.encode(_TRIM_PREFIX, out_type=int)
+        # Control and unknown pieces ("<s>", "</s>", "<unk>") are never produced by encoding
+        # text: a chat template's "<s>" means this id, not the characters.
+        self.special_tokens = {
+            spm.id_to_piece(i): i for i in range(spm.vocab_size())
+            if spm.is_control(i) or spm.is_unknown(i)
+        }
         pieces = "\0".join(spm.id_to_piece(i) for i in range(spm.vocab_size()))
         self.splits_at_spaces = _PIECE_SPANS_A_SPACE.search(pieces) is None
 

@@ -298,17 +298,21 @@ def test_missing_files(tmp_path):
         auto_tokenizer(tmp_path / "absent")
 
 
-def test_sentencepiece_model(tmp_path):
-    """A tokenizer.model that is SentencePiece (Llama 2's, in tests/assets)."""
+@pytest.mark.parametrize("declared", [True, False])
+def test_sentencepiece_model(tmp_path, declared):
+    """A tokenizer.model that is SentencePiece (Llama 2's, in tests/assets). Its control
+    pieces are special tokens whether or not tokenizer_config.json declares them (older
+    Llama 2 folders do not)."""
     template = (
         "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}"
         "{{ '[INST] ' + m['content'] + ' [/INST]' }}{% else %}{{ ' ' + m['content'] + "
         "eos_token }}{% endif %}{% endfor %}"
     )
     config = {"bos_token": "<s>", "eos_token": "</s>", "chat_template": template}
-    config["added_tokens_decoder"] = {
-        str(i): {"content": t, "special": True} for i, t in enumerate(["<unk>", "<s>", "</s>"])
-    }
+    if declared:
+        config["added_tokens_decoder"] = {
+            str(i): {"content": t, "special": True} for i, t in enumerate(["<unk>", "<s>", "</s>"])
+        }
     folder = _write_folder(tmp_path, None, config)
     (folder / "tokenizer.model").symlink_to(REPO_ROOT / "tests/assets/llama2_tokenizer.model")
     tok = auto_tokenizer(folder)
