@@ -278,14 +278,7 @@ def description_from_hf_config(
         raise UserValueError(f"{where}: rope_interleaved true is not implemented; supported: false")
     if config.get("use_mrope"):
         raise UserValueError(f"{where}: use_mrope true (multimodal RoPE) is not implemented")
-    if config.get("mlp_bias"):
-        raise UserValueError(f"{where}: mlp_bias true is not implemented for {arch.name}; supported: false")
     q_bias, k_bias, v_bias, o_bias = arch.biases({**arch.defaults, **{k: v for k, v in config.items() if v is not None}})
-    if o_bias:
-        raise UserValueError(
-            f"{where}: attention_bias true is not implemented for {arch.name} (no key map for "
-            "o_proj.bias yet); supported: false"
-        )
     d = get("hidden_size")
     num_heads = get("num_attention_heads")
     num_kv_heads = get("num_key_value_heads", int, default=num_heads)
@@ -296,6 +289,13 @@ def description_from_hf_config(
     eps = get("rms_norm_eps", float)
     # transformers' rope_theta default is 10000 for every row, as rope_from_hf_config's.
     rope = rope_from_hf_config({**config, "head_dim": head_dim})
+    if rope.rotary_dim != head_dim:
+        # transformers' Llama and Qwen rotate whole heads; the key maps do not yet carry a
+        # partial rotary_dim through the q/k permutation (Phi's family will).
+        raise UserValueError(
+            f"{where}: partial_rotary_factor {config.get('partial_rotary_factor')} is not "
+            f"implemented for {arch.name}; supported: 1.0"
+        )
     rope_description = RopeDescription(
         base=rope.base,
         scaling=rope.scaling,
@@ -317,7 +317,7 @@ def description_from_hf_config(
                 k_norm=norm if arch.qk_norm else None,
                 sliding_window=window,
             ),
-            mlp=MLPDescription(hidden_dim=get("intermediate_size")),
+            mlp=MLPDescription(hidden_dim=get("intermediate_size"), bias=bool(config.get("mlp_bias"))),
             norm=norm,
         )
         for window in _windows(config, arch, num_layers, where)

@@ -55,6 +55,12 @@ LLAMA_FROM_HF = {
     "model.layers.{}.mlp.gate_proj.weight": "layers.{}.mlp.w1.weight",
     "model.layers.{}.mlp.down_proj.weight": "layers.{}.mlp.w2.weight",
     "model.layers.{}.mlp.up_proj.weight": "layers.{}.mlp.w3.weight",
+    # Present only in checkpoints whose config.json sets attention_bias / mlp_bias (Qwen 2's
+    # q/k/v biases are always there); a model built without them refuses them at load.
+    **{f"model.layers.{{}}.self_attn.{p}_proj.bias": f"layers.{{}}.attn.{t}.bias"
+       for p, t in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj"), ("o", "output_proj"))},
+    **{f"model.layers.{{}}.mlp.{p}_proj.bias": f"layers.{{}}.mlp.{t}.bias"
+       for p, t in (("gate", "w1"), ("down", "w2"), ("up", "w3"))},
 }
 
 # Buffers some exporters include that are recomputed by the model: dropped on load.

@@ -130,7 +130,7 @@ _HF_FIELD = {
     "attention.q_bias": "attention_bias", "attention.k_bias": "attention_bias",
     "attention.v_bias": "attention_bias", "attention.o_bias": "attention_bias",
     "attention.sliding_window": "sliding_window / layer_types", "mlp.hidden_dim": "intermediate_size",
-    "mlp.activation": "hidden_act",
+    "mlp.activation": "hidden_act", "mlp.bias": "mlp_bias",
 }
 
 

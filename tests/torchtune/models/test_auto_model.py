@@ -113,7 +113,8 @@ def _config(**changes):
     (dict(hidden_act="gelu"), r"hidden_act 'gelu' is not implemented for LlamaForCausalLM; supported: \['silu', 'swish'\]"),
     (dict(rope_scaling={"rope_type": "dynamic", "factor": 2.0}), r"rope_type 'dynamic' is not supported; supported: default, linear, llama3, yarn"),
     (dict(logit_scale=0.5), r"field 'logit_scale' is not one torchtune reads for LlamaForCausalLM, so the model might compute something else; if it does not change the model's math, pass ignore_fields=\['logit_scale'\]"),
-    (dict(attention_bias=True), r"attention_bias true is not implemented for LlamaForCausalLM"),
+    (dict(partial_rotary_factor=0.5),
+     r"partial_rotary_factor 0.5 is not implemented for LlamaForCausalLM; supported: 1.0"),
     (dict(num_key_value_heads=3), r"num_kv_heads \(3\) must divide num_heads \(4\)"),
 ])
 def test_what_is_not_implemented_is_one_line(changes, message):

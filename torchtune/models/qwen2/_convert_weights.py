@@ -48,13 +48,7 @@ __all__ = [
 _FAMILY = "Qwen 2"
 
 # HF -> internal: Llama's names plus the attention biases.
-QWEN2_FROM_HF = dict(
-    LLAMA_FROM_HF,
-    **{
-        f"model.layers.{{}}.self_attn.{p}_proj.bias": f"layers.{{}}.attn.{p}_proj.bias"
-        for p in ("q", "k", "v")
-    },
-)
+QWEN2_FROM_HF = LLAMA_FROM_HF  # its q/k/v bias names are among Llama's optional biases
 
 
 def meta_to_tune(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

@@ -20,12 +20,12 @@ import torch
 from torchtune.models._convert_weights import (  # same HF module names as Llama
     check_internal_keys,
     hf_to_tune_keys,
+    LLAMA_FROM_HF,
     refuse_meta,
     tune_to_hf_keys,
     tune_to_peft_adapter_config,
     tune_to_peft_adapter_weights,
 )
-from torchtune.models.qwen2._convert_weights import QWEN2_FROM_HF
 
 __all__ = [
     "meta_to_tune",
@@ -39,7 +39,7 @@ __all__ = [
 _FAMILY = "Qwen 3"
 
 QWEN3_FROM_HF = dict(
-    QWEN2_FROM_HF,
+    LLAMA_FROM_HF,
     **{
         "model.layers.{}.self_attn.q_norm.weight": "layers.{}.attn.q_norm.scale",
         "model.layers.{}.self_attn.k_norm.weight": "layers.{}.attn.k_norm.scale",
