@@ -137,7 +137,11 @@ def shard_model(
                 fully_shard(module, **options)
     for layer in model.layers:
         fully_shard(layer, **options)
-    fully_shard(model, **options)
+    # The root unit (embedding, final norm, output) stays gathered from its forward to its
+    # backward, which needs it next anyway. It must: a fused loss (LinearCrossEntropyLoss)
+    # applies the output projection after the model's forward has returned, and FSDP2
+    # reshards a root given an explicit reshard_after_forward=True.
+    fully_shard(model, **{**options, "reshard_after_forward": False})
     for module in model.modules():
         if isinstance(module, FSDPModule):
             module.set_gradient_divide_factor(1.0)

@@ -164,6 +164,14 @@ class LinearCrossEntropyLoss(nn.Module):
             return hidden.sum().float() * 0.0, num_tokens  # keeps the graph: backward gives zeros
         chunk = max(-(-keep.numel() // self.num_output_chunks), self.min_chunk_size)
         weight = _plain_weight(output)
+        if weight is not None and type(weight).__name__ == "DTensor":
+            # Sharded on its own (custom_sharded_layers) and so never gathered: the model's
+            # forward, which would gather it, no longer calls the output projection.
+            raise UserValueError(
+                "LinearCrossEntropyLoss applies the output projection itself, so the output "
+                "weight (or the token embedding it is tied to) cannot be sharded on its own: "
+                "drop it from custom_sharded_layers, or use ChunkedCrossEntropyLoss"
+            )
         if weight is not None and self._softcap is None:
             return _LinearCrossEntropyFn.apply(h, weight, t, chunk), num_tokens
         total = h.new_zeros((), dtype=torch.float32)
