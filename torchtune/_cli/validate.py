@@ -19,6 +19,7 @@ from torchtune.config import (
     ConfigError,
     check_components,
     check_params,
+    check_required,
     load_and_override,
     untrusted_components,
 )
@@ -66,10 +67,12 @@ def validate_cmd(args: argparse.Namespace) -> int:
     try:
         cfg = load_and_override(args.config, args.overrides)
         recipes = [args.recipe] if args.recipe else _recipes_using(args.config.removesuffix(".yaml"))
-        problems = []
-        for recipe in recipes:
-            problems += check_params(cfg, params_class(recipe))
-        problems += check_components(cfg)
+        # Values derived from a missing one fail too: the rest is checked once it is set.
+        problems = check_required(cfg)
+        if not problems:
+            for recipe in recipes:
+                problems += check_params(cfg, params_class(recipe))
+            problems += check_components(cfg)
     except ConfigError as e:
         problems = e.problems
     if problems:

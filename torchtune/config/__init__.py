@@ -10,6 +10,7 @@ from torchtune.config._parse import apply_overrides, load_and_override, load_con
 from torchtune.config._validate import (
     Component,
     check_components,
+    check_required,
     check_params,
     fill_defaults,
     validate,
@@ -22,6 +23,7 @@ __all__ = [
     "apply_overrides",
     "bundled_asset",
     "check_components",
+    "check_required",
     "check_params",
     "fill_defaults",
     "instantiate",

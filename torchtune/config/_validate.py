@@ -215,8 +215,32 @@ def check_components(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def check_required(cfg: DictConfig) -> list[str]:
+    """One line per ``???`` value (a key the config leaves to the command line, such as the
+    hf/* configs' ``model_dir``). Every value derived from one fails to resolve too, so
+    the other checks are only worth running once these are set."""
+    problems = []
+
+    def walk(node: Any, prefix: str) -> None:
+        keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+        for key in keys:
+            name = f"{prefix}{key}" if isinstance(node, DictConfig) else f"{prefix[:-1]}[{key}]"
+            if OmegaConf.is_missing(node, key):
+                problems.append(f"{name}: required; set it on the command line ({name}=...)")
+                continue
+            child = node._get_node(key)
+            if isinstance(child, (DictConfig, ListConfig)) and not child._is_interpolation():
+                walk(child, f"{name}.")
+
+    walk(cfg, "")
+    return problems
+
+
 def validate(cfg: DictConfig, params_cls: Optional[type] = None) -> None:
     """Raise one ConfigError listing every problem in ``cfg`` (none: return quietly)."""
+    problems = check_required(cfg)
+    if problems:
+        raise ConfigError(problems)
     problems = check_params(cfg, params_cls) if params_cls is not None else []
     problems += check_components(cfg)
     if problems:
