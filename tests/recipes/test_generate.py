@@ -108,7 +108,7 @@ def test_stops_at_eos(hf_model, tokenizer):
     # stories260K was trained without EOS, so make the tokenizer's EOS a token the greedy
     # text does produce: the full stop. Generation must end right after the first one.
     period = tokenizer.encode(".", add_bos=False, add_eos=False)[-1]
-    recipe._tokenizer.eos_id = period
+    recipe._tokenizer._base.eos_id = period  # the SentencePiece model's attribute
     stopped = recipe.generate()
     end = full.index(period, len(recipe._prompt_tokens)) + 1
     assert stopped == full[:end]
@@ -148,7 +148,8 @@ def test_loads_an_hf_checkpoint(tmp_path, tokenizer):
     (tmp_path / "config.json").write_text(json.dumps({
         "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64,
         "num_attention_heads": 8, "num_key_value_heads": 4, "num_hidden_layers": 5,
-        "vocab_size": 512, "intermediate_size": 172,
+        "vocab_size": 512, "intermediate_size": 172, "rms_norm_eps": 1e-5,
+        "max_position_embeddings": 512, "tie_word_embeddings": False,
     }))
     hf = make_recipe([
         "checkpointer._component_=torchtune.utils.FullModelHFCheckpointer",

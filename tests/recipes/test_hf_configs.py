@@ -10,14 +10,16 @@ the GGUF file, read back by transformers' GGUF loader, gives the output's logits
 """
 
 import json
+import os
 import subprocess
+import sys
 
 import pytest
 import torch
 
 import llama_cpp
 from hf_folders import ROWS, write_folder
-from recipe_helpers import ALPACA, kill_when, losses, run_recipe, start_recipe
+from recipe_helpers import ALPACA, assert_trained_alike, kill_when, losses, REPO, run_launched, run_recipe, start_recipe
 from torchtune.models import auto_model
 from torchtune.training.metric_logging import DiskLogger
 from torchtune.utils import FullModelHFCheckpointer
@@ -102,6 +104,53 @@ def test_hf_full_single_device_from_model_dir(model_dir, tmp_path):
     _transformers_reads(out / "epoch_0", model_dir)
 
 
+def test_hf_lora_dpo_single_device_from_model_dir(model_dir, tmp_path):
+    """Preference pairs rendered with the folder's ChatML template; the frozen base with
+    the adapters off is the reference, so the first step's reward margin is exactly 0."""
+    pairs = REPO / "torchtune" / "assets" / "dpo_en_demo_subset.json"
+    out = tmp_path / "dpo"
+    run_recipe("lora_dpo_single_device", "hf/lora_dpo_single_device", [
+        f"model_dir={model_dir}", f"output_dir={out}", "dataset._component_=torchtune.datasets.preference_dataset",
+        "dataset.source=json", f"dataset.data_files={pairs}", "dataset.split=train[:16]",
+        "dataset.max_seq_len=256", "batch_size=2", "gradient_accumulation_steps=1",
+        "max_steps_per_epoch=3", "lr_scheduler.num_warmup_steps=0", "device=cpu", "dtype=fp32",
+        "enable_activation_checkpointing=False", "metric_logger.filename=log.jsonl",
+        "log_peak_memory_stats=False", "seed=7",
+    ])
+    records = [r for r in DiskLogger.read(out / "logs" / "log.jsonl") if "loss" in r]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert records[0]["rewards/margins"] == 0.0
+    assert any(r["rewards/margins"] != 0.0 for r in records[1:]), "the policy never moved"
+    _transformers_reads(out / "epoch_0", model_dir)
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_hf_distributed_from_model_dir(method, model_dir, tmp_path):
+    """hf/lora and hf/full on 2 processes (gloo) x batch 2 train what one process with batch
+    4 trains (the fused loss projects the tied output outside the model's forward, so the
+    root FSDP unit must stay gathered until backward); the output, written by rank 0, is
+    the input's format and transformers reads it with our logits."""
+    one, two = tmp_path / "one", tmp_path / method
+    # No LoRA dropout: its masks depend on how the batch is split across ranks.
+    single_extra = {"optimizer_in_bwd": False} if method == "full" else {"model.lora_dropout": 0.0}
+    run_recipe(f"{method}_finetune_single_device", f"hf/{method}_single_device", [
+        f"model_dir={model_dir}", f"output_dir={one}",
+        *small(batch_size=4, max_steps_per_epoch=2, save_every_n_steps=2, **single_extra)])
+    extra = {"optimizer.fused": False} if method == "full" else {"model.lora_dropout": 0.0}
+    cmd = [sys.executable, "-m", "torchtune._cli.tune", "run", "--standalone", "--nproc_per_node", "2",
+           f"{method}_finetune_distributed", "--config", f"hf/{method}", f"model_dir={model_dir}",
+           f"output_dir={two}", *small(max_steps_per_epoch=2, save_every_n_steps=2, **extra)]
+    done = run_launched(cmd, dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-4000:]
+    a, b = losses(one), losses(two)
+    assert sorted(a) == sorted(b) == [1, 2]
+    assert all(abs(a[s] - b[s]) < 1e-5 * max(1.0, abs(a[s])) for s in a), (a, b)
+    start = safetensors_torch.load_file(str(model_dir / "model.safetensors"))
+    assert_trained_alike(safetensors_torch.load_file(str(one / "epoch_0" / "model.safetensors")),
+                         safetensors_torch.load_file(str(two / "epoch_0" / "model.safetensors")), start)
+    _transformers_reads(two / "epoch_0", model_dir)
+
+
 def test_model_dir_is_required():
     out = run_recipe("lora_finetune_single_device", "hf/lora_single_device", [], expect_ok=False)
     assert out.returncode == 1 and "model_dir" in out.stderr and "Traceback" not in out.stderr
@@ -156,3 +205,14 @@ def test_hf_output_converts_to_gguf(arch, recipe, gguf_converter, tmp_path):
     trained = safetensors_torch.load_file(str(out / "model.safetensors"))
     before = safetensors_torch.load_file(str(folder / "model.safetensors"))
     assert any(not torch.equal(trained[k], before[k]) for k in before), "training changed nothing"
+
+
+def test_fused_loss_with_a_separately_sharded_output_is_one_line(model_dir, tmp_path):
+    cmd = [sys.executable, "-m", "torchtune._cli.tune", "run", "--standalone", "--nproc_per_node", "2",
+           "full_finetune_distributed", "--config", "hf/full", f"model_dir={model_dir}",
+           f"output_dir={tmp_path}", "custom_sharded_layers=[tok_embeddings]",
+           *small(max_steps_per_epoch=1, **{"optimizer.fused": False})]
+    done = run_launched(cmd, dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1"))
+    assert done.returncode == 1
+    assert "error: LinearCrossEntropyLoss applies the output projection itself" in done.stderr
+    assert "Traceback" not in done.stderr
