@@ -43,8 +43,8 @@ _NOT_MATH = frozenset({
     "max_position_embeddings", "transformers.js_config", "is_llama_config",
     "keys_to_ignore_at_inference", "tie_encoder_decoder", "prefix", "task_specific_params",
     "finetuning_task", "torchscript", "use_return_dict", "sep_token_id",
-    "decoder_start_token_id", "bad_words_ids", "num_beams", "max_length",
-})
+    "decoder_start_token_id", "bad_words_ids", "num_beams", "max_length", "_model_name_or_path",
+})  # and every "*_token_id": an id is never math
 # Read by rope_from_hf_config.
 _ROPE_FIELDS = frozenset({"rope_theta", "rope_scaling", "rope_parameters", "partial_rotary_factor"})
 
@@ -261,7 +261,7 @@ def description_from_hf_config(
     """
     arch = architecture_of(config, where)
     known = _NOT_MATH | _COMMON_FIELDS | arch.fields | set(ignore_fields)
-    unknown = sorted(k for k in config if k not in known)
+    unknown = sorted(k for k in config if k not in known and not k.endswith("_token_id"))
     if unknown:
         raise UserValueError(
             f"{where}: field {unknown[0]!r} is not one torchtune reads for {arch.name}, so "

@@ -123,6 +123,12 @@ def test_what_is_not_implemented_is_one_line(changes, message):
     assert "\n" not in str(err.value)
 
 
+def test_ids_and_provenance_are_not_math():
+    """Fields a GGUF-converted folder (transformers' GGUF loader) writes."""
+    plain = description_from_hf_config(_config())
+    assert description_from_hf_config(_config(unk_token_id=0, _model_name_or_path="x.gguf")) == plain
+
+
 def test_ignore_fields_and_windows():
     described = description_from_hf_config(_config(logit_scale=0.5), ignore_fields=["logit_scale"])
     assert described.num_layers == 1
