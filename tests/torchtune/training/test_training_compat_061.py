@@ -130,6 +130,38 @@ def test_custom_sharded_layers_become_fsdp_units(one_rank_group):
         shard_model(_tiny_llama(), torch.device("cpu"), custom_sharded_layers=["embed"])
 
 
+def test_fused_loss_projects_with_the_root_unit_gathered(one_rank_group):
+    """LinearCrossEntropyLoss applies the output after the model's forward returned: the
+    root unit must still be gathered then (FSDP2 reshards a root given an explicit
+    reshard_after_forward=True); a tied output whose embedding is sharded on its own is
+    one line."""
+    from torchtune.modules.loss import LinearCrossEntropyLoss
+    from torchtune.training import shard_model
+
+    tokens = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
+    reference = _tiny_llama()
+    expected = torch.nn.functional.cross_entropy(
+        reference(tokens)[:, :-1].reshape(-1, 64), tokens[:, 1:].reshape(-1), reduction="sum")
+    model = shard_model(reference, torch.device("cpu"))
+    loss = LinearCrossEntropyLoss()
+    loss.set_model_output(model)
+    total, count = loss(model(tokens), tokens)
+    assert count == 14
+    torch.testing.assert_close(total, expected, atol=1e-4, rtol=1e-5)  # fp32 sums of 14 ~4.2
+    total.backward()
+    assert model.output.weight.grad is not None
+
+    # Tied: the output is the embedding's weight, gathered only while the embedding runs.
+    from torchtune.models.llama3_2 import llama3_2
+
+    tied = llama3_2(vocab_size=64, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32, max_seq_len=16)
+    split = shard_model(tied, torch.device("cpu"), custom_sharded_layers=["tok_embeddings"])
+    loss = LinearCrossEntropyLoss()
+    loss.set_model_output(split)
+    with pytest.raises(UserValueError, match="drop it from custom_sharded_layers"):
+        loss(split(tokens), tokens)
+
+
 def test_tensor_parallel_plan_names_modules_of_the_decoder():
     from torchtune.models.llama3 import base_llama_tp_plan
 
