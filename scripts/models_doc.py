@@ -38,6 +38,7 @@ FAMILIES = [
     ("Llama 3.1", ["llama3_1"], "llama3_1"),
     ("Llama 3.2", ["llama3_2"], "llama3_2"),
     ("Llama 3.3", ["llama3_3"], "llama3_1"),
+    ("Mistral", ["mistral"], "mistral"),
     ("Qwen 2 / Qwen 2.5", ["qwen2", "qwen2_5"], "qwen2"),
     ("Qwen 3", ["qwen3"], "qwen3"),
 ]
@@ -68,7 +69,8 @@ Every family has three kinds of builders (see docs/design.md, "A model family"):
 
   The size tables' columns are the component builder's argument names (RoPE scaling is
   `scale_factor`, for the Llama 3.1+ builders); "other" lists the q/k/v biases and per-head
-  q/k norms a model has (fixed in `qwen2`, arguments of `qwen3`).
+  q/k norms a model has (fixed in `qwen2`, arguments of `qwen3`), its sliding window and a
+  classifier head's `num_classes`.
 
 - **LoRA size builders** (`lora_llama2_7b(...)`) pin the size too and take only the LoRA
   arguments; **QLoRA builders** (`qlora_llama2_7b(...)`) are the LoRA size builders with
@@ -251,6 +253,11 @@ def sizes_row(name: str, builder: Callable) -> List[str]:
         extras.append("q/k/v bias")
     if attn.q_norm is not None:
         extras.append("q/k norm")
+    window = model.description.layers[0].attention.sliding_window
+    if window is not None:
+        extras.append(f"sliding_window {window}")
+    if model.description.num_classes is not None:
+        extras.append(f"num_classes {model.description.num_classes}")
     eps = sorted({m.eps for m in model.modules() if isinstance(m, RMSNorm)})
     base = int(rope.base) if rope.base == int(rope.base) else rope.base
     return [
@@ -354,9 +361,9 @@ def family_section(title: str, packages: List[str], component_package: str) -> L
         lines.append(f"- {', '.join(f'`{n}`' for n in names)}: `{sig}`")
     lines.append("")
     if loras:
-        lora_fn = comp[-1]
+        lora_fns = ", ".join(f"`{n}`" for n in comp if n.startswith("lora_"))
         lines.append(f"They pin the size of the row with the same name above and pass the "
-                     f"LoRA arguments on to `{lora_fn}` (meanings in the table above); "
+                     f"LoRA arguments on to {lora_fns} (meanings in the table above); "
                      f"`lora_attn_modules` is required.")
     if qloras:
         are, take = ("are the LoRA size builders", "take") if len(qloras) > 1 else \

@@ -68,6 +68,12 @@ ARCHITECTURES = [
     # Biases on every attention and MLP projection (attention_bias, mlp_bias).
     Row("llama-biased", "LlamaConfig", "LlamaForCausalLM",
         dict(_SIZES, rope_theta=10_000.0, tie_word_embeddings=False, attention_bias=True, mlp_bias=True)),
+    # Mistral 7B v0.1-style: a sliding window (16) shorter than the test sequences (40).
+    Row("mistral", "MistralConfig", "MistralForCausalLM",
+        dict(_SIZES, rope_theta=10_000.0, tie_word_embeddings=False, sliding_window=16)),
+    # v0.2 / v0.3-style: the window explicitly null.
+    Row("mistral-no-window", "MistralConfig", "MistralForCausalLM",
+        dict(_SIZES, rope_theta=1_000_000.0, tie_word_embeddings=False, sliding_window=None)),
     Row("qwen2", "Qwen2Config", "Qwen2ForCausalLM",
         dict(_SIZES, rope_theta=1_000_000.0, tie_word_embeddings=True)),
     Row("qwen3", "Qwen3Config", "Qwen3ForCausalLM",

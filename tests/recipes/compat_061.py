@@ -65,6 +65,9 @@ FAMILIES = {
                      rope=32.0, tied=True, tokenizer="llama3", hf="llama"),
     "llama3_3": dict(builder="torchtune.models.llama3_1.llama3_1", vocab=128256, theta=500000.0,
                      rope=8.0, tied=False, tokenizer="llama3", hf="llama"),
+    # Mistral 7B v0.1 has a 4096-token window; the tiny one a window shorter than its samples.
+    "mistral": dict(builder="torchtune.models.mistral.mistral", vocab=32000, theta=10000.0, rope=None,
+                    tied=False, tokenizer="llama2", hf="mistral", window=16),
     "qwen2": dict(builder="torchtune.models.qwen2.qwen2", vocab=151936, theta=1000000.0, rope=None,
                   tied=False, tokenizer="qwen", hf="qwen2"),
     "qwen2_5": dict(builder="torchtune.models.qwen2.qwen2", vocab=151936, theta=1000000.0, rope=None,
@@ -159,11 +162,14 @@ def _make_tiny_hf_state_dict(family: str, sizes: dict, seed: int) -> tuple[dict,
         vocab_size=spec["vocab"], hidden_size=sizes["embed_dim"], intermediate_size=sizes["intermediate_dim"],
         num_hidden_layers=sizes["num_layers"], num_attention_heads=sizes["num_heads"],
         num_key_value_heads=sizes["num_kv_heads"], max_position_embeddings=MODEL_MAX_SEQ_LEN,
-        rms_norm_eps=1e-5 if spec["hf"] == "llama" else 1e-6, rope_parameters=_rope_parameters(spec),
+        rms_norm_eps=1e-6 if spec["hf"] == "qwen2" else 1e-5, rope_parameters=_rope_parameters(spec),
         tie_word_embeddings=spec["tied"],
     )
     if spec["hf"] == "llama":
         config, cls = transformers.LlamaConfig(**common), transformers.LlamaForCausalLM
+    elif spec["hf"] == "mistral":
+        config = transformers.MistralConfig(**common, sliding_window=spec["window"])
+        cls = transformers.MistralForCausalLM
     else:
         config, cls = transformers.Qwen2Config(**common), transformers.Qwen2ForCausalLM
     torch.manual_seed(seed)
@@ -279,6 +285,8 @@ def model_overrides(cfg: dict, family: str) -> list[str]:
     out += [f"model.{k}={v}" for k, v in tiny_sizes(cfg).items()]
     if spec["builder"].endswith(".llama2") and spec["theta"] != 10000.0:  # Code Llama 2
         out.append(f"model.rope_base={int(spec['theta'])}")
+    if spec.get("window"):
+        out.append(f"model.sliding_window={spec['window']}")
     if family == "llama3_2" or spec["hf"] == "qwen2":
         out.append(f"model.tie_word_embeddings={spec['tied']}")
     if name.startswith("qlora_"):

@@ -64,6 +64,9 @@ class Architecture:
         qk_norm (bool): per-head RMSNorm on queries and keys (Qwen 3).
         checkpoint_model_type (Callable[[bool], str]): the checkpointer ``model_type``
             whose key maps read this architecture's weights, given whether it is tied.
+        windows (Optional[Callable]): each layer's sliding window from the config; None:
+            Qwen's rule (``use_sliding_window``, ``max_window_layers``, ``layer_types``)
+            where the row reads those fields, else no window.
     """
 
     name: str
@@ -73,6 +76,7 @@ class Architecture:
     biases: Callable[[Mapping[str, Any]], Tuple[bool, bool, bool, bool]]
     qk_norm: bool
     checkpoint_model_type: Callable[[bool], str]
+    windows: Optional[Callable[[Mapping[str, Any], "Architecture", int, str], List[Optional[int]]]] = None
 
 
 _COMMON_FIELDS = frozenset({
@@ -87,6 +91,15 @@ _WINDOW_FIELDS = frozenset({"use_sliding_window", "sliding_window", "max_window_
 def _all_attention_biases(config: Mapping[str, Any]) -> Tuple[bool, bool, bool, bool]:
     bias = bool(config["attention_bias"])
     return bias, bias, bias, bias
+
+
+def _every_layer_window(config: Mapping[str, Any], arch: Architecture, num_layers: int, where: str) -> List[Optional[int]]:
+    """Mistral's rule: ``sliding_window`` on every layer; absent means transformers'
+    default (4096), an explicit null means none."""
+    window = config["sliding_window"] if "sliding_window" in config else arch.defaults["sliding_window"]
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window <= 0):
+        raise UserValueError(f"{where}: sliding_window must be a positive integer or null, got {window!r}")
+    return [window] * num_layers
 
 
 ARCHITECTURES: Dict[str, Architecture] = {
@@ -136,6 +149,22 @@ ARCHITECTURES: Dict[str, Architecture] = {
             biases=_all_attention_biases,
             qk_norm=True,
             checkpoint_model_type=lambda tied: "QWEN3",
+        ),
+        Architecture(
+            name="MistralForCausalLM",
+            model_types=("mistral",),
+            defaults={
+                "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336,
+                "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+                "hidden_act": "silu", "max_position_embeddings": 4096 * 32,
+                "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "rope_theta": 10000.0,
+                "sliding_window": 4096,
+            },
+            fields=frozenset({"sliding_window"}),
+            biases=lambda config: (False, False, False, False),
+            qk_norm=False,
+            checkpoint_model_type=lambda tied: "MISTRAL",
+            windows=_every_layer_window,
         ),
     )
 }
@@ -212,6 +241,8 @@ def _getter(config: Mapping[str, Any], arch: Architecture, where: str) -> Callab
 
 def _windows(config: Mapping[str, Any], arch: Architecture, num_layers: int, where: str) -> List[Optional[int]]:
     """Each layer's sliding window (None: full attention), as transformers derives it."""
+    if arch.windows is not None:
+        return arch.windows(config, arch, num_layers, where)
     if not arch.fields & _WINDOW_FIELDS:
         return [None] * num_layers
     get = _getter(config, arch, where)
@@ -281,7 +312,7 @@ def description_from_hf_config(
     q_bias, k_bias, v_bias, o_bias = arch.biases({**arch.defaults, **{k: v for k, v in config.items() if v is not None}})
     d = get("hidden_size")
     num_heads = get("num_attention_heads")
-    num_kv_heads = get("num_key_value_heads", int, default=num_heads)
+    num_kv_heads = get("num_key_value_heads", int, default=arch.defaults.get("num_key_value_heads", num_heads))
     head_dim = get("head_dim", int, default=arch.defaults.get("head_dim", d // num_heads))
     if "head_dim" not in config and "head_dim" not in arch.defaults and d % num_heads:
         raise UserValueError(f"{where}: hidden_size {d} is not divisible by num_attention_heads {num_heads}")

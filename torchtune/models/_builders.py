@@ -53,7 +53,7 @@ _LORA_SETTINGS = (
     _Parameter("use_dora", _KEYWORD, default=False, annotation=bool),
     _Parameter("quantize_base", _KEYWORD, default=False, annotation=bool),
 )
-_SIZED_DEFAULTS = {"lora_rank": 8, "lora_alpha": 16, "lora_dropout": 0.05}
+_SIZED_DEFAULTS = {"lora_rank": 8, "lora_alpha": 16}
 
 # The meaning of each LoRA argument, once (read by scripts/models_doc.py for docs/models.md).
 _LORA_ARG_DOCS = {
@@ -165,6 +165,7 @@ def lora_sized(
     base: Callable[[], TransformerDecoder],
     name: Optional[str] = None,
     takes_apply_lora_to_output: bool = True,
+    lora_dropout: float = 0.05,
 ) -> Callable[..., TransformerDecoder]:
     """The LoRA twin of a size builder made by ``decoder_builder`` (``qwen3_0_6b``).
 
@@ -176,6 +177,7 @@ def lora_sized(
             argument. torchtune 0.6.1's Qwen builders of tied sizes have none (the output
             is the embedding's weight); its Llama 3.2 builders have one, which raises when
             True.
+        lora_dropout (float): the twin's ``lora_dropout`` default (0.6.1: 0.05, Mistral's 0.0).
 
     Returns:
         Callable[..., TransformerDecoder]: ``lora_<size>(lora_attn_modules,
@@ -184,8 +186,9 @@ def lora_sized(
     """
     name = name or f"lora_{base.__name__}"
     targets = _LORA_TARGETS if takes_apply_lora_to_output else _LORA_TARGETS[:2]
+    defaults = {**_SIZED_DEFAULTS, "lora_dropout": lora_dropout}
     settings_params = [
-        p.replace(kind=_POSITIONAL, default=_SIZED_DEFAULTS.get(p.name, p.default))
+        p.replace(kind=_POSITIONAL, default=defaults.get(p.name, p.default))
         for p in _LORA_SETTINGS
     ]
     signature = inspect.Signature(

@@ -181,11 +181,11 @@ def build_decoder(
     if description.tie_word_embeddings:
         output = TiedLinear(tok_embeddings)
     elif "output" in lora.modules:
-        output = linear("output", d, description.vocab_size)
+        output = linear("output", d, description.output_dim)
     else:
         # A frozen output stays full precision even under QLoRA, as in torchtune 0.6.1:
         # the logits are the most quantization-sensitive product of the model.
-        output = nn.Linear(d, description.vocab_size, bias=False)
+        output = nn.Linear(d, description.output_dim, bias=False)
     model = TransformerDecoder(
         tok_embeddings=tok_embeddings,
         layers=layers,
@@ -223,11 +223,17 @@ def llama_description(
     head_dim: Optional[int] = None,
     qkv_bias: Union[bool, Sequence[bool]] = False,
     qk_norm: Union[bool, Sequence[bool]] = False,
+    sliding_window: Optional[int] = None,
+    num_classes: Optional[int] = None,
 ) -> DecoderDescription:
     """The Llama-style decoder as a description: every layer alike, pre-norm RMSNorm,
     SwiGLU, RoPE, optional q/k/v biases, per-head q/k RMSNorm and explicit head_dim.
 
-    Args: as in ``llama_decoder``.
+    Args: as in ``llama_decoder``, and
+        sliding_window (Optional[int]): every layer's attention window (Mistral 7B v0.1:
+            4096); None: full causal attention.
+        num_classes (Optional[int]): a classifier head of this many outputs instead of
+            the vocabulary projection.
 
     Raises:
         ValueError: if the head counts don't divide as required.
@@ -246,6 +252,7 @@ def llama_description(
         v_bias=v_bias,
         q_norm=NormDescription(norm_eps) if q_norm else None,
         k_norm=NormDescription(norm_eps) if k_norm else None,
+        sliding_window=sliding_window,
     )
     layer = LayerDescription(
         attention=attention,
@@ -260,6 +267,7 @@ def llama_description(
         norm=NormDescription(norm_eps),
         tie_word_embeddings=tie_word_embeddings,
         attn_dropout=attn_dropout,
+        num_classes=num_classes,
     )
 
 

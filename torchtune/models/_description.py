@@ -165,6 +165,9 @@ class DecoderDescription:
             the fused and chunked losses, which apply the output projection themselves,
             apply it too.
         attn_dropout (float): attention-weight dropout while training; not part of the math.
+        num_classes (Optional[int]): the output projects to this many scores instead of
+            the vocabulary (a reward or value head: torchtune 0.6.1's ``*_classifier``
+            builders); None: a language model.
     """
 
     vocab_size: int
@@ -176,6 +179,7 @@ class DecoderDescription:
     embed_scale: Optional[float] = None
     final_softcap: Optional[float] = None
     attn_dropout: float = 0.0
+    num_classes: Optional[int] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -183,6 +187,15 @@ class DecoderDescription:
             raise UserValueError("a decoder needs at least one layer (num_layers >= 1)")
         if self.final_softcap is not None and self.final_softcap <= 0:
             raise UserValueError(f"final_softcap ({self.final_softcap}) must be positive")
+        if self.num_classes is not None and (self.num_classes < 1 or self.tie_word_embeddings):
+            raise UserValueError(
+                f"num_classes ({self.num_classes}) must be >= 1, with an untied output"
+            )
+
+    @property
+    def output_dim(self) -> int:
+        """Rows of the output projection: ``num_classes``, else ``vocab_size``."""
+        return self.num_classes or self.vocab_size
 
     @property
     def num_layers(self) -> int:

@@ -75,6 +75,17 @@ class Llama2ChatTemplate:
         return Llama2ChatFormat.format(messages)
 
 
+class MistralChatTemplate:
+    """0.6.1's ``torchtune.models.mistral.MistralChatTemplate``: each user turn wrapped in
+    ``[INST] `` and `` [/INST] ``, as the Mistral 7B Instruct template writes it; Mistral
+    has no system role."""
+
+    def __call__(self, messages: Sequence[Message], inference: bool = False) -> List[Message]:
+        if any(m.role == "system" for m in messages):
+            raise UserValueError("system messages are not supported by MistralChatTemplate")
+        return RoleTagTemplate({"user": ("[INST] ", " [/INST] ")})(messages)
+
+
 # 0.6.1's built-in templates by dotted path (torchtune/data/_prompt_templates.py and
 # models/llama2/_prompt_template.py of that release).
 TEMPLATES_061 = {
@@ -86,6 +97,7 @@ TEMPLATES_061 = {
     },
     "torchtune.data.QuestionAnswerTemplate": {"user": ("Question: ", "\n\nAnswer: ")},
     "torchtune.models.llama2.Llama2ChatTemplate": Llama2ChatTemplate,
+    "torchtune.models.mistral.MistralChatTemplate": MistralChatTemplate,
 }
 
 

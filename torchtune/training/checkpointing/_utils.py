@@ -41,7 +41,8 @@ class ModelType(Enum):
     ``LLAMA3`` covers Llama 3 and 3.1 (untied output projection); ``LLAMA3_2`` the Llama 3.2
     text models (1B, 3B), whose output projection is tied to the token embedding.
     ``QWEN2`` covers Qwen 2 and 2.5, ``QWEN3`` Qwen 3 (text); both HF-format only, tied or
-    not as each checkpoint's config.json says.
+    not as each checkpoint's config.json says. ``MISTRAL``: Mistral 7B and its kin (HF, or
+    Mistral's own ``consolidated`` files in the Meta checkpointer).
     """
 
     LLAMA2 = "llama2"
@@ -49,6 +50,7 @@ class ModelType(Enum):
     LLAMA3_2 = "llama3_2"
     QWEN2 = "qwen2"
     QWEN3 = "qwen3"
+    MISTRAL = "mistral"
 
     @classmethod
     def coerce(cls, value: Union["ModelType", str]) -> "ModelType":
@@ -103,6 +105,9 @@ MODEL_TYPES: Dict[ModelType, ModelTypeInfo] = {
     ModelType.QWEN3: ModelTypeInfo(
         "torchtune.models.qwen3._convert_weights", ("qwen3",), tied_embeddings=None,
         meta_format=False,
+    ),
+    ModelType.MISTRAL: ModelTypeInfo(
+        "torchtune.models.mistral._convert_weights", ("mistral",), tied_embeddings=None,
     ),
 }
 
