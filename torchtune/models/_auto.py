@@ -205,6 +205,9 @@ def architecture_of(config: Mapping[str, Any], where: str) -> Architecture:
     if isinstance(names, str):
         names = [names]
     for name in names:
+        # A sequence classifier (a reward or value model) is its causal LM's decoder with a
+        # num_labels-wide head (``num_classes``).
+        name = name.replace(_CLASSIFIER, "ForCausalLM")
         if name in ARCHITECTURES:
             return ARCHITECTURES[name]
     model_type = config.get("model_type")
@@ -360,12 +363,26 @@ def description_from_hf_config(
         layers=layers,
         norm=norm,
         tie_word_embeddings=get("tie_word_embeddings", bool),
+        num_classes=_num_classes(config),
     )
+
+
+_CLASSIFIER = "ForSequenceClassification"
+
+
+def _num_classes(config: Mapping[str, Any]) -> Optional[int]:
+    """A sequence classifier's ``num_labels`` (transformers writes ``id2label``; 2 when
+    absent, its default), else None."""
+    if not any(_CLASSIFIER in name for name in config.get("architectures") or []):
+        return None
+    return len(config.get("id2label") or {}) or int(config.get("num_labels", 2))
 
 
 def checkpoint_model_type(config: Mapping[str, Any], where: str = "config.json") -> str:
     """The checkpointer ``model_type`` whose key maps read this config's weights."""
     arch = architecture_of(config, where)
+    if _num_classes(config) is not None:
+        return "REWARD"
     tied = config.get("tie_word_embeddings", arch.defaults["tie_word_embeddings"])
     return arch.checkpoint_model_type(bool(tied))
 

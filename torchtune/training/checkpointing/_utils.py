@@ -42,7 +42,9 @@ class ModelType(Enum):
     text models (1B, 3B), whose output projection is tied to the token embedding.
     ``QWEN2`` covers Qwen 2 and 2.5, ``QWEN3`` Qwen 3 (text); both HF-format only, tied or
     not as each checkpoint's config.json says. ``MISTRAL``: Mistral 7B and its kin (HF, or
-    Mistral's own ``consolidated`` files in the Meta checkpointer).
+    Mistral's own ``consolidated`` files in the Meta checkpointer). ``REWARD``: a Llama or
+    Mistral decoder with a classification head (transformers' ``*ForSequenceClassification``,
+    a reward or value model), HF format only.
     """
 
     LLAMA2 = "llama2"
@@ -51,6 +53,7 @@ class ModelType(Enum):
     QWEN2 = "qwen2"
     QWEN3 = "qwen3"
     MISTRAL = "mistral"
+    REWARD = "reward"
 
     @classmethod
     def coerce(cls, value: Union["ModelType", str]) -> "ModelType":
@@ -108,6 +111,9 @@ MODEL_TYPES: Dict[ModelType, ModelTypeInfo] = {
     ),
     ModelType.MISTRAL: ModelTypeInfo(
         "torchtune.models.mistral._convert_weights", ("mistral",), tied_embeddings=None,
+    ),
+    ModelType.REWARD: ModelTypeInfo(
+        "torchtune.rlhf.utils._convert_weights", ("mistral", "llama"), meta_format=False,
     ),
 }
 

@@ -111,3 +111,35 @@ def test_tokenizer_and_chat_template(tmp_path):
     assert [m.content for m in chat] == ["[INST] Hi [/INST] ", "Hello"]
     with pytest.raises(UserValueError, match="system messages are not supported by MistralChatTemplate"):
         tok.prompt_template([Message("system", "Be brief."), Message("user", "Hi")])
+
+
+def test_reward_model_reads_and_writes_transformers_classifier(tmp_path):
+    """``MistralForSequenceClassification`` (``score.weight``, no lm_head) through
+    ``model_type: REWARD`` (inferred from config.json too) into ``mistral_classifier``:
+    per-position scores equal ``score(hidden)``; the save is the same files' names."""
+    from safetensors.torch import load_file
+
+    from torchtune.models.mistral import mistral_classifier
+
+    c = ROWS["mistral"].config
+    config = transformers.MistralConfig(vocab_size=320, num_labels=1, pad_token_id=0, **c)
+    torch.manual_seed(0)
+    hf = transformers.MistralForSequenceClassification(config).eval()
+    hf.save_pretrained(tmp_path / "rm")
+    ckpt = FullModelHFCheckpointer(str(tmp_path / "rm"), output_dir=str(tmp_path / "out"))
+    assert ckpt._c.model_type.name == "REWARD"  # inferred: no model_type given
+    model = mistral_classifier(
+        num_classes=1, vocab_size=320, num_layers=c["num_hidden_layers"], num_heads=c["num_attention_heads"],
+        num_kv_heads=c["num_key_value_heads"], embed_dim=c["hidden_size"],
+        intermediate_dim=c["intermediate_size"], max_seq_len=256, norm_eps=c["rms_norm_eps"], sliding_window=16)
+    check_attention_layout(model, ckpt.model_layout)
+    state = ckpt.load_checkpoint()
+    model.load_state_dict(state["model"])
+    tokens = torch.randint(1, 320, (2, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        theirs = hf.score(hf.model(tokens).last_hidden_state)
+        torch.testing.assert_close(model.eval()(tokens), theirs, atol=1e-5, rtol=0)
+    ckpt.save_checkpoint(state, epoch=0)
+    saved = load_file(str(tmp_path / "out" / "epoch_0" / "model.safetensors"))
+    assert saved.keys() == hf.state_dict().keys()
+    assert all(torch.equal(saved[k], v) for k, v in hf.state_dict().items())
