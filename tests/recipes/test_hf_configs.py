@@ -167,6 +167,7 @@ def gguf_converter():
 @pytest.mark.parametrize("arch,recipe,resume", [
     ("llama", "lora", False),  # its resumption: the tests above, on the BPE folder
     ("qwen2", "lora", True), ("qwen2", "full", True), ("qwen3", "lora", True), ("qwen3", "full", True),
+    ("mistral", "lora", True),
 ])
 def test_hf_output_converts_to_gguf(arch, recipe, resume, gguf_converter, tmp_path):
     """Every architecture, fine-tuned with model_dir= alone (a killed run resuming bit for
@@ -190,7 +191,7 @@ def test_hf_output_converts_to_gguf(arch, recipe, resume, gguf_converter, tmp_pa
     reader = gguf.GGUFReader(tmp_path / "model.gguf")
     fields = {name: f.contents() for name, f in reader.fields.items()}
     prefix = fields["general.architecture"]
-    assert prefix == {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}[arch]
+    assert prefix == {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "mistral": "llama"}[arch]
     c = hf.config
     assert fields[f"{prefix}.rope.freq_base"] == c.rope_parameters["rope_theta"]
     assert fields[f"{prefix}.attention.head_count"] == c.num_attention_heads
@@ -201,9 +202,12 @@ def test_hf_output_converts_to_gguf(arch, recipe, resume, gguf_converter, tmp_pa
     assert fields[f"{prefix}.attention.layer_norm_rms_epsilon"] == pytest.approx(c.rms_norm_eps)
     assert ("output.weight" not in {t.name for t in reader.tensors}) == c.tie_word_embeddings
     # transformers' GGUF loader undoes llama.cpp's q/k permutation; with the folder's config
-    # (its loader does not read Qwen 3's key_length), the weights give the same logits.
+    # (its loader does not read Qwen 3's key_length), the weights give the same logits. It
+    # reads a Mistral GGUF (architecture "llama") as Llama, so no config there: 16 tokens
+    # fit the tiny Mistral's 16-token window, where the two models agree.
+    config = {} if arch == "mistral" else {"config": c}
     back = transformers.AutoModelForCausalLM.from_pretrained(
-        tmp_path, gguf_file="model.gguf", config=c, dtype=torch.float32).eval()
+        tmp_path, gguf_file="model.gguf", dtype=torch.float32, **config).eval()
     tokens = torch.randint(0, 512, (2, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(back(tokens).logits, hf(tokens).logits, atol=0, rtol=0)
