@@ -74,6 +74,9 @@ ARCHITECTURES = [
     # v0.2 / v0.3-style: the window explicitly null.
     Row("mistral-no-window", "MistralConfig", "MistralForCausalLM",
         dict(_SIZES, rope_theta=1_000_000.0, tie_word_embeddings=False, sliding_window=None)),
+    # Nemo / Small 3-style: head_dim (16) is not hidden_size / heads (8).
+    Row("mistral-head-dim", "MistralConfig", "MistralForCausalLM",
+        dict(_SIZES, head_dim=16, rope_theta=1_000_000.0, tie_word_embeddings=False, sliding_window=None)),
     Row("qwen2", "Qwen2Config", "Qwen2ForCausalLM",
         dict(_SIZES, rope_theta=1_000_000.0, tie_word_embeddings=True)),
     Row("qwen3", "Qwen3Config", "Qwen3ForCausalLM",

@@ -31,6 +31,7 @@ _RECIPES = [
             "hf/full_single_device",
             "alpaca_llama2_full_finetune",
             "llama2/7B_full_single_device",
+            "mistral/7B_full_low_memory",
             "llama3/8B_full_single_device",
             "llama3_1/8B_full_single_device",
             "llama3_2/1B_full_single_device",
@@ -53,6 +54,7 @@ _RECIPES = [
             "hf/qlora_single_device",
             "alpaca_llama2_lora_finetune",
             "llama2/7B_lora_single_device",
+            "mistral/7B_lora_single_device",
             "llama2/13B_lora_single_device",
             "llama3/8B_lora_single_device",
             "llama3_1/8B_lora_single_device",
@@ -69,6 +71,7 @@ _RECIPES = [
             "qwen3/8B_lora_single_device",
             "stories260K/lora_single_device",
             "llama2/7B_qlora_single_device",
+            "mistral/7B_qlora_single_device",
             "llama3/8B_qdora_single_device",
             "llama3/8B_dora_single_device",
             "llama3_1/8B_qlora_single_device",
@@ -100,7 +103,7 @@ _RECIPES = [
         name="eleuther_eval",
         file_path="eleuther_eval.py",
         params="recipes.eleuther_eval.EleutherEvalParams",
-        configs=_configs("eleuther_evaluation", "stories260K/eleuther_evaluation"),
+        configs=_configs("eleuther_evaluation", "mistral/evaluation", "stories260K/eleuther_evaluation"),
     ),
     Recipe(
         name="full_finetune_distributed",
@@ -109,6 +112,7 @@ _RECIPES = [
         configs=_configs(
             "hf/full",
             "llama2/7B_full",
+            "mistral/7B_full",
             "llama3/8B_full",
             "llama3_1/8B_full",
             "llama3_2/1B_full",
@@ -126,6 +130,7 @@ _RECIPES = [
         configs=_configs(
             "hf/lora",
             "llama2/7B_lora",
+            "mistral/7B_lora",
             "llama2/13B_lora",
             "llama2/70B_lora",
             "llama3/8B_lora",
