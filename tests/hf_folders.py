@@ -77,6 +77,10 @@ ARCHITECTURES = [
     # Nemo / Small 3-style: head_dim (16) is not hidden_size / heads (8).
     Row("mistral-head-dim", "MistralConfig", "MistralForCausalLM",
         dict(_SIZES, head_dim=16, rope_theta=1_000_000.0, tie_word_embeddings=False, sliding_window=None)),
+    # Phi-3 mini-style: fused qkv_proj / gate_up_proj in the files, a window (16) shorter than
+    # the test sequences.
+    Row("phi3", "Phi3Config", "Phi3ForCausalLM",
+        dict(_SIZES, rope_theta=10_000.0, tie_word_embeddings=False, sliding_window=16)),
     Row("qwen2", "Qwen2Config", "Qwen2ForCausalLM",
         dict(_SIZES, rope_theta=1_000_000.0, tie_word_embeddings=True)),
     Row("qwen3", "Qwen3Config", "Qwen3ForCausalLM",

@@ -167,7 +167,7 @@ def gguf_converter():
 @pytest.mark.parametrize("arch,recipe,resume", [
     ("llama", "lora", False),  # its resumption: the tests above, on the BPE folder
     ("qwen2", "lora", True), ("qwen2", "full", True), ("qwen3", "lora", True), ("qwen3", "full", True),
-    ("mistral", "lora", True),
+    ("mistral", "lora", True), ("phi3", "lora", False),
 ])
 def test_hf_output_converts_to_gguf(arch, recipe, resume, gguf_converter, tmp_path):
     """Every architecture, fine-tuned with model_dir= alone (a killed run resuming bit for
@@ -191,7 +191,7 @@ def test_hf_output_converts_to_gguf(arch, recipe, resume, gguf_converter, tmp_pa
     reader = gguf.GGUFReader(tmp_path / "model.gguf")
     fields = {name: f.contents() for name, f in reader.fields.items()}
     prefix = fields["general.architecture"]
-    assert prefix == {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "mistral": "llama"}[arch]
+    assert prefix == {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "mistral": "llama", "phi3": "phi3"}[arch]
     c = hf.config
     assert fields[f"{prefix}.rope.freq_base"] == c.rope_parameters["rope_theta"]
     assert fields[f"{prefix}.attention.head_count"] == c.num_attention_heads

@@ -166,6 +166,22 @@ ARCHITECTURES: Dict[str, Architecture] = {
             checkpoint_model_type=lambda tied: "MISTRAL",
             windows=_every_layer_window,
         ),
+        Architecture(
+            name="Phi3ForCausalLM",
+            model_types=("phi3",),
+            defaults={
+                "vocab_size": 32064, "hidden_size": 3072, "intermediate_size": 8192,
+                "num_hidden_layers": 32, "num_attention_heads": 32, "hidden_act": "silu",
+                "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
+                "tie_word_embeddings": False, "rope_theta": 10000.0, "sliding_window": None,
+            },
+            # resid_pdrop / embd_pdrop: dropout while training, as attention_dropout.
+            fields=frozenset({"sliding_window", "resid_pdrop", "embd_pdrop", "original_max_position_embeddings"}),
+            biases=lambda config: (False, False, False, False),
+            qk_norm=False,
+            checkpoint_model_type=lambda tied: "PHI3_MINI",
+            windows=_every_layer_window,
+        ),
     )
 }
 

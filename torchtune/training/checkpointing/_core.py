@@ -476,6 +476,10 @@ class CheckpointerCore:
         config.setdefault("target_modules", modules)
         if "lora_alpha" not in config:
             raise ValueError("state_dict['adapter_config'] needs 'lora_alpha' to write the peft adapter")
+        unsupported = getattr(self.converter, "PEFT_UNSUPPORTED", None)
+        if unsupported:  # the family's layout has no exact peft equal (Phi-3's fused projections)
+            log.warning("Not writing adapter_%s_peft: %s (adapter_%s.pt is saved)", epoch, unsupported, epoch)
+            return
         if heads is None:
             # Only an export: losing the epoch's recipe state over it would be worse.
             log.warning(

@@ -44,7 +44,8 @@ class ModelType(Enum):
     not as each checkpoint's config.json says. ``MISTRAL``: Mistral 7B and its kin (HF, or
     Mistral's own ``consolidated`` files in the Meta checkpointer). ``REWARD``: a Llama or
     Mistral decoder with a classification head (transformers' ``*ForSequenceClassification``,
-    a reward or value model), HF format only.
+    a reward or value model), HF format only. ``PHI3_MINI`` (0.6.1's name): Phi-3, whose
+    files fuse q/k/v and gate/up, HF format only.
     """
 
     LLAMA2 = "llama2"
@@ -54,6 +55,7 @@ class ModelType(Enum):
     QWEN3 = "qwen3"
     MISTRAL = "mistral"
     REWARD = "reward"
+    PHI3_MINI = "phi3_mini"
 
     @classmethod
     def coerce(cls, value: Union["ModelType", str]) -> "ModelType":
@@ -114,6 +116,9 @@ MODEL_TYPES: Dict[ModelType, ModelTypeInfo] = {
     ),
     ModelType.REWARD: ModelTypeInfo(
         "torchtune.rlhf.utils._convert_weights", ("mistral", "llama"), meta_format=False,
+    ),
+    ModelType.PHI3_MINI: ModelTypeInfo(
+        "torchtune.models.phi3._convert_weights", ("phi3",), tied_embeddings=None, meta_format=False,
     ),
 }
 

@@ -1,0 +1,72 @@
+"""Phi-3: 0.6.1's builders at their exact size, and checkpoints as transformers' Phi3ForCausalLM
+lays them out (fused qkv_proj / gate_up_proj), read and written back exactly."""
+
+import inspect
+import logging
+
+import pytest
+import torch
+
+from hf_folders import ROWS, write_folder
+from torchtune.models.phi3 import lora_phi3, lora_phi3_mini, phi3, phi3_mini, phi3_hf_to_tune, phi3_tune_to_hf
+from torchtune.training import check_attention_layout
+from torchtune.utils import FullModelHFCheckpointer
+
+transformers = pytest.importorskip("transformers")
+
+
+def test_mini_size_equals_transformers_on_the_meta_device():
+    # microsoft/Phi-3-mini-4k-instruct config.json
+    config = transformers.Phi3Config(
+        vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
+        rms_norm_eps=1e-5, sliding_window=2047, tie_word_embeddings=False)
+    with torch.device("meta"):
+        ours, theirs = phi3_mini(), transformers.Phi3ForCausalLM(config)
+    count = sum(p.numel() for p in ours.parameters())
+    print(f"phi3_mini: {count:,} parameters")
+    assert count == sum(p.numel() for p in theirs.parameters()) == 3_821_079_552
+    assert ours.description.layers[0].attention.sliding_window == 2047
+
+
+def test_lora_builders_take_061s_arguments():
+    params = list(inspect.signature(lora_phi3).parameters)
+    assert params[:3] == ["lora_attn_modules", "apply_lora_to_mlp", "apply_lora_to_output"]
+    assert params[-5:] == ["lora_rank", "lora_alpha", "lora_dropout", "use_dora", "quantize_base"]
+    assert inspect.signature(lora_phi3_mini).parameters["lora_dropout"].default == 0.0
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("phi3") / "tiny-phi3"
+    write_folder(ROWS["phi3"], folder)
+    return folder
+
+
+def test_fused_tensors_split_on_load_and_join_on_save(folder, tmp_path, caplog):
+    from safetensors.torch import load_file
+
+    hf_sd = load_file(str(folder / "model.safetensors"))
+    assert any("qkv_proj" in k for k in hf_sd) and any("gate_up_proj" in k for k in hf_sd)
+    c = ROWS["phi3"].config
+    heads = dict(num_heads=c["num_attention_heads"], num_kv_heads=c["num_key_value_heads"], dim=c["hidden_size"])
+    ours = phi3_hf_to_tune(hf_sd, **heads)
+    assert "layers.0.attn.k_proj.weight" in ours and "layers.0.mlp.w3.weight" in ours
+    back = phi3_tune_to_hf(ours, **heads)
+    assert back.keys() == hf_sd.keys() and all(torch.equal(back[k], hf_sd[k]) for k in hf_sd)
+
+    ckpt = FullModelHFCheckpointer(str(folder), output_dir=str(tmp_path / "out"))  # PHI3_MINI, inferred
+    model = phi3(vocab_size=320, num_layers=c["num_hidden_layers"], num_heads=c["num_attention_heads"],
+                 num_kv_heads=c["num_key_value_heads"], embed_dim=c["hidden_size"],
+                 intermediate_dim=c["intermediate_size"], max_seq_len=256, norm_eps=c["rms_norm_eps"],
+                 sliding_window=16)
+    check_attention_layout(model, ckpt.model_layout)
+    state = ckpt.load_checkpoint()
+    model.load_state_dict(state["model"])
+    hf = transformers.Phi3ForCausalLM.from_pretrained(folder).float().eval()
+    tokens = torch.randint(0, 320, (2, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(tokens), hf(tokens).logits, atol=1e-5, rtol=0)
+    ckpt.save_checkpoint(state, epoch=0)
+    saved = load_file(str(tmp_path / "out" / "epoch_0" / "model.safetensors"))
+    assert saved.keys() == hf_sd.keys() and all(torch.equal(saved[k], hf_sd[k]) for k in hf_sd)
