@@ -40,6 +40,7 @@ FAMILIES = [
     ("Llama 3.3", ["llama3_3"], "llama3_1"),
     ("Mistral", ["mistral"], "mistral"),
     ("Phi-3", ["phi3"], "phi3"),
+    ("Phi-4", ["phi4"], "phi3"),
     ("Qwen 2 / Qwen 2.5", ["qwen2", "qwen2_5"], "qwen2"),
     ("Qwen 3", ["qwen3"], "qwen3"),
 ]

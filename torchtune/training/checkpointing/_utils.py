@@ -45,7 +45,7 @@ class ModelType(Enum):
     Mistral's own ``consolidated`` files in the Meta checkpointer). ``REWARD``: a Llama or
     Mistral decoder with a classification head (transformers' ``*ForSequenceClassification``,
     a reward or value model), HF format only. ``PHI3_MINI`` (0.6.1's name): Phi-3, whose
-    files fuse q/k/v and gate/up, HF format only.
+    files fuse q/k/v and gate/up, HF format only; ``PHI4`` the same for Phi-4.
     """
 
     LLAMA2 = "llama2"
@@ -56,6 +56,7 @@ class ModelType(Enum):
     MISTRAL = "mistral"
     REWARD = "reward"
     PHI3_MINI = "phi3_mini"
+    PHI4 = "phi4"
 
     @classmethod
     def coerce(cls, value: Union["ModelType", str]) -> "ModelType":
@@ -118,6 +119,9 @@ MODEL_TYPES: Dict[ModelType, ModelTypeInfo] = {
         "torchtune.rlhf.utils._convert_weights", ("mistral", "llama"), meta_format=False,
     ),
     ModelType.PHI3_MINI: ModelTypeInfo(
+        "torchtune.models.phi3._convert_weights", ("phi3",), tied_embeddings=None, meta_format=False,
+    ),
+    ModelType.PHI4: ModelTypeInfo(
         "torchtune.models.phi3._convert_weights", ("phi3",), tied_embeddings=None, meta_format=False,
     ),
 }

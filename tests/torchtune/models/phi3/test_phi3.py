@@ -70,3 +70,20 @@ def test_fused_tensors_split_on_load_and_join_on_save(folder, tmp_path, caplog):
     ckpt.save_checkpoint(state, epoch=0)
     saved = load_file(str(tmp_path / "out" / "epoch_0" / "model.safetensors"))
     assert saved.keys() == hf_sd.keys() and all(torch.equal(saved[k], hf_sd[k]) for k in hf_sd)
+
+
+def test_phi4_14b_size_and_rope_equal_the_checkpoints_on_the_meta_device():
+    from torchtune.models.phi4 import lora_phi4_14b, phi4_14b
+
+    # microsoft/phi-4 config.json
+    config = transformers.Phi3Config(
+        vocab_size=100352, hidden_size=5120, intermediate_size=17920, num_hidden_layers=40,
+        num_attention_heads=40, num_key_value_heads=10, max_position_embeddings=16384,
+        rms_norm_eps=1e-5, rope_theta=250000.0, tie_word_embeddings=False)
+    with torch.device("meta"):
+        ours, theirs = phi4_14b(), transformers.Phi3ForCausalLM(config)
+    count = sum(p.numel() for p in ours.parameters())
+    print(f"phi4_14b: {count:,} parameters")
+    assert count == sum(p.numel() for p in theirs.parameters()) == 14_659_507_200
+    assert ours.description.layers[0].attention.rope.base == 250_000  # 0.6.1 used 10,000
+    assert inspect.signature(lora_phi4_14b).parameters["lora_dropout"].default == 0.0
