@@ -4,7 +4,6 @@ the causal LM's, the head as ``score.weight``; no ``lm_head``). ``ModelType.REWA
 checkpointers, torchtune 0.6.1's ``reward_hf_to_tune`` / ``reward_tune_to_hf``.
 """
 
-import re
 from typing import Dict, Optional
 
 import torch
@@ -35,8 +34,9 @@ REWARD_FROM_HF = {
     **{k: v for k, v in LLAMA_FROM_HF.items() if k != "lm_head.weight"},
     "score.weight": "output.weight",
 }
-# transformers' classifiers have no score bias; 0.6.1 dropped one if a file had it.
-_IGNORED = re.compile(r"^score\.bias$|^(model\.)?(layers\.\d+\.self_attn\.)?rotary_emb\.inv_freq$")
+# transformers' classifiers have no score bias; 0.6.1 dropped one if a file had it (the
+# shared map drops rotary_emb buffers itself).
+_SCORE_BIAS = "score.bias"
 
 
 def meta_to_tune(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -53,7 +53,7 @@ def hf_to_tune(state_dict: Dict[str, torch.Tensor], num_heads: int = 32, num_kv_
                dim: int = 4096, head_dim: Optional[int] = None) -> Dict[str, torch.Tensor]:
     """transformers' classifier -> internal (``score.weight`` -> ``output.weight``, q/k rows
     un-permuted as for the causal LM)."""
-    state_dict = {k: v for k, v in state_dict.items() if not _IGNORED.match(k)}
+    state_dict = {k: v for k, v in state_dict.items() if k != _SCORE_BIAS}
     return hf_to_tune_keys(state_dict, num_heads, num_kv_heads, dim, head_dim, REWARD_FROM_HF, _FAMILY)
 
 

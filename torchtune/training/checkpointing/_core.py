@@ -460,6 +460,10 @@ class CheckpointerCore:
         heads: Optional[Dict[str, Optional[int]]],
     ) -> None:
         """The adapter in HF peft format, in ``root/adapter_{epoch}_peft/``."""
+        unsupported = getattr(self.converter, "PEFT_UNSUPPORTED", None)
+        if unsupported:  # the family's layout has no exact peft equal (Phi-3's fused projections)
+            log.warning("Not writing adapter_%s_peft: %s (adapter_%s.pt is saved)", epoch, unsupported, epoch)
+            return
         adapter = state_dict[ADAPTER_KEY]
         config = dict(state_dict[ADAPTER_CONFIG_KEY])
         ranks = {v.shape[0] for k, v in adapter.items() if k.endswith("lora_a.weight")}
@@ -476,10 +480,6 @@ class CheckpointerCore:
         config.setdefault("target_modules", modules)
         if "lora_alpha" not in config:
             raise ValueError("state_dict['adapter_config'] needs 'lora_alpha' to write the peft adapter")
-        unsupported = getattr(self.converter, "PEFT_UNSUPPORTED", None)
-        if unsupported:  # the family's layout has no exact peft equal (Phi-3's fused projections)
-            log.warning("Not writing adapter_%s_peft: %s (adapter_%s.pt is saved)", epoch, unsupported, epoch)
-            return
         if heads is None:
             # Only an export: losing the epoch's recipe state over it would be worse.
             log.warning(
