@@ -161,3 +161,37 @@ def test_tied_output_takes_the_fused_path_and_its_gradient_reaches_the_one_weigh
     assert [n for n, _ in model.named_parameters()].count("tok_embeddings.weight") == 1
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, ref_grads[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_final_softcap_is_applied_as_the_model_applies_it():
+    """A model with a final-logit soft-cap (Gemma 2): the loss, which skips the model's
+    output layer, caps each chunk's logits itself; the chunked loss sees the model's
+    (already capped) logits. Both equal the reference on the capped logits."""
+    import dataclasses
+
+    from torchtune.models._decoder import build_decoder, llama_description
+
+    description = dataclasses.replace(llama_description(
+        vocab_size=11, num_layers=1, num_heads=2, num_kv_heads=1, embed_dim=8, max_seq_len=32,
+        hidden_dim=16, attn_dropout=0.0, norm_eps=1e-5, rope_base=10_000), final_softcap=0.5)
+    torch.manual_seed(0)
+    model = build_decoder(description)
+    with torch.no_grad():
+        model.output.weight.mul_(20.0)  # logits well past the cap, so capping shows
+    g = torch.Generator().manual_seed(0)
+    tokens, labels = torch.randint(0, 11, (3, 17), generator=g), _labels(g)
+    logits = model(tokens)
+    assert logits.abs().max() <= 0.5
+    expected, count = reference(logits, labels)
+
+    chunked_total, chunked_count = ChunkedCrossEntropyLoss(num_output_chunks=3)(logits, labels)
+    torch.testing.assert_close(chunked_total, expected)
+    fused = LinearCrossEntropyLoss(num_output_chunks=3, min_chunk_size=1)
+    fused.set_model_output(model)
+    hidden = model(tokens)  # the model now returns its final hidden states
+    total, fused_count = fused(hidden, labels)
+    assert fused_count == count == chunked_count
+    uncapped, _ = reference(model.output(hidden), labels)
+    assert abs(uncapped - expected) > 1.0  # without the cap the loss is far off
+    # fp32 sums of ~40 terms of size ~2.4: rounding well under 1e-5 relative.
+    torch.testing.assert_close(total, expected, rtol=1e-5, atol=1e-5)
