@@ -60,6 +60,10 @@ ARCHITECTURES = [
     # scaling, GQA 3:1, tied output.
     Row("llama", "LlamaConfig", "LlamaForCausalLM",
         dict(_SIZES, rope_theta=100_000.0, tie_word_embeddings=True)),
+    # Sized for QLoRA: every decoder linear 128 x 128 (whole NF4 blocks and scaler groups).
+    Row("llama-nf4", "LlamaConfig", "LlamaForCausalLM",
+        dict(_SIZES, hidden_size=128, intermediate_size=128, num_attention_heads=4,
+             num_key_value_heads=4, rope_theta=10_000.0, tie_word_embeddings=True)),
     # Llama 3.2-style: llama3 RoPE scaling, untied.
     Row("llama-rope-scaled", "LlamaConfig", "LlamaForCausalLM",
         dict(_SIZES, rope_theta=500_000.0, tie_word_embeddings=False, rope_scaling={

@@ -165,7 +165,7 @@ def gguf_converter():
 
 
 @pytest.mark.parametrize("arch,recipe,resume", [
-    ("llama", "lora", False),  # its resumption: the tests above, on the BPE folder
+    ("llama-nf4", "qlora", False),  # Llama's LoRA resumption: the tests above (BPE folder)
     # Qwen 2's full fine-tune resumes in test_qwen_recipes.py (the qwen2_5 config).
     ("qwen2", "lora", True), ("qwen2", "full", False), ("qwen3", "lora", True), ("qwen3", "full", True),
     ("mistral", "lora", True), ("phi3", "lora", False),
@@ -179,10 +179,11 @@ def test_hf_output_converts_to_gguf(arch, recipe, resume, gguf_converter, tmp_pa
     write_folder(ROWS[arch], folder, tokenizer="sentencepiece")
     config = f"hf/{recipe}_single_device"
     extra = {"optimizer_in_bwd": False} if recipe == "full" else {}
+    script = "full_finetune_single_device" if recipe == "full" else "lora_finetune_single_device"
     if resume:
-        _resume_exactly(f"{recipe}_finetune_single_device", config, folder, tmp_path, extra)
+        _resume_exactly(script, config, folder, tmp_path, extra)
     else:
-        run_recipe(f"{recipe}_finetune_single_device", config, [
+        run_recipe(script, config, [
             f"model_dir={folder}", *small(max_steps_per_epoch=2, save_every_n_steps=2, **extra)])
     out = tmp_path / f"tiny-{arch}-{recipe}" / "epoch_0"
     done = llama_cpp.convert(out, tmp_path / "model.gguf")
@@ -192,7 +193,7 @@ def test_hf_output_converts_to_gguf(arch, recipe, resume, gguf_converter, tmp_pa
     reader = gguf.GGUFReader(tmp_path / "model.gguf")
     fields = {name: f.contents() for name, f in reader.fields.items()}
     prefix = fields["general.architecture"]
-    assert prefix == {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "mistral": "llama", "phi3": "phi3"}[arch]
+    assert prefix == {"llama-nf4": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "mistral": "llama", "phi3": "phi3"}[arch]
     c = hf.config
     assert fields[f"{prefix}.rope.freq_base"] == c.rope_parameters["rope_theta"]
     assert fields[f"{prefix}.attention.head_count"] == c.num_attention_heads
