@@ -6,7 +6,9 @@ Files read
   ``HuggingFaceBaseTokenizer``), else ``tokenizer.model``: Meta's Llama 3 tiktoken ranks
   (through ``Llama3Tokenizer``) or a SentencePiece model (``SentencePieceTokenizer``).
 - ``tokenizer_config.json`` (optional): ``bos_token``, ``eos_token``, ``pad_token`` (a string
-  or an ``{"content": ...}`` object), ``add_bos_token``, ``added_tokens_decoder`` and
+  or an ``{"content": ...}`` object), ``add_bos_token``, ``added_tokens_decoder`` (with a
+  ``tokenizer.model``: the added tokens, their ids and ``lstrip``/``rstrip``), ``legacy``
+  (SentencePiece's dummy prefix on every text piece, see ``ModelFolderTokenizer``) and
   ``chat_template``; a ``chat_template.jinja`` file wins over the latter, as in transformers.
 - ``generation_config.json`` (optional): ``eos_token_id``, an id or a list; every one is a
   stop token.
@@ -106,6 +108,12 @@ class ModelFolderTokenizer:
         max_seq_len (Optional[int]): ``tokenize_messages`` cuts its output to this.
         splits_at_spaces (bool): see ``encode_truncated``.
         chat_template (Optional[ChatTemplate]): the template, None if the model has none.
+
+    ``prefix_each_piece`` (SentencePiece only): transformers' ``legacy`` flag. True: every
+    text piece between control tokens gets SentencePiece's dummy-prefix space; False (the
+    default of transformers 5 and of current Llama-style ``tokenizer_config.json`` files):
+    only a piece at the start of the rendered text does, the others are encoded as they
+    read in the middle of a longer text (``trim_leading_whitespace``).
     """
 
     def __init__(
@@ -124,10 +132,13 @@ class ModelFolderTokenizer:
         max_seq_len: Optional[int],
         prompt_template: Any,
         truncation_type: str,
+        prefix_each_piece: bool = True,
     ):
         self._backend = backend
         self.path = path
-        self.vocab_size = backend.vocab_size
+        # Added tokens (Phi-3's <|user|> ...) may lie past a SentencePiece model's pieces.
+        self.vocab_size = max([backend.vocab_size] + [i + 1 for i in control.values()])
+        self._prefix_each_piece = prefix_each_piece
         self.splits_at_spaces = bool(getattr(backend, "splits_at_spaces", False))
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         self.stop_tokens = list(stop_tokens)
@@ -186,7 +197,19 @@ class ModelFolderTokenizer:
         """Decode ids; ``skip_special_tokens`` drops control ids (SentencePiece always
         drops BOS/EOS)."""
         if isinstance(self._backend, SentencePieceTokenizer):
-            return self._backend.decode(ids)
+            pieces = self._backend.vocab_size
+            added = {i: t for t, i in self._control.items() if i >= pieces}
+            ids = [int(i) for i in ids]
+            if skip_special_tokens or not added:
+                return self._backend.decode([i for i in ids if i not in added])
+            text, run = "", []
+            for i in ids + [None]:
+                if i is None or i in added:
+                    text += self._backend.decode(run) + (added[i] if i is not None else "")
+                    run = []
+                else:
+                    run.append(i)
+            return text
         return self._backend.decode(ids, skip_special_tokens=skip_special_tokens)
 
     # ----- conversations -----
@@ -361,24 +384,31 @@ class ModelFolderTokenizer:
         left: Optional[int],
     ) -> Tuple[List[int], List[bool]]:
         """Ids of the text piece ``text[s:e]`` (no control tokens) and their mask."""
-        ids = encode_truncated(self, markers.show(text[s:e]), left, add_bos=False, add_eos=False)
+        trim = s > 0 and not self._prefix_each_piece
+        ids = encode_truncated(
+            self, markers.show(text[s:e]), left, add_bos=False, add_eos=False,
+            trim_leading_whitespace=trim,
+        )
         mask = [True] * len(ids)
         for a, b in spans:
             if b <= s or a >= e:
                 continue
             lo, hi = 0, len(ids)
             if a > s:
-                lo = self._ids_before(markers.show(text[s:a]), ids, through=False)
+                lo = self._ids_before(markers.show(text[s:a]), ids, trim, through=False)
             if b < e:
-                hi = self._ids_before(markers.show(text[s:b]), ids, through=True)
+                hi = self._ids_before(markers.show(text[s:b]), ids, trim, through=True)
             for j in range(lo, min(hi, len(ids))):
                 mask[j] = False
         return ids, mask
 
-    def _ids_before(self, head_text: str, ids: List[int], through: bool) -> int:
+    def _ids_before(self, head_text: str, ids: List[int], trim: bool, through: bool) -> int:
         """How many of a piece's ``ids`` lie within its start ``head_text``; with
         ``through``, also the id that crosses the cut, if one does."""
-        head = encode_truncated(self, head_text, len(ids) + 1, add_bos=False, add_eos=False)
+        head = encode_truncated(
+            self, head_text, len(ids) + 1, add_bos=False, add_eos=False,
+            trim_leading_whitespace=trim,
+        )
         n = _common_prefix(head, ids)
         crosses = n < len(head) and n < len(ids)
         return n + 1 if through and crosses else n
@@ -495,7 +525,8 @@ def auto_tokenizer(
             )
         return i
 
-    stops = _generation_eos_ids(generation, backend.vocab_size, folder)
+    vocab_size = max([backend.vocab_size] + [i + 1 for i in control.values()])
+    stops = _generation_eos_ids(generation, vocab_size, folder)
     eos_id = token_id("eos_token")
     if eos_id is None:
         eos_id = stops[0] if stops else getattr(backend, "eos_id", None)
@@ -525,6 +556,74 @@ def auto_tokenizer(
         max_seq_len=max_seq_len,
         prompt_template=prompt_template,
         truncation_type=truncation_type,
+        prefix_each_piece=bool(config.get("legacy", False)),
+    )
+
+
+def template_tokenizer(
+    backend: Any,
+    *,
+    name: str,
+    chat_template: str,
+    control: Mapping[str, int],
+    rstrip: Sequence[str] = (),
+    bos_token: Optional[str],
+    eos_token: str,
+    pad_token: Optional[str] = None,
+    stop_tokens: Sequence[str] = (),
+    max_seq_len: Optional[int] = None,
+    prompt_template: Any = None,
+    truncation_type: str = "right",
+) -> ModelFolderTokenizer:
+    """A named family tokenizer: ``backend`` with the family's published chat template,
+    tokenized as ``auto_tokenizer`` tokenizes a model folder that holds the same files.
+
+    Args:
+        backend (Any): a ``SentencePieceTokenizer`` or ``HuggingFaceBaseTokenizer``.
+        name (str): the builder's name, for errors (``phi3_mini_tokenizer``).
+        chat_template (str): the Jinja source of the family's template.
+        control (Mapping[str, int]): the control tokens (text -> id) the template writes.
+        rstrip (Sequence[str]): control tokens that eat the whitespace after them.
+        bos_token (Optional[str]): BOS text (None: the family adds none).
+        eos_token (str): EOS text (``truncation_type="right"`` ends with it).
+        pad_token (Optional[str]): pad text (None: ``eos_token``).
+        stop_tokens (Sequence[str]): more tokens that end generation.
+        max_seq_len (Optional[int]): cut ``tokenize_messages`` output to this many ids.
+        prompt_template (Any): see ``resolve_prompt_template``.
+        truncation_type (str): "right" or "left".
+
+    Returns:
+        ModelFolderTokenizer: the tokenizer; SentencePiece pieces after the first are
+        encoded without the dummy-prefix space (transformers' ``legacy: false``).
+    """
+    control = {**getattr(backend, "special_tokens", {}), **control}
+    named = [t for t in (bos_token, eos_token, pad_token, *stop_tokens) if t is not None]
+    for text in named:
+        if text not in control:
+            raise UserValueError(
+                f"{name}: {getattr(backend, 'path', 'the tokenizer')} has no special token "
+                f"{text!r}"
+            )
+    ids = {t: control[t] for t in named}
+    variables = {"bos_token": bos_token or "", "eos_token": eos_token}
+    if pad_token is not None:
+        variables["pad_token"] = pad_token
+    eos_id = ids[eos_token]
+    return ModelFolderTokenizer(
+        backend,
+        path=getattr(backend, "path", name),
+        control=control,
+        lstrip=frozenset(),
+        rstrip=frozenset(rstrip),
+        bos_id=None if bos_token is None else ids[bos_token],
+        eos_id=eos_id,
+        pad_id=eos_id if pad_token is None else ids[pad_token],
+        stop_tokens=list(dict.fromkeys([eos_id] + [ids[t] for t in stop_tokens])),
+        chat_template=ChatTemplate(chat_template, f"{name}'s chat template", variables),
+        max_seq_len=max_seq_len,
+        prompt_template=prompt_template,
+        truncation_type=truncation_type,
+        prefix_each_piece=False,
     )
 
 
@@ -581,11 +680,13 @@ def _load_backend(folder: str, config: Mapping[str, Any]):
         raise UserFileNotFoundError(f"{folder} has no tokenizer.json or tokenizer.model")
     with open(model_path, "rb") as f:
         head = f.read(256)
-    declared = {
-        a.get("content"): int(i)
-        for i, a in (config.get("added_tokens_decoder") or {}).items()
+    entries = [
+        (int(i), a) for i, a in (config.get("added_tokens_decoder") or {}).items()
         if isinstance(a, dict) and a.get("special", True)
-    }
+    ]
+    declared = {a.get("content"): i for i, a in entries}
+    lstrip = frozenset(a.get("content") for _, a in entries if a.get("lstrip"))
+    rstrip = frozenset(a.get("content") for _, a in entries if a.get("rstrip"))
     if _TIKTOKEN_LINE.match(head):
         # Imported here: torchtune.models imports this package.
         from torchtune.models.llama3._tokenizer import Llama3Tokenizer
@@ -595,7 +696,7 @@ def _load_backend(folder: str, config: Mapping[str, Any]):
         backend = Llama3Tokenizer(model_path, special_tokens=names)
         return backend, dict(backend.special_tokens), frozenset(), frozenset(), model_path
     backend = SentencePieceTokenizer(model_path)
-    return backend, {**backend.special_tokens, **declared}, frozenset(), frozenset(), model_path
+    return backend, {**backend.special_tokens, **declared}, lstrip, rstrip, model_path
 
 
 def _proven_splits_at_spaces(data: Mapping[str, Any]) -> bool:

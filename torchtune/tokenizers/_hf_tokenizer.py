@@ -174,6 +174,14 @@ class HuggingFaceBaseTokenizer:
         return self._tok_special.decode(ids, skip_special_tokens=skip_special_tokens)
 
 
+# The pre-tokenizer regex of OpenAI's cl100k_base, which Llama 3's and Phi-4's tokenizers
+# use (tiktoken's possessive form, written without possessives as tokenizer.json has it).
+CL100K_SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
 def read_text(path: str, what: str) -> str:
     """The UTF-8 text of the file ``path``, a ``what`` (named in the one-line errors)."""
     if not os.path.isfile(path):
@@ -240,9 +248,9 @@ def byte_level_bpe_json(
         vocab_path (str): ``vocab.json``, token text to id.
         merges_path (str): ``merges.txt``, one merge a line, in rank order.
         split_pattern (str): the pre-tokenizer's regex.
-        added_tokens (Sequence[Tuple[str, int, bool]]): (text, id, special) of the tokens
-            outside the BPE vocabulary; their ids must follow the vocabulary's, without
-            gaps (as Qwen's do).
+        added_tokens (Sequence[Tuple[str, int, bool]]): (text, id, special) of the added
+            tokens: those the vocabulary lacks must follow its ids without gaps (as
+            Qwen's and Phi-4's do); one it holds must be at its id there.
         nfc (bool): normalize input text to NFC first.
 
     Returns:
@@ -272,13 +280,15 @@ def byte_level_bpe_json(
     )
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     tok.decoder = decoders.ByteLevel()
-    # ``add_tokens`` numbers tokens from the vocabulary's size on: right when the ids
-    # follow it, checked here and after.
+    # ``add_tokens`` numbers new tokens from the vocabulary's size on: right when the ids
+    # follow it, checked here and after. A vocab.json may already hold a token at its id.
+    vocab = tok.get_vocab(with_added_tokens=False)
     added = sorted(added_tokens, key=lambda a: a[1])
+    new = [i for text, i, _ in added if vocab.get(text) != i]
     n = tok.get_vocab_size(with_added_tokens=False)
-    if [i for _, i, _ in added] != list(range(n, n + len(added))):
+    if new != list(range(n, n + len(new))):
         raise UserValueError(
-            f"{vocab_path}: the special tokens' ids {[i for _, i, _ in added][:4]}... do not "
+            f"{vocab_path}: the special tokens' ids {new[:4]}... do not "
             f"follow its {n} tokens without gaps"
         )
     tok.add_tokens(

@@ -27,15 +27,12 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from torchtune._errors import UserValueError
 from torchtune.data import Message
 from torchtune.tokenizers import encode_truncated, TikTokenBaseTokenizer
-from torchtune.tokenizers._hf_tokenizer import read_added_tokens
+from torchtune.tokenizers._hf_tokenizer import CL100K_SPLIT_PATTERN, read_added_tokens
 from torchtune.tokenizers._prompt_template import apply_prompt_template, resolve_prompt_template
 from torchtune.tokenizers._truncated import check_truncation_type, truncate_to_max_seq_len
 
-# Meta's llama/tokenizer.py pattern (the same as tokenizer.json's pre-tokenizer).
-LLAMA3_SPLIT_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+# Meta's llama/tokenizer.py pattern (the same as tokenizer.json's pre-tokenizer): cl100k's.
+LLAMA3_SPLIT_PATTERN = CL100K_SPLIT_PATTERN
 
 NUM_BASE_TOKENS = 128_000
 NUM_SPECIAL_TOKENS = 256

@@ -100,17 +100,21 @@ def test_consolidated_names_round_trip():
     assert back.keys() == sd.keys() and all(torch.equal(back[k], sd[k]) for k in sd)
 
 
-def test_tokenizer_and_chat_template(tmp_path):
+def test_tokenizer_and_061_chat_template(tmp_path):
+    """0.6.1's ``MistralChatTemplate`` is still a prompt template of its own; given to the
+    tokenizer (0.6.1's default) it means the published template, which
+    tests/torchtune/models/test_family_chat_formats.py checks id for id."""
     from pathlib import Path
 
     path = Path(__file__).parents[3] / "assets" / "llama2_tokenizer.model"
     tok = mistral_tokenizer(str(path), max_seq_len=64)
-    assert (tok.bos_id, tok.eos_id, tok.max_seq_len) == (1, 2, 64)
-    assert isinstance(tok.prompt_template, MistralChatTemplate)
-    chat = tok.prompt_template([Message("user", "Hi"), Message("assistant", "Hello")])
+    assert (tok.bos_id, tok.eos_id, tok.max_seq_len, tok.prompt_template) == (1, 2, 64, None)
+    chat = MistralChatTemplate()([Message("user", "Hi"), Message("assistant", "Hello")])
     assert [m.content for m in chat] == ["[INST] Hi [/INST] ", "Hello"]
     with pytest.raises(UserValueError, match="system messages are not supported by MistralChatTemplate"):
-        tok.prompt_template([Message("system", "Be brief."), Message("user", "Hi")])
+        MistralChatTemplate()([Message("system", "Be brief."), Message("user", "Hi")])
+    ids, _ = tok.tokenize_messages([Message("user", "Hi"), Message("assistant", "Hello")])
+    assert tok.decode(ids) == "[INST] Hi [/INST] Hello" and len(ids) <= 64
 
 
 def test_reward_model_reads_and_writes_transformers_classifier(tmp_path):

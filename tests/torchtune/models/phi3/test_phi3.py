@@ -87,3 +87,27 @@ def test_phi4_14b_size_and_rope_equal_the_checkpoints_on_the_meta_device():
     assert count == sum(p.numel() for p in theirs.parameters()) == 14_659_507_200
     assert ours.description.layers[0].attention.rope.base == 250_000  # 0.6.1 used 10,000
     assert inspect.signature(lora_phi4_14b).parameters["lora_dropout"].default == 0.0
+
+
+def test_061_rope_module_equals_transformers_rotate_half():
+    """``Phi3RotaryPositionalEmbeddings`` (0.6.1's name) rotates q/k in the checkpoint's
+    rotate-half layout: transformers' ``apply_rotary_pos_emb`` in float64 is the reference;
+    fp32 cos/sin of angles up to 63 rad carry ~63 * 2**-24 of error, and q's entries are
+    O(3): 1e-5 bounds it."""
+    from transformers.models.phi3.modeling_phi3 import apply_rotary_pos_emb
+
+    from torchtune.models.phi3 import Phi3RotaryPositionalEmbeddings
+
+    dim, s = 16, 64
+    rope = Phi3RotaryPositionalEmbeddings(dim, max_seq_len=s, base=10_000)
+    x = torch.randn(2, s, 3, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    inv = 1.0 / (10_000 ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+    angles = torch.outer(torch.arange(s, dtype=torch.float64), inv)
+    emb = torch.cat([angles, angles], dim=-1)[None]
+    ref, _ = apply_rotary_pos_emb(x.transpose(1, 2), x.transpose(1, 2), emb.cos(), emb.sin())
+    torch.testing.assert_close(rope(x.float()).double(), ref.transpose(1, 2), atol=1e-5, rtol=0)
+    # positions given: tokens 0 and 1 placed at 5 and 9
+    at, _ = apply_rotary_pos_emb(x[:1, :2].transpose(1, 2), x[:1, :2].transpose(1, 2),
+                                 emb[:, [5, 9]].cos(), emb[:, [5, 9]].sin())
+    got = rope(x[:1, :2].float(), input_pos=torch.tensor([[5, 9]])).double()
+    torch.testing.assert_close(got, at.transpose(1, 2), atol=1e-5, rtol=0)
