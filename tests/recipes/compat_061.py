@@ -68,6 +68,11 @@ FAMILIES = {
     # Mistral 7B v0.1 has a 4096-token window; the tiny one a window shorter than its samples.
     "mistral": dict(builder="torchtune.models.mistral.mistral", vocab=32000, theta=10000.0, rope=None,
                     tied=False, tokenizer="llama2", hf="mistral", window=16),
+    # Phi-3 mini's window is 2047; Phi-4 is Phi-3's architecture with no window.
+    "phi3": dict(builder="torchtune.models.phi3.phi3", vocab=32064, theta=10000.0, rope=None,
+                 tied=False, tokenizer="phi3", hf="phi3", window=16),
+    "phi4": dict(builder="torchtune.models.phi3.phi3", vocab=100352, theta=250000.0, rope=None,
+                 tied=False, tokenizer="phi4", hf="phi3"),
     "qwen2": dict(builder="torchtune.models.qwen2.qwen2", vocab=151936, theta=1000000.0, rope=None,
                   tied=False, tokenizer="qwen", hf="qwen2"),
     "qwen2_5": dict(builder="torchtune.models.qwen2.qwen2", vocab=151936, theta=1000000.0, rope=None,
@@ -170,6 +175,9 @@ def _make_tiny_hf_state_dict(family: str, sizes: dict, seed: int) -> tuple[dict,
     elif spec["hf"] == "mistral":
         config = transformers.MistralConfig(**common, sliding_window=spec["window"])
         cls = transformers.MistralForCausalLM
+    elif spec["hf"] == "phi3":
+        config = transformers.Phi3Config(**common, sliding_window=spec.get("window"), pad_token_id=None)
+        cls = transformers.Phi3ForCausalLM
     else:
         config, cls = transformers.Qwen2Config(**common), transformers.Qwen2ForCausalLM
     torch.manual_seed(seed)
@@ -237,8 +245,16 @@ def write_tokenizer(kind: str, root: Path) -> list[str]:
     for every run of that kind; returns the path overrides."""
     folder = root / f"tokenizer_{kind}"
     folder.mkdir(parents=True, exist_ok=True)
-    if kind == "llama2":
+    if kind in ("llama2", "phi3"):  # Phi-3's tokenizer.model is Llama 2's
         return [f"tokenizer.path={REPO / 'tests' / 'assets' / 'llama2_tokenizer.model'}"]
+    if kind == "phi4":
+        from phi4_tokenizer_files import write_phi4_tokenizer
+        from torchtune.models.phi4 import PHI4_SPECIAL_TOKENS
+
+        if not (folder / "merges.txt").exists():
+            texts = [r["instruction"] + "\n" + r["output"] for r in json.loads(ALPACA.read_text())[:200]]
+            write_phi4_tokenizer(folder, texts, PHI4_SPECIAL_TOKENS)
+        return [f"tokenizer.vocab_path={folder / 'vocab.json'}", f"tokenizer.merges_path={folder / 'merges.txt'}"]
     if kind == "llama3":
         path = folder / "tokenizer.model"
         if not path.exists():
@@ -283,7 +299,7 @@ def model_overrides(cfg: dict, family: str) -> list[str]:
     out = [f"model._component_={module}.{builder}", f"model.vocab_size={spec['vocab']}",
            f"model.max_seq_len={MODEL_MAX_SEQ_LEN}"]
     out += [f"model.{k}={v}" for k, v in tiny_sizes(cfg).items()]
-    if spec["builder"].endswith(".llama2") and spec["theta"] != 10000.0:  # Code Llama 2
+    if spec["builder"].endswith((".llama2", ".phi3")) and spec["theta"] != 10000.0:  # Code Llama 2, Phi-4
         out.append(f"model.rope_base={int(spec['theta'])}")
     if spec.get("window"):
         out.append(f"model.sliding_window={spec['window']}")

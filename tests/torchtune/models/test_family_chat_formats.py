@@ -22,8 +22,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tokenizers import decoders, models, pre_tokenizers, Regex, Tokenizer, trainers
+from tokenizers import Tokenizer
 
+from phi4_tokenizer_files import write_phi4_tokenizer
 from torchtune._errors import UserValueError
 from torchtune.data import Message
 from torchtune.models.mistral import mistral_tokenizer
@@ -37,10 +38,6 @@ ASSETS = Path(__file__).parents[2] / "assets"
 SP_MODEL = ASSETS / "llama2_tokenizer.model"
 TEMPLATES = ASSETS / "chat_templates"
 ALPACA = json.loads((ASSETS / "alpaca_1000.json").read_text())[:200]
-CL100K = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
 
 
 def _conversations():
@@ -207,31 +204,8 @@ def test_phi3_auto_tokenizer_reads_the_folder_the_same_way(phi3_folder):
 
 
 def _phi4_files(folder: Path) -> None:
-    """A tiny byte-level BPE trained on alpaca, its ids padded to cl100k's 100,256, with
-    Phi-4's added tokens: tokenizer.json as microsoft/phi-4 has it, and the same model as
-    vocab.json + merges.txt."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(CL100K), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    tok.train_from_iterator([r["instruction"] + "\n" + r["output"] for r in ALPACA], trainer)
-    model = json.loads(tok.to_str())["model"]
-    vocab = dict(model["vocab"])
-    for i in range(len(vocab), 100_256):
-        vocab[f"<unused_{i}>"] = i
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    full = Tokenizer(models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt")))
-    full.pre_tokenizer, full.decoder = tok.pre_tokenizer, tok.decoder
-    data = json.loads(full.to_str())
-    data["added_tokens"] = [
-        dict(id=i, content=t, single_word=False, lstrip=False, rstrip=False, normalized=False, special=True)
-        for t, i in PHI4_SPECIAL_TOKENS.items()]
-    (folder / "tokenizer.json").write_text(json.dumps(data))
+    """tests/phi4_tokenizer_files.py's files with microsoft/phi-4's tokenizer_config.json."""
+    write_phi4_tokenizer(folder, [r["instruction"] + "\n" + r["output"] for r in ALPACA], PHI4_SPECIAL_TOKENS)
     (folder / "tokenizer_config.json").write_text(json.dumps({
         "bos_token": "<|endoftext|>", "eos_token": "<|im_end|>", "pad_token": "<|dummy_85|>",
         # microsoft/phi-4 names GPT2Tokenizer, which in transformers 5 swaps the file's
