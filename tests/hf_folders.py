@@ -85,6 +85,11 @@ ARCHITECTURES = [
     # the test sequences.
     Row("phi3", "Phi3Config", "Phi3ForCausalLM",
         dict(_SIZES, rope_theta=10_000.0, tie_word_embeddings=False, sliding_window=16)),
+    # Phi-4-mini-style: partial rotary (0.75 of each 8-wide head rotates), tied output, no
+    # window (Phi-4-mini's 128k LongRoPE scaling is refused: test_auto_model.py).
+    Row("phi4-mini", "Phi3Config", "Phi3ForCausalLM",
+        dict(_SIZES, rope_theta=10_000.0, tie_word_embeddings=True, sliding_window=None,
+             partial_rotary_factor=0.75)),
     Row("qwen2", "Qwen2Config", "Qwen2ForCausalLM",
         dict(_SIZES, rope_theta=1_000_000.0, tie_word_embeddings=True)),
     Row("qwen3", "Qwen3Config", "Qwen3ForCausalLM",

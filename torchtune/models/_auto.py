@@ -67,6 +67,8 @@ class Architecture:
         windows (Optional[Callable]): each layer's sliding window from the config; None:
             Qwen's rule (``use_sliding_window``, ``max_window_layers``, ``layer_types``)
             where the row reads those fields, else no window.
+        partial_rotary (bool): its key maps carry ``partial_rotary_factor`` through the q/k
+            row permutation (Phi-3's, for Phi-4-mini); other rows refuse it.
     """
 
     name: str
@@ -77,6 +79,7 @@ class Architecture:
     qk_norm: bool
     checkpoint_model_type: Callable[[bool], str]
     windows: Optional[Callable[[Mapping[str, Any], "Architecture", int, str], List[Optional[int]]]] = None
+    partial_rotary: bool = False
 
 
 _COMMON_FIELDS = frozenset({
@@ -181,6 +184,7 @@ ARCHITECTURES: Dict[str, Architecture] = {
             qk_norm=False,
             checkpoint_model_type=lambda tied: "PHI3_MINI",
             windows=_every_layer_window,
+            partial_rotary=True,
         ),
     )
 }
@@ -339,9 +343,9 @@ def description_from_hf_config(
     eps = get("rms_norm_eps", float)
     # transformers' rope_theta default is 10000 for every row, as rope_from_hf_config's.
     rope = rope_from_hf_config({**config, "head_dim": head_dim})
-    if rope.rotary_dim != head_dim:
-        # transformers' Llama and Qwen rotate whole heads; the key maps do not yet carry a
-        # partial rotary_dim through the q/k permutation (Phi's family will).
+    if rope.rotary_dim != head_dim and not arch.partial_rotary:
+        # transformers' Llama and Qwen rotate whole heads; their key maps do not carry a
+        # partial rotary_dim through the q/k permutation (Phi-3's do).
         raise UserValueError(
             f"{where}: partial_rotary_factor {config.get('partial_rotary_factor')} is not "
             f"implemented for {arch.name}; supported: 1.0"

@@ -314,6 +314,7 @@ def tune_to_peft_adapter_weights(
     num_kv_heads: int = 32,
     dim: int = 4096,
     head_dim: Optional[int] = None,
+    rotary_dim: Optional[int] = None,
 ) -> Dict[str, torch.Tensor]:
     """Convert internal LoRA adapter weights to the names and layout HF peft reads.
 
@@ -322,7 +323,8 @@ def tune_to_peft_adapter_weights(
     becomes ``base_model.model.lm_head.lora_*``; a DoRA ``...magnitude [out]`` becomes
     ``...lora_magnitude_vector``. The ``lora_b [out, r]`` and the magnitude of q_proj/k_proj
     have their output rows permuted like the base weight, so ``W_hf + B_hf A`` is the HF
-    layout of ``W + B A`` and each row keeps its magnitude.
+    layout of ``W + B A`` and each row keeps its magnitude (only the first ``rotary_dim``
+    rows of each head for a partial-rotary model, as ``permute_qk_rows``).
 
     Raises:
         ValueError: on a key that is not a LoRA adapter parameter.
@@ -338,7 +340,9 @@ def tune_to_peft_adapter_weights(
             if param != "lora_a.weight" and module in ("attn.q_proj", "attn.k_proj"):
                 n = num_heads if module == "attn.q_proj" else num_kv_heads
                 rows = value.unsqueeze(1) if value.dim() == 1 else value  # magnitude: [out] -> [out, 1]
-                value = permute_qk_rows(rows, n, head_dim, to_hf=True, name=key).reshape(value.shape)
+                value = permute_qk_rows(
+                    rows, n, head_dim, to_hf=True, name=key, rotary_dim=rotary_dim
+                ).reshape(value.shape)
             hf_module = f"model.layers.{layer}.{TUNE_TO_HF_MODULE[module]}"
         else:
             m = _LORA_OUTPUT_KEY.match(key)

@@ -89,7 +89,7 @@ def rope_from_hf_config(config: Mapping[str, Any]) -> RopeSettings:
 
     base = _first(params.get("rope_theta"), config.get("rope_theta"), DEFAULT_ROPE_THETA)
     base = float(_positive(base, "rope_theta"))
-    rotary_dim = _rotary_dim(config, params)
+    rotary_dim = hf_rotary_dim(config, params)
 
     if rope_type == "default":
         scaling = None
@@ -107,8 +107,10 @@ def rope_from_hf_config(config: Mapping[str, Any]) -> RopeSettings:
     return RopeSettings(base=base, scaling=scaling, rotary_dim=rotary_dim)
 
 
-def _rotary_dim(config: Mapping[str, Any], params: Mapping[str, Any]) -> int:
+def hf_rotary_dim(config: Mapping[str, Any], params: Optional[Mapping[str, Any]] = None) -> int:
     """``int(head_dim * partial_rotary_factor)``, as transformers truncates it."""
+    if params is None:
+        params = config.get("rope_parameters") if isinstance(config.get("rope_parameters"), dict) else {}
     fraction = _first(params.get("partial_rotary_factor"), config.get("partial_rotary_factor"), 1.0)
     fraction = _positive(fraction, "partial_rotary_factor")
     head_dim = config.get("head_dim")

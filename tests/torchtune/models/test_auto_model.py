@@ -116,6 +116,10 @@ def _config(**changes):
     (dict(partial_rotary_factor=0.5),
      r"partial_rotary_factor 0.5 is not implemented for LlamaForCausalLM; supported: 1.0"),
     (dict(num_key_value_heads=3), r"num_kv_heads \(3\) must divide num_heads \(4\)"),
+    # Phi-3 / Phi-4-mini 128k: LongRoPE is not implemented, and is never ignored.
+    (dict(architectures=["Phi3ForCausalLM"], model_type="phi3", original_max_position_embeddings=4096,
+          rope_scaling={"type": "longrope", "short_factor": [1.0] * 4, "long_factor": [2.0] * 4}),
+     r"rope_type 'longrope' is not supported; supported: default, linear, llama3, yarn"),
 ])
 def test_what_is_not_implemented_is_one_line(changes, message):
     with pytest.raises(UserValueError, match=message) as err:

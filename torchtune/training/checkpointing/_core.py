@@ -53,6 +53,7 @@ id is in their manifest; a resumed run keeps the id of the run it resumes) beyon
 ``keep_last_n_checkpoints`` are deleted, oldest first, after the new one is in place.
 """
 
+import inspect
 import logging
 import os
 import re
@@ -460,12 +461,13 @@ class CheckpointerCore:
         heads: Optional[Dict[str, Optional[int]]],
     ) -> None:
         """The adapter in HF peft format, in ``root/adapter_{epoch}_peft/``."""
-        unsupported = getattr(self.converter, "PEFT_UNSUPPORTED", None)
-        if unsupported:  # the family's layout has no exact peft equal (Phi-3's fused projections)
-            log.warning("Not writing adapter_%s_peft: %s (adapter_%s.pt is saved)", epoch, unsupported, epoch)
-            return
         adapter = state_dict[ADAPTER_KEY]
         config = dict(state_dict[ADAPTER_CONFIG_KEY])
+        check = getattr(self.converter, "peft_unsupported", None)
+        unsupported = check(config) if check is not None else None
+        if unsupported:  # no exact peft equal in the family's layout (Phi-3: see its key maps)
+            log.warning("Not writing adapter_%s_peft: %s (adapter_%s.pt is saved)", epoch, unsupported, epoch)
+            return
         ranks = {v.shape[0] for k, v in adapter.items() if k.endswith("lora_a.weight")}
         modules = []
         for k in adapter:
@@ -508,6 +510,14 @@ class CheckpointerCore:
         ``user_input``: ``sd`` came from the user's file (a UserValueError), not from the
         recipe's model (a plain ValueError: a bug).
         """
+        rotary_dim = kwargs.pop("rotary_dim", None)
+        if rotary_dim is not None:
+            if "rotary_dim" not in inspect.signature(fn).parameters:
+                raise UserValueError(
+                    f"{source}: config.json's partial_rotary_factor (rotary_dim {rotary_dim}) is "
+                    f"not implemented for model_type {self.model_type.name}"
+                )
+            kwargs["rotary_dim"] = rotary_dim
         try:
             return fn(sd, **kwargs)
         except ValueError as err:

@@ -11,6 +11,7 @@ import re
 from typing import Any, Dict, Mapping, Optional
 
 from torchtune._errors import UserValueError
+from torchtune.modules._rope_config import hf_rotary_dim
 from torchtune.training.checkpointing import _io
 
 # Far above any real size or count (the largest hidden size in use is ~16K, vocabularies
@@ -95,7 +96,8 @@ def heads_from_hf_config(config: Mapping[str, Any], path: str) -> Dict[str, Opti
         path (str): where it came from, for messages.
 
     Returns:
-        Dict[str, Optional[int]]: keyword arguments for the key maps (``head_dim`` may be None).
+        Dict[str, Optional[int]]: keyword arguments for the key maps (``head_dim`` may be None;
+        ``rotary_dim`` only for a partial-rotary model).
 
     Raises:
         UserValueError: on a missing, mistyped or out-of-range value, naming file and key.
@@ -106,7 +108,11 @@ def heads_from_hf_config(config: Mapping[str, Any], path: str) -> Dict[str, Opti
     num_kv_heads = _int(config, "num_key_value_heads", where, required=False) or num_heads
     head_dim = _int(config, "head_dim", where, required=False, maximum=dim)
     names = {"num_heads": "num_attention_heads", "num_kv_heads": "num_key_value_heads", "dim": "hidden_size"}
-    return _heads(where, num_heads, num_kv_heads, dim, head_dim, names)
+    heads = _heads(where, num_heads, num_kv_heads, dim, head_dim, names)
+    rotary_dim = hf_rotary_dim(config)  # partial_rotary_factor: the key maps permute only these
+    if rotary_dim != (head_dim or dim // num_heads):
+        heads["rotary_dim"] = rotary_dim
+    return heads
 
 
 def read_params(path: str) -> Dict[str, Optional[int]]:

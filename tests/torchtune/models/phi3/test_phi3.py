@@ -111,3 +111,81 @@ def test_061_rope_module_equals_transformers_rotate_half():
                                  emb[:, [5, 9]].cos(), emb[:, [5, 9]].sin())
     got = rope(x[:1, :2].float(), input_pos=torch.tensor([[5, 9]])).double()
     torch.testing.assert_close(got, at.transpose(1, 2), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("row, targets, dora", [
+    ("phi3", ["q_proj", "v_proj", "output_proj"], False),            # k has no adapter: zero B rows
+    ("phi4-mini", ["q_proj", "k_proj", "v_proj", "output_proj"], True),  # partial rotary, tied, DoRA
+])
+def test_peft_adapter_on_the_fused_modules(row, targets, dora, tmp_path_factory, tmp_path):
+    """The adapter on separate q/k/v and gate/up is written as peft's Phi-3 adapter on
+    qkv_proj / gate_up_proj (block-diagonal, rank_pattern): peft over transformers' model
+    gives our LoRA model's logits. fp32, two width-48 layers: rounding ~1e-6."""
+    import json
+
+    from peft import PeftModel
+
+    from torchtune.models import lora_auto_model
+    from torchtune.modules.peft.peft_utils import get_lora_adapter_config
+
+    folder = tmp_path_factory.mktemp(row) / row
+    write_folder(ROWS[row], folder)
+    ckpt = FullModelHFCheckpointer(str(folder), output_dir=str(tmp_path / "out"))
+    model = lora_auto_model(str(folder), targets, apply_lora_to_mlp=True, lora_rank=4,
+                            lora_alpha=8, use_dora=dora)
+    state = ckpt.load_checkpoint()
+    model.load_state_dict(state["model"], strict=False)
+    for m in model.modules():  # DoRA starts from the loaded base weight's row norms
+        if getattr(m, "use_dora", False):
+            m.initialize_dora_magnitude()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # a trained adapter
+        for name, p in model.named_parameters():
+            if "lora_" in name or name.endswith("magnitude"):
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    adapter = {k: v.clone() for k, v in model.state_dict().items() if "lora_" in k or k.endswith("magnitude")}
+    ckpt.save_checkpoint({"model": state["model"], "adapter": adapter,
+                          "adapter_config": get_lora_adapter_config(model)}, epoch=0)
+    peft_dir = tmp_path / "out" / "adapter_0_peft"
+    config = json.loads((peft_dir / "adapter_config.json").read_text())
+    n = sum(t in targets for t in ("q_proj", "k_proj", "v_proj"))
+    assert sorted(config["target_modules"]) == ["down_proj", "gate_up_proj", "o_proj", "qkv_proj"]
+    assert config["rank_pattern"] == {"qkv_proj": 4 * n, "gate_up_proj": 8}
+    hf = transformers.Phi3ForCausalLM.from_pretrained(folder).float()
+    hf_peft = PeftModel.from_pretrained(hf, str(peft_dir)).eval()
+    tokens = torch.randint(0, 320, (2, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(hf_peft(tokens).logits, model.eval()(tokens), atol=1e-5, rtol=0)
+
+
+def test_partly_fused_dora_writes_no_peft_adapter(tmp_path, caplog):
+    from torchtune.models.phi3._convert_weights import peft_unsupported
+
+    assert peft_unsupported({"target_modules": ["q_proj", "v_proj"], "use_dora": True}).startswith(
+        "a DoRA adapter on only some of q_proj, k_proj, v_proj")
+    assert peft_unsupported({"target_modules": ["q_proj", "v_proj"], "use_dora": False}) is None
+    assert peft_unsupported({"target_modules": ["q_proj", "k_proj", "v_proj", "w1", "w3"], "use_dora": True}) is None
+
+
+def test_longrope_folder_is_refused_in_one_line(folder, tmp_path):
+    """Phi-3 / Phi-4-mini 128k checkpoints scale RoPE with LongRoPE, which the decoder does
+    not implement: loading one into Phi-3's builder is refused, never silently wrong."""
+    import json
+    import shutil
+
+    from torchtune._errors import UserValueError
+
+    long = tmp_path / "long"
+    shutil.copytree(folder, long)
+    config = json.loads((long / "config.json").read_text())
+    config.update(original_max_position_embeddings=64,
+                  rope_scaling={"type": "longrope", "short_factor": [1.0] * 4, "long_factor": [2.0] * 4})
+    (long / "config.json").write_text(json.dumps(config))
+    ckpt = FullModelHFCheckpointer(str(long), output_dir=str(tmp_path / "out"))
+    c = ROWS["phi3"].config
+    model = phi3(vocab_size=320, num_layers=c["num_hidden_layers"], num_heads=c["num_attention_heads"],
+                 num_kv_heads=c["num_key_value_heads"], embed_dim=c["hidden_size"],
+                 intermediate_dim=c["intermediate_size"], max_seq_len=256, sliding_window=16)
+    with pytest.raises(UserValueError, match=r"rope_type 'longrope' is not supported") as err:
+        check_attention_layout(model, ckpt.model_layout)
+    assert "\n" not in str(err.value)
