@@ -166,9 +166,9 @@ def gguf_converter():
 
 @pytest.mark.parametrize("arch,recipe,resume", [
     ("llama-nf4", "qlora", False),  # Llama's LoRA resumption: the tests above (BPE folder)
-    # Qwen 2's full fine-tune resumes in test_qwen_recipes.py (the qwen2_5 config).
-    ("qwen2", "lora", True), ("qwen2", "full", False), ("qwen3", "lora", True), ("qwen3", "full", True),
-    ("mistral", "lora", True), ("phi3", "lora", False),
+    # Qwen 2's full fine-tune and Qwen 3's LoRA resume in test_qwen_recipes.py.
+    ("qwen2", "lora", True), ("qwen3", "lora", False), ("qwen3", "full", True),
+    ("mistral", "lora", True), ("mistral", "full", True), ("phi3", "lora", True), ("phi3", "full", True),
 ])
 def test_hf_output_converts_to_gguf(arch, recipe, resume, gguf_converter, tmp_path):
     """Every architecture, fine-tuned with model_dir= alone (a killed run resuming bit for
@@ -216,4 +216,11 @@ def test_hf_output_converts_to_gguf(arch, recipe, resume, gguf_converter, tmp_pa
     trained = safetensors_torch.load_file(str(out / "model.safetensors"))
     before = safetensors_torch.load_file(str(folder / "model.safetensors"))
     assert any(not torch.equal(trained[k], before[k]) for k in before), "training changed nothing"
+    if recipe == "lora":  # the adapter, in peft over the input folder, is the merged output
+        from peft import PeftModel
+
+        base = transformers.AutoModelForCausalLM.from_pretrained(folder).float()
+        adapted = PeftModel.from_pretrained(base, str(out.parent / "adapter_0_peft")).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(adapted(tokens).logits, hf(tokens).logits, atol=1e-5, rtol=0)
 
