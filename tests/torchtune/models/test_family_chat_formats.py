@@ -250,3 +250,37 @@ def test_phi4_refuses_a_vocabulary_without_its_ids(tmp_path):
         phi4_tokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
     with pytest.raises(UserValueError, match="vocab_path is required"):
         phi4_tokenizer()
+
+
+# ----- Mistral Nemo / Small 3: a Tekken tokenizer.json, [INST] as control tokens -----
+
+
+def test_tekken_folder_equals_transformers(tmp_path):
+    """A Nemo-style folder: a byte-level BPE tokenizer.json whose first ids are Tekken's
+    control tokens (<unk> <s> </s> [INST] [/INST] ...), no tokenizer.model, and Mistral
+    Nemo's published template (llama.cpp's vendored copy). ``auto_tokenizer`` renders and
+    encodes it as transformers does, [INST] and [/INST] as control ids."""
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    from torchtune.tokenizers import auto_tokenizer
+
+    controls = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+                "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([r["instruction"] + "\n" + r["output"] for r in ALPACA], trainers.BpeTrainer(
+        vocab_size=700, special_tokens=controls, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": True,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "chat_template": (TEMPLATES / "mistralai-Mistral-Nemo-Instruct-2407.jinja").read_text()}))
+    ours, ref = auto_tokenizer(tmp_path), _reference(tmp_path)
+    assert (ours.bos_id, ours.eos_id) == (1, 2)
+    for messages in CONVERSATIONS[:10]:
+        ids, mask = ours.tokenize_messages(messages)
+        assert ids == _template_ids(ref, messages)
+        assert ids[0] == 1 and ids.count(3) == ids.count(4) == 2  # two user turns
+        assert _learned_text(ours, ids, mask).endswith(messages[-1].content + "</s>")
