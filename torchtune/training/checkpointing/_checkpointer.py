@@ -21,7 +21,9 @@ from torchtune.training.checkpointing._utils import MODEL_KEY, MODEL_TYPES, NUMB
 
 
 # Beside the weights so llama.cpp's converter accepts the output folder.
-_META_EXTRA_FILES = ("params.json", "tokenizer.model")
+# Copied beside a single-file save when the input has them (Mistral's own folders carry
+# tokenizer.model.v3 or tekken.json instead of tokenizer.model).
+_META_EXTRA_FILES = ("params.json", "tokenizer.model", "tokenizer.model.v3", "tekken.json")
 
 
 class FullModelMetaCheckpointer:
@@ -83,11 +85,20 @@ class FullModelMetaCheckpointer:
             checkpoint_dir, checkpoint_files, model_type, output_dir, adapter_checkpoint,
             recipe_checkpoint, resume_from_checkpoint or should_load_recipe_state, keep_last_n_checkpoints,
             OutputLayout(
-                model_files=[rf"meta_model_{NUMBER_RE}\.pt"],
+                model_files=[rf"meta_model_{NUMBER_RE}\.(?:pt|safetensors)"],
                 model_folders=[rf"meta_model_{NUMBER_RE}"],
             ),
         )
         self._ranks = _meta_shards.order_files(self._c.files)
+        # Mistral ships its own checkpoints as one consolidated.safetensors with Meta's names:
+        # read it as such, and write the output as safetensors too.
+        self._safetensors = self._ranks[0].endswith(".safetensors")
+        if self._safetensors and len(self._ranks) > 1:
+            raise UserValueError(
+                f"checkpoint_files lists {len(self._ranks)} safetensors files; the Meta "
+                "checkpointer reads one consolidated.safetensors (Mistral's layout) or Meta's "
+                "consolidated.NN.pth files"
+            )
         names = [os.path.basename(p) for p in self._ranks]
         twice = next((n for n in names if names.count(n) > 1), None)
         if twice is not None:
@@ -115,6 +126,9 @@ class FullModelMetaCheckpointer:
     def _load_group(self, keys: List[str], kept: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         shards = []
         for path in self._ranks:
+            if self._safetensors:
+                shards.append((path, _io.safetensors_load(path, keys)))
+                continue
             sd = as_tensor_dict(_io.torch_load_per_group(path, kept), path)
             shards.append((path, {key: sd[key] for key in keys}))
         meta = _meta_shards.merge(shards) if len(shards) > 1 else shards[0][1]
@@ -183,7 +197,8 @@ class FullModelMetaCheckpointer:
         adapter_only: bool = False,
         step: Optional[int] = None,
     ) -> None:
-        """Write ``meta_model_{epoch}.pt`` (+ params.json, tokenizer.model) and the rest (the
+        """Write ``meta_model_{epoch}.pt`` (``.safetensors`` for a ``consolidated.safetensors``
+        input) (+ params.json, tokenizer.model) and the rest (the
         full list is in ``torchtune.training.checkpointing._core``). A model-parallel input
         gives the folder ``meta_model_{epoch}/`` with the input's file names, one per rank,
         and params.json, tokenizer.model: what Meta's loaders read."""
@@ -195,6 +210,13 @@ class FullModelMetaCheckpointer:
             meta = self._c.convert(
                 self._c.converter.tune_to_meta, model, "state_dict['model']", user_input=False,
             )
+            if len(self._ranks) == 1 and self._safetensors:
+                meta = {k: v.contiguous() for k, v in meta.items()}
+                path = os.path.join(writer.root, f"meta_model_{epoch}.safetensors")
+                writer.safetensors_save(meta, path, metadata={"format": "pt"}, role="model")
+                for name, src in self._extras.items():
+                    writer.copy_file(src, os.path.join(writer.root, name))
+                return
             if len(self._ranks) == 1:
                 writer.torch_save(meta, os.path.join(writer.root, f"meta_model_{epoch}.pt"), role="model")
                 for name, src in self._extras.items():

@@ -26,7 +26,8 @@ What a save writes, in this order, with ``root`` = ``output_dir`` (or
 name and renamed into place complete):
 
 ===============  ==========================================================================
-model            Meta: ``root/meta_model_{epoch}.pt`` + params.json + tokenizer.model;
+model            Meta: ``root/meta_model_{epoch}.pt`` (``.safetensors`` from Mistral's
+                 ``consolidated.safetensors``) + params.json + tokenizer.model;
                  from N model-parallel files: ``root/meta_model_{epoch}/`` with the input's
                  N file names, split as Meta splits them, + params.json + tokenizer.model.
                  HF: ``output_dir/epoch_{epoch}/`` (``root`` itself for a step) with the

@@ -122,7 +122,8 @@ def read_params(path: str) -> Dict[str, Optional[int]]:
         path (str): the file.
 
     Returns:
-        Dict[str, Optional[int]]: ``num_heads``, ``num_kv_heads``, ``dim`` (``head_dim`` None).
+        Dict[str, Optional[int]]: ``num_heads``, ``num_kv_heads``, ``dim``, ``head_dim``
+        (None unless the file gives it, as Mistral's do).
 
     Raises:
         UserValueError: on a missing, mistyped or out-of-range value, naming file and key.
@@ -134,8 +135,10 @@ def read_params(path: str) -> Dict[str, Optional[int]]:
     num_heads = _int(params, "n_heads", where, required=True)
     dim = _int(params, "dim", where, required=True)
     num_kv_heads = _int(params, "n_kv_heads", where, required=False) or num_heads
+    # Mistral's params.json gives head_dim (Nemo's is not dim / n_heads); Meta's has none.
+    head_dim = _int(params, "head_dim", where, required=False, maximum=dim)
     names = {"num_heads": "n_heads", "num_kv_heads": "n_kv_heads", "dim": "dim"}
-    return _heads(where, num_heads, num_kv_heads, dim, None, names)
+    return _heads(where, num_heads, num_kv_heads, dim, head_dim, names)
 
 
 def read_index(path: str, required: bool = True) -> Optional[Dict[str, Any]]:

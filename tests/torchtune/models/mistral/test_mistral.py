@@ -147,3 +147,39 @@ def test_reward_model_reads_and_writes_transformers_classifier(tmp_path):
     saved = load_file(str(tmp_path / "out" / "epoch_0" / "model.safetensors"))
     assert saved.keys() == hf.state_dict().keys()
     assert all(torch.equal(saved[k], v) for k, v in hf.state_dict().items())
+
+
+def test_consolidated_safetensors_through_the_meta_checkpointer(folder, tmp_path):
+    """Mistral's own layout (mistral-inference): ``consolidated.safetensors`` with Meta's
+    names and a ``params.json`` that gives ``head_dim``. ``model_type: MISTRAL`` reads it
+    into the model transformers' folder gives (same logits), and the save is safetensors
+    with the same names and, untrained, the same tensors."""
+    from safetensors.torch import load_file, save_file
+
+    from torchtune.models.mistral._convert_weights import hf_to_tune
+    from torchtune.utils import FullModelMetaCheckpointer
+
+    c = ROWS["mistral"].config
+    heads = dict(num_heads=c["num_attention_heads"], num_kv_heads=c["num_key_value_heads"], dim=c["hidden_size"])
+    meta = tune_to_meta(hf_to_tune(load_file(str(folder / "model.safetensors")), **heads))
+    own = tmp_path / "Mistral-tiny"
+    own.mkdir()
+    save_file({k: v.contiguous() for k, v in meta.items()}, str(own / "consolidated.safetensors"))
+    (own / "params.json").write_text(json.dumps({
+        "dim": c["hidden_size"], "n_layers": c["num_hidden_layers"], "head_dim": c["hidden_size"] // c["num_attention_heads"],
+        "hidden_dim": c["intermediate_size"], "n_heads": c["num_attention_heads"],
+        "n_kv_heads": c["num_key_value_heads"], "norm_eps": c["rms_norm_eps"], "sliding_window": 16,
+        "vocab_size": 320}))
+    ckpt = FullModelMetaCheckpointer(str(own), ["consolidated.safetensors"], "MISTRAL", str(tmp_path / "out"))
+    model = _tiny(sliding_window=16)
+    check_attention_layout(model, ckpt.model_layout)
+    state = ckpt.load_checkpoint()
+    model.load_state_dict(state["model"])
+    hf = transformers.MistralForCausalLM.from_pretrained(folder).float().eval()
+    tokens = torch.randint(0, 320, (2, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(tokens), hf(tokens).logits, atol=1e-5, rtol=0)
+    ckpt.save_checkpoint(state, epoch=0)
+    saved = load_file(str(tmp_path / "out" / "meta_model_0.safetensors"))
+    assert saved.keys() == meta.keys() and all(torch.equal(saved[k], meta[k]) for k in meta)
+    assert (tmp_path / "out" / "params.json").read_text() == (own / "params.json").read_text()
