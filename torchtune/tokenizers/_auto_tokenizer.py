@@ -139,6 +139,10 @@ class ModelFolderTokenizer:
         # Added tokens (Phi-3's <|user|> ...) may lie past a SentencePiece model's pieces.
         self.vocab_size = max([backend.vocab_size] + [i + 1 for i in control.values()])
         self._prefix_each_piece = prefix_each_piece
+        # Control ids a SentencePiece model cannot decode itself (Phi-3's 32000-32010).
+        self._added_past_pieces = {
+            i: t for t, i in control.items() if i >= backend.vocab_size
+        } if isinstance(backend, SentencePieceTokenizer) else {}
         self.splits_at_spaces = bool(getattr(backend, "splits_at_spaces", False))
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         self.stop_tokens = list(stop_tokens)
@@ -197,8 +201,7 @@ class ModelFolderTokenizer:
         """Decode ids; ``skip_special_tokens`` drops control ids (SentencePiece always
         drops BOS/EOS)."""
         if isinstance(self._backend, SentencePieceTokenizer):
-            pieces = self._backend.vocab_size
-            added = {i: t for t, i in self._control.items() if i >= pieces}
+            added = self._added_past_pieces
             ids = [int(i) for i in ids]
             if skip_special_tokens or not added:
                 return self._backend.decode([i for i in ids if i not in added])
