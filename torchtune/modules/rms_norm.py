@@ -9,18 +9,26 @@ def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float64 else x.float()
 
 
-def _normalise(x: torch.Tensor, scale: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x * rstd).type_as(x) * scale`` and ``rstd = rsqrt(mean(x^2) + eps)``, in fp32."""
+def _normalise(
+    x: torch.Tensor, scale: torch.Tensor, eps: float, offset: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalised ``x`` and ``rstd = rsqrt(mean(x^2) + eps)``, computed in fp32.
+
+    ``offset == 0``: ``(x * rstd).type_as(x) * scale`` (Meta's Llama casts back before
+    multiplying by the weight). ``offset != 0``: ``(x * rstd * (offset + scale)).type_as(x)``
+    with the sum and product in fp32, Gemma's order: in bf16, ``1 + w`` rounded to bf16
+    would lose the small learned deviations the weight holds.
+    """
     x_fp32 = at_least_fp32(x)
     rstd = torch.rsqrt(x_fp32.pow(2).mean(-1, keepdim=True) + eps)
-    # Meta casts back before multiplying by the weight; we do the same for parity. In
-    # place: one [.., d] tensor fewer.
+    if offset:
+        return (x_fp32 * rstd * (at_least_fp32(scale) + offset)).type_as(x), rstd
+    # In place: one [.., d] tensor fewer.
     return (x_fp32 * rstd).type_as(x).mul_(scale), rstd
 
 
 class _RMSNormFn(torch.autograd.Function):
-    """``(x * rsqrt(mean(x^2) + eps)).type_as(x) * scale``, keeping only ``x`` and the
-    per-row ``rsqrt`` for backward.
+    """``_normalise`` keeping only ``x`` and the per-row ``rsqrt`` for backward.
 
     Autograd on the plain expression also keeps the normalised ``x`` (one more [.., d]
     tensor per norm, two per transformer layer); it is recomputed here from ``x`` and
@@ -28,25 +36,32 @@ class _RMSNormFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, scale, eps: float):  # type: ignore[override]
-        out, rstd = _normalise(x, scale, eps)
+    def forward(ctx, x, scale, eps: float, offset: float):  # type: ignore[override]
+        out, rstd = _normalise(x, scale, eps, offset)
         ctx.save_for_backward(x, rstd, scale)
+        ctx.offset = offset
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         x, rstd, scale = ctx.saved_tensors
+        offset = ctx.offset
         x_fp32 = at_least_fp32(x)
         grad_x = grad_scale = None
+        if offset:  # everything in fp32, as the forward
+            grad_out = at_least_fp32(grad_out)
+            factor = at_least_fp32(scale) + offset
+        else:
+            factor = scale
         if ctx.needs_input_grad[1]:
-            normed = (x_fp32 * rstd).type_as(x)
-            grad_scale = (grad_out * normed).reshape(-1, normed.size(-1)).sum(0)
+            normed = x_fp32 * rstd if offset else (x_fp32 * rstd).type_as(x)
+            grad_scale = (grad_out * normed).reshape(-1, normed.size(-1)).sum(0).to(scale.dtype)
         if ctx.needs_input_grad[0]:
-            grad_normed = at_least_fp32(grad_out * scale)
+            grad_normed = at_least_fp32(grad_out * factor)
             # d/dx of x * rstd(x), with d rstd / dx = -rstd^3 * x / dim
             dot = (grad_normed * x_fp32).mean(-1, keepdim=True)
             grad_x = (rstd * (grad_normed - x_fp32 * (rstd * rstd * dot))).type_as(x)
-        return grad_x, grad_scale, None
+        return grad_x, grad_scale, None, None
 
 
 class RMSNorm(nn.Module):
@@ -81,10 +96,9 @@ class RMSNorm(nn.Module):
         Returns:
             torch.Tensor: normalised tensor, same shape and dtype as ``x``.
         """
-        scale = self.scale + self.offset if self.offset else self.scale
-        if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
-            return _RMSNormFn.apply(x, scale, self.eps)
-        return _normalise(x, scale, self.eps)[0]
+        if torch.is_grad_enabled() and (x.requires_grad or self.scale.requires_grad):
+            return _RMSNormFn.apply(x, self.scale, self.eps, self.offset)
+        return _normalise(x, self.scale, self.eps, self.offset)[0]
 
     def reset_parameters(self) -> None:
         """The weight that makes the norm multiply by one."""

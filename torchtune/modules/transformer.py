@@ -251,8 +251,9 @@ class TransformerDecoder(nn.Module):
 
         h = self.tok_embeddings(tokens)  # [b, s, d]
         if self.embed_scale is not None:
-            # In the embedding's dtype, as Gemma's reference multiplies (sqrt(d) rounded).
-            h = h * torch.tensor(self.embed_scale, dtype=h.dtype)
+            # In the embedding's dtype, as Gemma's reference multiplies: sqrt(d) as an fp32
+            # tensor, then rounded to that dtype.
+            h = h * torch.tensor(self.embed_scale, dtype=torch.float32).to(h.dtype)
         for layer in self.layers:
             h = layer(h, mask=mask, input_pos=input_pos, documents=documents)
         h = self.norm(h)

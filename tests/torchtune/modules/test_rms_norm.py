@@ -75,3 +75,34 @@ def test_frozen_scale_gets_no_gradient_and_input_still_does():
     x = torch.randn(3, 8, requires_grad=True)
     norm(x).sum().backward()
     assert norm.scale.grad is None and x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_gemma_form_multiplies_by_one_plus_w_in_fp32_before_the_cast():
+    """``offset=1.0`` is Gemma's norm as its reference writes it:
+    ``(x.float() * rsqrt(...) * (1 + w.float())).type_as(x)``, bit for bit in bf16 (where
+    ``1 + w`` rounded to bf16 would differ), and its backward matches fp64 autograd."""
+    torch.manual_seed(0)
+    norm = RMSNorm(64, eps=1e-6, offset=1.0)
+    assert torch.equal(norm.scale, torch.zeros(64))  # the stored weight starts at zero
+    w = torch.randn(64) * 1e-2
+    x = torch.randn(5, 64) * 3
+    with torch.no_grad():
+        norm.scale.copy_(w)
+    bf = RMSNorm(64, eps=1e-6, offset=1.0).to(torch.bfloat16)
+    with torch.no_grad():
+        bf.scale.copy_(w)
+    xb = x.to(torch.bfloat16)
+    x32, w32 = xb.float(), bf.scale.float()
+    expected = (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-6) * (1.0 + w32)).to(torch.bfloat16)
+    torch.testing.assert_close(bf(xb), expected, atol=0, rtol=0)
+    cast_first = (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-6)).to(torch.bfloat16) * (1 + bf.scale)
+    assert not torch.equal(bf(xb), cast_first)  # the order is observable in bf16
+
+    grad = torch.randn(5, 64)
+    x64, w64 = x.double().requires_grad_(), w.double().requires_grad_()
+    (x64 * torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + 1e-6) * (1 + w64)).backward(grad.double())
+    xa = x.clone().requires_grad_()
+    norm(xa).backward(grad)
+    # fp32 rounding of ~64-term sums of O(10) values: 1e-5 relative is a wide margin.
+    torch.testing.assert_close(xa.grad.double(), x64.grad, atol=1e-5 * x64.grad.abs().max().item(), rtol=0)
+    torch.testing.assert_close(norm.scale.grad.double(), w64.grad, atol=1e-5 * w64.grad.abs().max().item(), rtol=0)
