@@ -90,6 +90,22 @@ ARCHITECTURES = [
     Row("phi4-mini", "Phi3Config", "Phi3ForCausalLM",
         dict(_SIZES, rope_theta=10_000.0, tie_word_embeddings=True, sliding_window=None,
              partial_rotary_factor=0.75)),
+    # Gemma: head_dim (16) is not hidden_size / heads (8); sqrt(d) embedding scale, 1 + w
+    # norms, GeGLU, tied output.
+    Row("gemma", "GemmaConfig", "GemmaForCausalLM",
+        dict(_SIZES, head_dim=16, rope_theta=10_000.0, tie_word_embeddings=True)),
+    # Gemma 2: sandwich norms, both soft-caps (small enough to bite on random weights), a
+    # window (16) on layer 0 shorter than the test sequences, query_pre_attn_scalar.
+    Row("gemma2", "Gemma2Config", "Gemma2ForCausalLM",
+        dict(_SIZES, head_dim=16, rope_theta=10_000.0, tie_word_embeddings=True, sliding_window=16,
+             query_pre_attn_scalar=24, attn_logit_softcapping=2.0, final_logit_softcapping=3.0)),
+    # Gemma 3: q/k norms, a sliding layer (window 16, RoPE base 10,000) and a global one
+    # (base 1e6, linear scaling 8), as the 4B+ sizes have them.
+    Row("gemma3", "Gemma3TextConfig", "Gemma3ForCausalLM",
+        dict(_SIZES, head_dim=16, tie_word_embeddings=True, sliding_window=16,
+             query_pre_attn_scalar=24, layer_types=["sliding_attention", "full_attention"],
+             rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+                              "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0}})),
     Row("qwen2", "Qwen2Config", "Qwen2ForCausalLM",
         dict(_SIZES, rope_theta=1_000_000.0, tie_word_embeddings=True)),
     Row("qwen3", "Qwen3Config", "Qwen3ForCausalLM",

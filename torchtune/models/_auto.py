@@ -14,6 +14,7 @@ field that changes the math is never ignored.
 included, with this description (``torchtune.training.check_attention_layout``).
 """
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torchtune._errors import UserFileNotFoundError, UserValueError
 from torchtune.models._decoder import build_decoder, LoRASettings, lora_module_names
+from torchtune.models._gemma_description import gemma_description, pattern_layer_types
 from torchtune.models._description import (
     AttentionDescription,
     DecoderDescription,
@@ -69,6 +71,8 @@ class Architecture:
             where the row reads those fields, else no window.
         partial_rotary (bool): its key maps carry ``partial_rotary_factor`` through the q/k
             row permutation (Phi-3's, for Phi-4-mini); other rows refuse it.
+        reader (Optional[Callable]): reads the whole description, for a family whose
+            config.json is not Llama's with options (Gemma's); None: the Llama reader.
     """
 
     name: str
@@ -80,6 +84,7 @@ class Architecture:
     checkpoint_model_type: Callable[[bool], str]
     windows: Optional[Callable[[Mapping[str, Any], "Architecture", int, str], List[Optional[int]]]] = None
     partial_rotary: bool = False
+    reader: Optional[Callable[..., DecoderDescription]] = None
 
 
 _COMMON_FIELDS = frozenset({
@@ -104,6 +109,131 @@ def _every_layer_window(config: Mapping[str, Any], arch: Architecture, num_layer
         raise UserValueError(f"{where}: sliding_window must be a positive integer or null, got {window!r}")
     return [window] * num_layers
 
+
+
+_GELU_TANH = "gelu_pytorch_tanh"
+
+
+def _gemma_reader(generation: int) -> Callable[..., DecoderDescription]:
+    """The config.json reader of Gemma (1), Gemma 2 or Gemma 3's text decoder, as
+    transformers' ``Gemma*Config`` and modelling code read it."""
+
+    def read(config: Mapping[str, Any], arch: "Architecture", where: str, max_seq_len: Optional[int]) -> DecoderDescription:
+        get = _getter(config, arch, where)
+
+        def nullable(key: str) -> Optional[float]:  # absent: the default; null: none
+            value = config[key] if key in config else arch.defaults[key]
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise UserValueError(f"{where}: {key!r} must be a positive number or null, got {value!r}")
+            return value
+
+        # Gemma's modelling code reads hidden_act ("gelu" there is a legacy name of the tanh
+        # approximation); Gemma 2 and 3 read hidden_activation, and ignore hidden_act.
+        act_key = "hidden_act" if generation == 1 else "hidden_activation"
+        act = get(act_key, str)
+        if act not in ((_GELU_TANH, "gelu") if generation == 1 else (_GELU_TANH,)):
+            raise UserValueError(f"{where}: {act_key} {act!r} is not implemented for {arch.name}; supported: [{_GELU_TANH!r}]")
+        for key in ("use_bidirectional_attention", "attention_bias"):
+            if config.get(key):
+                raise UserValueError(f"{where}: {key} true is not implemented for {arch.name}; supported: false")
+        num_layers = get("num_hidden_layers")
+        d = get("hidden_size")
+        head_dim = get("head_dim")
+        settings = dict(
+            vocab_size=get("vocab_size"), num_layers=num_layers,
+            num_heads=get("num_attention_heads"), head_dim=head_dim,
+            num_kv_heads=get("num_key_value_heads"), embed_dim=d,
+            intermediate_dim=get("intermediate_size"),
+            max_seq_len=max_seq_len or get("max_position_embeddings"), attn_dropout=0.0,
+            norm_eps=get("rms_norm_eps", float),
+            tie_word_embeddings=get("tie_word_embeddings", bool),
+        )
+        if "partial_rotary_factor" in config and config["partial_rotary_factor"] != 1.0:
+            raise UserValueError(f"{where}: partial_rotary_factor is not implemented for {arch.name}; supported: 1.0")
+        if generation == 1:
+            rope = rope_from_hf_config({**config, "head_dim": head_dim})
+            description = gemma_description(**settings, rope_base=rope.base)
+            return _with_rope_scaling(description, rope.scaling)
+        types = config.get("layer_types")
+        if types is None:
+            pattern = config.get("sliding_window_pattern", config.get("_sliding_window_pattern", 2 if generation == 2 else 6))
+            types = pattern_layer_types(num_layers, pattern)
+        if generation == 3 and config.get("attn_logit_softcapping") is not None:
+            # transformers' Gemma 3 attention never applies it: refused, not guessed.
+            raise UserValueError(f"{where}: attn_logit_softcapping is not implemented for {arch.name}; supported: null")
+        full, local = _gemma_ropes(config, head_dim, where) if generation == 3 else (rope_from_hf_config({**config, "head_dim": head_dim}),) * 2
+        if local.scaling is not None:
+            raise UserValueError(f"{where}: RoPE scaling of the sliding layers is not implemented; supported: none")
+        description = gemma_description(
+            **settings, rope_base=full.base, local_rope_base=local.base, sandwich_norms=True,
+            layer_types=types, sliding_window=get("sliding_window"),
+            query_pre_attn_scalar=get("query_pre_attn_scalar", float),
+            attn_softcap=nullable("attn_logit_softcapping") if generation == 2 else None,
+            final_softcap=nullable("final_logit_softcapping"), qk_norm=generation == 3,
+        )
+        return _with_rope_scaling(description, full.scaling, only_full=True)
+
+    return read
+
+
+def _gemma_ropes(config: Mapping[str, Any], head_dim: int, where: str) -> Tuple[Any, Any]:
+    """Gemma 3's two RoPE settings (global, sliding): transformers 5 writes
+    ``rope_parameters`` per layer type; the Hub files ``rope_theta``, ``rope_scaling`` and
+    ``rope_local_base_freq``."""
+    params = config.get("rope_parameters")
+    if isinstance(params, Mapping) and any(isinstance(v, Mapping) for v in params.values()):
+        unknown = sorted(set(params) - {"full_attention", "sliding_attention"})
+        if unknown:
+            raise UserValueError(f"{where}: rope_parameters for {unknown} are not supported")
+        full = {"rope_theta": 1_000_000.0, **(params.get("full_attention") or {})}
+        local = {"rope_theta": 10_000.0, **(params.get("sliding_attention") or {})}
+    else:
+        full = dict(params or {}, **(config.get("rope_scaling") or {}))
+        full.setdefault("rope_theta", config.get("rope_theta", 1_000_000.0))
+        local = {"rope_theta": config.get("rope_local_base_freq", 10_000.0)}
+    return tuple(
+        rope_from_hf_config({"head_dim": head_dim, "rope_parameters": p}) for p in (full, local)
+    )
+
+
+def _with_rope_scaling(description: DecoderDescription, scaling: Any, only_full: bool = False) -> DecoderDescription:
+    """``description`` with ``scaling`` on every layer's RoPE (only the full-attention ones)."""
+    if scaling is None:
+        return description
+    layers = tuple(
+        layer if only_full and layer.attention.sliding_window is not None else dataclasses.replace(
+            layer, attention=dataclasses.replace(
+                layer.attention, rope=dataclasses.replace(layer.attention.rope, scaling=scaling)))
+        for layer in description.layers
+    )
+    return dataclasses.replace(description, layers=layers)
+
+
+_GEMMA_FIELDS = frozenset({"hidden_activation", "attention_bias", "use_bidirectional_attention"})
+_GEMMA2_FIELDS = _GEMMA_FIELDS | {
+    "query_pre_attn_scalar", "sliding_window", "layer_types", "final_logit_softcapping",
+    "attn_logit_softcapping", "cache_implementation", "sliding_window_pattern",
+    "_sliding_window_pattern",
+}
+_GEMMA_DEFAULTS = {
+    "vocab_size": 256000, "hidden_size": 3072, "intermediate_size": 24576,
+    "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 16,
+    "head_dim": 256, "hidden_act": _GELU_TANH, "max_position_embeddings": 8192,
+    "rms_norm_eps": 1e-6, "tie_word_embeddings": True, "rope_theta": 10000.0,
+    "attention_bias": False,
+}
+_GEMMA2_DEFAULTS = {
+    **{k: v for k, v in _GEMMA_DEFAULTS.items() if k != "hidden_act"},
+    "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+    "num_attention_heads": 8, "num_key_value_heads": 4, "hidden_activation": _GELU_TANH,
+    "query_pre_attn_scalar": 256, "sliding_window": 4096, "final_logit_softcapping": 30.0,
+    "attn_logit_softcapping": 50.0,
+}
+_GEMMA3_DEFAULTS = {
+    **{k: v for k, v in _GEMMA2_DEFAULTS.items() if k != "rope_theta"},
+    "vocab_size": 262208, "max_position_embeddings": 131072,
+    "final_logit_softcapping": None, "attn_logit_softcapping": None,
+}
 
 ARCHITECTURES: Dict[str, Architecture] = {
     a.name: a
@@ -186,10 +316,67 @@ ARCHITECTURES: Dict[str, Architecture] = {
             windows=_every_layer_window,
             partial_rotary=True,
         ),
+        Architecture(
+            name="GemmaForCausalLM",
+            model_types=("gemma",),
+            defaults=_GEMMA_DEFAULTS,
+            fields=_GEMMA_FIELDS,
+            biases=_all_attention_biases,
+            qk_norm=False,
+            checkpoint_model_type=lambda tied: "GEMMA",
+            reader=_gemma_reader(1),
+        ),
+        Architecture(
+            name="Gemma2ForCausalLM",
+            model_types=("gemma2",),
+            defaults=_GEMMA2_DEFAULTS,
+            fields=_GEMMA2_FIELDS,
+            biases=_all_attention_biases,
+            qk_norm=False,
+            checkpoint_model_type=lambda tied: "GEMMA2",
+            reader=_gemma_reader(2),
+        ),
+        Architecture(
+            name="Gemma3ForCausalLM",
+            model_types=("gemma3_text", "gemma3"),
+            defaults=_GEMMA3_DEFAULTS,
+            fields=_GEMMA2_FIELDS | {"rope_local_base_freq"},
+            biases=_all_attention_biases,
+            qk_norm=True,
+            checkpoint_model_type=lambda tied: "GEMMA3",
+            reader=_gemma_reader(3),
+        ),
     )
 }
 
 _SILU = ("silu", "swish")
+
+
+# Multimodal checkpoints whose text decoder torchtune fine-tunes (the HF checkpointer
+# carries their other tensors through unchanged): the wrapper -> its decoder's row.
+TEXT_DECODER_OF = {"Gemma3ForConditionalGeneration": "Gemma3ForCausalLM"}
+
+
+def text_decoder_config(config: Mapping[str, Any], where: str = "config.json") -> Mapping[str, Any]:
+    """``config`` itself, or for a multimodal wrapper (``TEXT_DECODER_OF``) its
+    ``text_config`` as a config.json of the text decoder: the fields the Hub files leave at
+    transformers' defaults filled in, ``architectures`` the decoder's.
+
+    Raises:
+        UserValueError: a wrapper without a ``text_config`` object.
+    """
+    names = config.get("architectures") or []
+    wrapper = next((n for n in names if n in TEXT_DECODER_OF), None)
+    if wrapper is None:
+        return config
+    text = config.get("text_config")
+    if not isinstance(text, Mapping):
+        raise UserValueError(f"{where}: {wrapper} needs a text_config object (its text decoder)")
+    arch = ARCHITECTURES[TEXT_DECODER_OF[wrapper]]
+    out = {**arch.defaults, **text, "architectures": [arch.name], "model_type": arch.model_types[0]}
+    if "tie_word_embeddings" in config:  # the wrapper's, which ties its lm_head
+        out["tie_word_embeddings"] = config["tie_word_embeddings"]
+    return out
 
 
 def read_config(path: str) -> Tuple[Dict[str, Any], str]:
@@ -238,7 +425,7 @@ def architecture_of(config: Mapping[str, Any], where: str) -> Architecture:
     told = f"architectures {names}" if names else f"model_type {model_type!r}"
     raise UserValueError(
         f"{where}: {told} is not an architecture torchtune implements; supported: "
-        f"{sorted(ARCHITECTURES)}"
+        f"{sorted([*ARCHITECTURES, *TEXT_DECODER_OF])}"
     )
 
 
@@ -313,6 +500,7 @@ def description_from_hf_config(
         UserValueError: an unknown architecture, a field torchtune does not read, or a
             value the decoder does not implement, each named.
     """
+    config = text_decoder_config(config, where)
     arch = architecture_of(config, where)
     known = _NOT_MATH | _COMMON_FIELDS | arch.fields | set(ignore_fields)
     unknown = sorted(k for k in config if k not in known and not k.endswith("_token_id"))
@@ -322,6 +510,8 @@ def description_from_hf_config(
             "the model might compute something else; if it does not change the model's math, "
             f"pass ignore_fields=[{unknown[0]!r}]" + (f" (also unread: {unknown[1:]})" if unknown[1:] else "")
         )
+    if arch.reader is not None:
+        return arch.reader(config, arch, where, max_seq_len)
     get = _getter(config, arch, where)
     act = get("hidden_act", str)
     if act not in _SILU:
@@ -400,6 +590,7 @@ def _num_classes(config: Mapping[str, Any]) -> Optional[int]:
 
 def checkpoint_model_type(config: Mapping[str, Any], where: str = "config.json") -> str:
     """The checkpointer ``model_type`` whose key maps read this config's weights."""
+    config = text_decoder_config(config, where)
     arch = architecture_of(config, where)
     if _num_classes(config) is not None:
         return "REWARD"

@@ -4,6 +4,7 @@ See ``_core`` for what a save writes and the shared load/save contract.
 """
 
 import glob
+import logging
 import os
 from collections.abc import Iterable
 from typing import Any, Dict, Iterator, List, Optional, Union
@@ -27,6 +28,8 @@ from torchtune.training.checkpointing._utils import (
     NUMBER_RE,
     ModelType,
 )
+
+log = logging.getLogger(__name__)
 
 # Files beside the weights that a save does not copy into its model folder: weights in any
 # format (the saved shards replace them; a stale copy in another format would be read
@@ -165,10 +168,12 @@ class FullModelHFCheckpointer:
                 f"model_type {self._c.model_type.name} (expected one of "
                 f"{HF_MODEL_TYPES[self._c.model_type]})"
             )
-        self._heads = _sidecars.heads_from_hf_config(self._config, config_path)
+        text = _text_decoder_config(self._config, config_path)
+        self._multimodal = text is not self._config
+        self._heads = _sidecars.heads_from_hf_config(text, config_path)
         self._layout_source = f"config.json {config_path}"
         self._description, self._description_error = _describe(self._config, self._layout_source)
-        tie = self._config.get("tie_word_embeddings")
+        tie = text.get("tie_word_embeddings")
         if self._c.tied is None:  # a family with tied and untied sizes (QWEN2, QWEN3)
             if tie is not None and not isinstance(tie, bool):
                 raise UserValueError(
@@ -185,6 +190,10 @@ class FullModelHFCheckpointer:
         # Found now, copied at save time.
         self._extras = self._find_extras(config_path)
         self._weight_map: Optional[Dict[str, str]] = None
+        # File name -> text-decoder name, for the tensors the model holds (they differ in a
+        # multimodal checkpoint, by the prefix); the others are carried through unchanged.
+        self._text_names: Dict[str, str] = {}
+        self._carried: List[str] = []
         self._metadata: Dict[str, Optional[Dict[str, str]]] = {}
 
     def _find_extras(self, config_path: str) -> Dict[str, str]:
@@ -244,7 +253,14 @@ class FullModelHFCheckpointer:
                     )
                 weight_map[key], paths[key] = name, path
         self._weight_map = weight_map
-        return paths
+        self._text_names, self._carried = _split_text_decoder(list(weight_map), self._multimodal)
+        if self._carried:
+            log.info(
+                "%s is a multimodal checkpoint: fine-tuning its text decoder; its %d other "
+                "tensors (vision tower, projector) are carried through unchanged into every save",
+                self._layout_source, len(self._carried),
+            )
+        return {self._text_names[k]: p for k, p in paths.items() if k in self._text_names}
 
     def load_model_groups(self) -> Iterator[Dict[str, torch.Tensor]]:
         """The model in the internal layout, one ``layer_groups`` group per dict, each read
@@ -258,8 +274,11 @@ class FullModelHFCheckpointer:
         self, keys: List[str], paths: Dict[str, str], kept: Dict[str, Any]
     ) -> Dict[str, torch.Tensor]:
         raw: Dict[str, torch.Tensor] = {}
+        file_names = {text: name for name, text in self._text_names.items()}
         for path in dict.fromkeys(paths[k] for k in keys):
-            raw.update(self._read(path, [k for k in keys if paths[k] == path], kept))
+            group = [k for k in keys if paths[k] == path]
+            read = self._read(path, [file_names[k] for k in group], kept)
+            raw.update({k: read[file_names[k]] for k in group})
         source = ", ".join(self._shard_names)
         model = self._c.convert(self._c.converter.hf_to_tune, raw, source, **self._heads)
         self._c.untie(model, source)  # the save repeats lm_head iff the weight map has it
@@ -309,11 +328,14 @@ class FullModelHFCheckpointer:
     ) -> None:
         weight_map = self._ensure_weight_map()
         if self._c.tied:
-            model_sd = self._c.retie(model_sd, "lm_head.weight" in weight_map)
-        hf = self._c.convert(
+            model_sd = self._c.retie(model_sd, "lm_head.weight" in self._text_names.values())
+        text = self._c.convert(
             self._c.converter.tune_to_hf, model_sd, "state_dict['model']", user_input=False,
             **self._heads,
         )
+        file_names = {t: name for name, t in self._text_names.items()}
+        hf = {file_names.get(k, k): v for k, v in text.items()}
+        hf.update(self._read_carried())
         unmapped = [k for k in hf if k not in weight_map]
         if unmapped:
             raise UserValueError(
@@ -343,6 +365,19 @@ class FullModelHFCheckpointer:
             writer.json_save(index, os.path.join(folder, name))
         for name, src in self._extras.items():
             writer.copy_file(src, os.path.join(folder, name))
+
+    def _read_carried(self) -> Dict[str, torch.Tensor]:
+        """The tensors the model does not hold (a multimodal checkpoint's vision tower and
+        projector), as the input files have them: each save writes them back unchanged."""
+        if not self._carried:
+            return {}
+        folder = os.path.dirname(self._c.files[0])
+        out: Dict[str, torch.Tensor] = {}
+        kept: Dict[str, Any] = {}
+        for shard in dict.fromkeys(self._weight_map[k] for k in self._carried):
+            keys = [k for k in self._carried if self._weight_map[k] == shard]
+            out.update(self._read(os.path.join(folder, shard), keys, kept))
+        return out
 
     def save_checkpoint(
         self,
@@ -401,6 +436,46 @@ def _model_type_from_config(checkpoint_dir: str, files: List[str]) -> str:
 
     path = _config_path(checkpoint_dir, files)
     return checkpoint_model_type(_sidecars.read_hf_config(path), f"config.json {path}")
+
+
+def _text_decoder_config(config: Dict[str, Any], path: str) -> Dict[str, Any]:
+    from torchtune.models._auto import text_decoder_config
+
+    return text_decoder_config(config, f"config.json {path}")
+
+
+# Where a multimodal checkpoint keeps its text decoder: the Hub files (and transformers'
+# saves) under language_model.model. / language_model.lm_head., transformers 5's modules
+# under model.language_model. / lm_head.
+_TEXT_PREFIXES = (
+    (("language_model.model.", "model."), ("language_model.lm_head.", "lm_head.")),
+    (("model.language_model.", "model."), ("lm_head.", "lm_head.")),
+)
+
+
+def _split_text_decoder(keys: List[str], multimodal: bool):
+    """``({file name: text-decoder name}, [carried names])`` of a checkpoint's tensors:
+    all of them the decoder's in a text-only checkpoint; in a multimodal one, those under
+    the decoder's prefix, renamed to a text checkpoint's names."""
+    if not multimodal:
+        return {k: k for k in keys}, []
+    for rules in _TEXT_PREFIXES:
+        if any(k.startswith(rules[0][0]) for k in keys):
+            break
+    else:
+        raise UserValueError(
+            "the multimodal checkpoint holds no text decoder under "
+            f"{[r[0][0] for r in _TEXT_PREFIXES]}"
+        )
+    names, carried = {}, []
+    for key in keys:
+        for prefix, replacement in rules:
+            if key.startswith(prefix):
+                names[key] = replacement + key[len(prefix):]
+                break
+        else:
+            carried.append(key)
+    return names, carried
 
 
 def _describe(config: Dict[str, Any], where: str):

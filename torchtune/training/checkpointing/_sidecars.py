@@ -84,7 +84,10 @@ def read_hf_config(path: str) -> Dict[str, Any]:
     tie = config.get("tie_word_embeddings")
     if tie is not None and not isinstance(tie, bool):
         raise UserValueError(f"{where}: 'tie_word_embeddings' must be true or false, got {tie!r}")
-    heads_from_hf_config(config, path)
+    from torchtune.models._auto import text_decoder_config  # models import checkpointing
+
+    # A multimodal checkpoint's head layout is its text decoder's (text_config).
+    heads_from_hf_config(text_decoder_config(config, where), path)
     return config
 
 

@@ -45,7 +45,10 @@ class ModelType(Enum):
     Mistral's own ``consolidated`` files in the Meta checkpointer). ``REWARD``: a Llama or
     Mistral decoder with a classification head (transformers' ``*ForSequenceClassification``,
     a reward or value model), HF format only. ``PHI3_MINI`` (0.6.1's name): Phi-3, whose
-    files fuse q/k/v and gate/up, HF format only; ``PHI4`` the same for Phi-4.
+    files fuse q/k/v and gate/up, HF format only; ``PHI4`` the same for Phi-4. ``GEMMA``,
+    ``GEMMA2``, ``GEMMA3``: Gemma's three generations, HF format only, tied output; a
+    ``GEMMA3`` folder may be a multimodal 4B-27B checkpoint, whose text decoder is read and
+    whose other tensors are carried through unchanged.
     """
 
     LLAMA2 = "llama2"
@@ -57,6 +60,9 @@ class ModelType(Enum):
     REWARD = "reward"
     PHI3_MINI = "phi3_mini"
     PHI4 = "phi4"
+    GEMMA = "gemma"
+    GEMMA2 = "gemma2"
+    GEMMA3 = "gemma3"
 
     @classmethod
     def coerce(cls, value: Union["ModelType", str]) -> "ModelType":
@@ -123,6 +129,16 @@ MODEL_TYPES: Dict[ModelType, ModelTypeInfo] = {
     ),
     ModelType.PHI4: ModelTypeInfo(
         "torchtune.models.phi3._convert_weights", ("phi3",), tied_embeddings=None, meta_format=False,
+    ),
+    ModelType.GEMMA: ModelTypeInfo(
+        "torchtune.models.gemma._convert_weights", ("gemma",), tied_embeddings=True, meta_format=False,
+    ),
+    ModelType.GEMMA2: ModelTypeInfo(
+        "torchtune.models.gemma2._convert_weights", ("gemma2",), tied_embeddings=True, meta_format=False,
+    ),
+    ModelType.GEMMA3: ModelTypeInfo(
+        "torchtune.models.gemma3._convert_weights", ("gemma3_text", "gemma3"), tied_embeddings=True,
+        meta_format=False,
     ),
 }
 

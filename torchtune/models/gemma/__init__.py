@@ -1,0 +1,23 @@
+"""Gemma (Google, 2024): the shared decoder with Gemma's options (``sqrt(d)`` embedding
+scale, ``1 + w`` RMSNorm, GeGLU, head_dim 256, tied output)."""
+
+from torchtune.models.gemma._component_builders import gemma, lora_gemma
+from torchtune.models.gemma._model_builders import (
+    gemma_2b,
+    gemma_7b,
+    lora_gemma_2b,
+    lora_gemma_7b,
+    qlora_gemma_2b,
+    qlora_gemma_7b,
+)
+
+__all__ = [
+    "gemma",
+    "gemma_2b",
+    "gemma_7b",
+    "lora_gemma",
+    "lora_gemma_2b",
+    "lora_gemma_7b",
+    "qlora_gemma_2b",
+    "qlora_gemma_7b",
+]
