@@ -169,6 +169,7 @@ def gguf_converter():
     # Qwen 2's full fine-tune and Qwen 3's LoRA resume in test_qwen_recipes.py.
     ("qwen2", "lora", True), ("qwen3", "lora", False), ("qwen3", "full", True),
     ("mistral", "lora", True), ("mistral", "full", True), ("phi3", "lora", True), ("phi3", "full", True),
+    ("gemma2", "lora", True), ("gemma2", "full", True), ("gemma3", "lora", True), ("gemma3", "full", True),
 ])
 def test_hf_output_converts_to_gguf(arch, recipe, resume, gguf_converter, tmp_path):
     """Every architecture, fine-tuned with model_dir= alone (a killed run resuming bit for
@@ -193,9 +194,12 @@ def test_hf_output_converts_to_gguf(arch, recipe, resume, gguf_converter, tmp_pa
     reader = gguf.GGUFReader(tmp_path / "model.gguf")
     fields = {name: f.contents() for name, f in reader.fields.items()}
     prefix = fields["general.architecture"]
-    assert prefix == {"llama-nf4": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "mistral": "llama", "phi3": "phi3"}[arch]
+    assert prefix == {"llama-nf4": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "mistral": "llama", "phi3": "phi3",
+                      "gemma2": "gemma2", "gemma3": "gemma3"}[arch]
     c = hf.config
-    assert fields[f"{prefix}.rope.freq_base"] == c.rope_parameters["rope_theta"]
+    rope = c.rope_parameters.get("full_attention", c.rope_parameters)  # Gemma 3: per layer type
+    # llama.cpp writes the base only where it is not its default of 10,000.
+    assert fields.get(f"{prefix}.rope.freq_base", 10_000.0) == rope["rope_theta"]
     assert fields[f"{prefix}.attention.head_count"] == c.num_attention_heads
     assert fields[f"{prefix}.attention.head_count_kv"] == c.num_key_value_heads
     default_head_dim = c.hidden_size // c.num_attention_heads  # written only when it differs

@@ -45,7 +45,8 @@ def gemma2(
             the fused and chunked losses apply it too.
         sliding_window_size (int): the window of the even-numbered layers.
         query_pre_attn_scalar (Optional[int]): the q.k scale is its inverse square root;
-            None: ``head_dim``'s.
+            None: ``head_dim`` (the scale is then written out, as transformers' configs
+            always give it, so the two describe the same model).
 
     Returns:
         TransformerDecoder: the model, on the current default device and dtype.
@@ -56,7 +57,7 @@ def gemma2(
         max_seq_len=max_seq_len, attn_dropout=attn_dropout, norm_eps=norm_eps,
         rope_base=rope_base, sandwich_norms=True,
         layer_types=pattern_layer_types(num_layers, 2), sliding_window=sliding_window_size,
-        query_pre_attn_scalar=query_pre_attn_scalar, attn_softcap=hidden_capping_value,
+        query_pre_attn_scalar=query_pre_attn_scalar or head_dim, attn_softcap=hidden_capping_value,
         final_softcap=final_capping_value,
     )
 

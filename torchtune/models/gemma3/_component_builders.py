@@ -52,7 +52,8 @@ def gemma3(
         layer_types (Optional[List[str]]): ``"sliding_attention"`` / ``"full_attention"``
             per layer (config.json's ``layer_types``), instead of the pattern.
         query_pre_attn_scalar (Optional[int]): the q.k scale is its inverse square root;
-            None: ``head_dim``'s.
+            None: ``head_dim`` (the scale is then written out, as transformers' configs
+            always give it, so the two describe the same model).
         final_capping_value (Optional[float]): final-logit soft-cap; None (Gemma 3's).
 
     Returns:
@@ -65,7 +66,7 @@ def gemma3(
         rope_base=rope_base, sandwich_norms=True,
         layer_types=layer_types or pattern_layer_types(num_layers, sliding_window_pattern),
         sliding_window=sliding_window_size, local_rope_base=local_rope_base,
-        rope_scaling_factor=rope_scaling_factor, query_pre_attn_scalar=query_pre_attn_scalar,
+        rope_scaling_factor=rope_scaling_factor, query_pre_attn_scalar=query_pre_attn_scalar or head_dim,
         final_softcap=final_capping_value, qk_norm=True,
     )
 
