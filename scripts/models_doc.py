@@ -38,6 +38,9 @@ FAMILIES = [
     ("Llama 3.1", ["llama3_1"], "llama3_1"),
     ("Llama 3.2", ["llama3_2"], "llama3_2"),
     ("Llama 3.3", ["llama3_3"], "llama3_1"),
+    ("Gemma", ["gemma"], "gemma"),
+    ("Gemma 2", ["gemma2"], "gemma2"),
+    ("Gemma 3", ["gemma3"], "gemma3"),
     ("Mistral", ["mistral"], "mistral"),
     ("Phi-3", ["phi3"], "phi3"),
     ("Phi-4", ["phi4"], "phi3"),
@@ -70,9 +73,11 @@ Every family has three kinds of builders (see docs/design.md, "A model family"):
   ```
 
   The size tables' columns are the component builder's argument names (RoPE scaling is
-  `scale_factor`, for the Llama 3.1+ builders); "other" lists the q/k/v biases and per-head
-  q/k norms a model has (fixed in `qwen2`, arguments of `qwen3`), its sliding window and a
-  classifier head's `num_classes`.
+  `scale_factor`, for the Llama 3.1+ builders); RoPE is that of the global (full-attention)
+  layers; "other" lists the q/k/v biases and per-head q/k norms a model has (fixed in
+  `qwen2`, arguments of `qwen3`), its sliding window and the layers it is on (with their
+  own RoPE base where it differs: Gemma 3), soft-caps (Gemma 2) and a classifier head's
+  `num_classes`.
 
 - **LoRA size builders** (`lora_llama2_7b(...)`) pin the size too and take only the LoRA
   arguments; **QLoRA builders** (`qlora_llama2_7b(...)`) are the LoRA size builders with
@@ -242,22 +247,38 @@ def sizes_row(name: str, builder: Callable) -> List[str]:
     from torchtune.modules import RMSNorm, TiedLinear
 
     model = build_meta(builder)
-    attn = model.layers[0].attn
+    layers = model.description.layers
+    # RoPE and sizes of the first global (full-attention) layer; the sliding layers' own
+    # RoPE base and window go in "other" (Gemma 3's differ).
+    first_full = next((i for i, l in enumerate(layers) if l.attention.sliding_window is None), 0)
+    attn = model.layers[first_full].attn
     rope = attn.pos_embeddings
     s = rope.scaling
-    scaling = (
-        "-" if s is None else
-        f"`scale_factor` {s.scale_factor:g} (llama3 type: low {s.low_freq_factor:g}, "
-        f"high {s.high_freq_factor:g}, original {s.old_context_len})"
-    )
+    if s is None:
+        scaling = "-"
+    elif hasattr(s, "scale_factor"):
+        scaling = (
+            f"`scale_factor` {s.scale_factor:g} (llama3 type: low {s.low_freq_factor:g}, "
+            f"high {s.high_freq_factor:g}, original {s.old_context_len})"
+        )
+    else:
+        scaling = f"{type(s).__name__} factor {s.factor:g}"
     extras = []
     if attn.q_proj.bias is not None:
         extras.append("q/k/v bias")
     if attn.q_norm is not None:
         extras.append("q/k norm")
-    window = model.description.layers[0].attention.sliding_window
-    if window is not None:
-        extras.append(f"sliding_window {window}")
+    sliding = [l.attention for l in layers if l.attention.sliding_window is not None]
+    if sliding:
+        where = "" if len(sliding) == len(layers) else f" on {len(sliding)} of {len(layers)} layers"
+        extras.append(f"sliding_window {sliding[0].sliding_window}{where}")
+        local = sliding[0].rope.base
+        if local != rope.base:
+            extras.append(f"their rope_base {int(local) if local == int(local) else local}")
+    if layers[0].attention.softcap is not None:
+        extras.append(f"attention soft-cap {layers[0].attention.softcap:g}")
+    if model.description.final_softcap is not None:
+        extras.append(f"final soft-cap {model.description.final_softcap:g}")
     if model.description.num_classes is not None:
         extras.append(f"num_classes {model.description.num_classes}")
     eps = sorted({m.eps for m in model.modules() if isinstance(m, RMSNorm)})
