@@ -199,12 +199,16 @@ class ModelFolderTokenizer:
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         """Decode ids; ``skip_special_tokens`` drops control ids (SentencePiece always
-        drops BOS/EOS)."""
+        drops BOS/EOS; turn markers that are ordinary pieces of the model, as Gemma's
+        ``<start_of_turn>``, are dropped here)."""
         if isinstance(self._backend, SentencePieceTokenizer):
             added = self._added_past_pieces
             ids = [int(i) for i in ids]
-            if skip_special_tokens or not added:
-                return self._backend.decode([i for i in ids if i not in added])
+            if skip_special_tokens:
+                control = set(self._control.values())
+                return self._backend.decode([i for i in ids if i not in added and i not in control])
+            if not added:
+                return self._backend.decode(ids)
             text, run = "", []
             for i in ids + [None]:
                 if i is None or i in added:

@@ -25,7 +25,8 @@ class SentencePieceTokenizer:
     but a response encoded on its own after a prompt that ends in a newline would gain a
     space the full text never had. ``encode(..., trim_leading_whitespace=True)`` encodes
     ``"\\n" + text`` and strips the ids of the "\\n" (torchtune's trick), giving the ids the
-    text gets in the middle of a longer string.
+    text gets in the middle of a longer string. A model without the dummy prefix (Gemma's:
+    ``adds_dummy_prefix`` False) encodes text as it reads, and the trim does nothing.
 
     Args:
         path (str): path to a SentencePiece ``.model`` file.
@@ -70,6 +71,9 @@ class SentencePieceTokenizer:
         # training code pads with, and padded positions are never attended to or learned.
         self.pad_id = spm.pad_id() if spm.pad_id() >= 0 else 0
         self._prefix_ids = spm.encode(_TRIM_PREFIX, out_type=int)
+        # Gemma's models add no dummy-prefix space (and have "\n\n" pieces, so the trim
+        # below would merge): there is then nothing to trim.
+        self.adds_dummy_prefix = spm.normalize("a") != "a"
         # Control and unknown pieces ("<s>", "</s>", "<unk>") are never produced by encoding
         # text: a chat template's "<s>" means this id, not the characters.
         self.special_tokens = {
@@ -109,7 +113,7 @@ class SentencePieceTokenizer:
         Returns:
             List[int]: the ids.
         """
-        if not trim_leading_whitespace:
+        if not trim_leading_whitespace or not self.adds_dummy_prefix:
             return self._spm.encode(text, add_bos=add_bos, add_eos=add_eos, out_type=int)
         ids = self._spm.encode(_TRIM_PREFIX + text, out_type=int)
         n = len(self._prefix_ids)
@@ -120,6 +124,28 @@ class SentencePieceTokenizer:
             )
         ids = ids[n:]
         return ([self.bos_id] if add_bos else []) + ids + ([self.eos_id] if add_eos else [])
+
+    def piece_ids(self, pieces: Sequence[str], who: str) -> Dict[str, int]:
+        """The ids of pieces of the model (a chat template's turn markers that are pieces
+        of the vocabulary itself, as Gemma's ``<start_of_turn>`` is).
+
+        Args:
+            pieces (Sequence[str]): piece texts.
+            who (str): the caller, named in the error (``gemma_tokenizer``).
+
+        Returns:
+            Dict[str, int]: text -> id.
+
+        Raises:
+            UserValueError: a piece the model does not have.
+        """
+        ids = {p: self._spm.piece_to_id(p) for p in pieces}
+        missing = [p for p, i in ids.items() if self._spm.id_to_piece(i) != p]
+        if missing:
+            raise UserValueError(
+                f"{who}: {self.path} has no piece {missing[0]!r}; is it the model's tokenizer.model?"
+            )
+        return ids
 
     def decode(self, ids: Sequence[int]) -> str:
         """Decode ids to text.

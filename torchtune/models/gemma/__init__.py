@@ -10,8 +10,11 @@ from torchtune.models.gemma._model_builders import (
     qlora_gemma_2b,
     qlora_gemma_7b,
 )
+from torchtune.models.gemma._tokenizer import GEMMA_CHAT_TEMPLATE, gemma_tokenizer
 
 __all__ = [
+    "GEMMA_CHAT_TEMPLATE",
+    "gemma_tokenizer",
     "gemma",
     "gemma_2b",
     "gemma_7b",

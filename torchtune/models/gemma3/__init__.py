@@ -19,8 +19,11 @@ from torchtune.models.gemma3._model_builders import (
     qlora_gemma3_27b,
     qlora_gemma3_4b,
 )
+from torchtune.models.gemma3._tokenizer import GEMMA3_CHAT_TEMPLATE, gemma3_tokenizer
 
 __all__ = [
+    "GEMMA3_CHAT_TEMPLATE",
+    "gemma3_tokenizer",
     "gemma3",
     "gemma3_270m",
     "gemma3_1b",
