@@ -73,6 +73,11 @@ FAMILIES = {
                  tied=False, tokenizer="phi3", hf="phi3", window=16),
     "phi4": dict(builder="torchtune.models.phi3.phi3", vocab=100352, theta=250000.0, rope=None,
                  tied=False, tokenizer="phi4", hf="phi3"),
+    # Gemma: head_dim given (8: d / n_h here), tied; Gemma 2 windows every other layer.
+    "gemma": dict(builder="torchtune.models.gemma.gemma", vocab=256000, theta=10000.0, rope=None,
+                  tied=True, tokenizer="gemma", hf="gemma"),
+    "gemma2": dict(builder="torchtune.models.gemma2.gemma2", vocab=256000, theta=10000.0, rope=None,
+                   tied=True, tokenizer="gemma", hf="gemma2", window=16),
     "qwen2": dict(builder="torchtune.models.qwen2.qwen2", vocab=151936, theta=1000000.0, rope=None,
                   tied=False, tokenizer="qwen", hf="qwen2"),
     "qwen2_5": dict(builder="torchtune.models.qwen2.qwen2", vocab=151936, theta=1000000.0, rope=None,
@@ -178,6 +183,15 @@ def _make_tiny_hf_state_dict(family: str, sizes: dict, seed: int) -> tuple[dict,
     elif spec["hf"] == "phi3":
         config = transformers.Phi3Config(**common, sliding_window=spec.get("window"), pad_token_id=None)
         cls = transformers.Phi3ForCausalLM
+    elif spec["hf"] == "gemma":
+        head_dim = sizes["embed_dim"] // sizes["num_heads"]
+        config = transformers.GemmaConfig(**dict(common, rms_norm_eps=1e-6), head_dim=head_dim)
+        cls = transformers.GemmaForCausalLM
+    elif spec["hf"] == "gemma2":
+        head_dim = sizes["embed_dim"] // sizes["num_heads"]
+        config = transformers.Gemma2Config(**dict(common, rms_norm_eps=1e-6), head_dim=head_dim,
+                                           sliding_window=spec["window"], query_pre_attn_scalar=head_dim)
+        cls = transformers.Gemma2ForCausalLM
     else:
         config, cls = transformers.Qwen2Config(**common), transformers.Qwen2ForCausalLM
     torch.manual_seed(seed)
@@ -255,6 +269,13 @@ def write_tokenizer(kind: str, root: Path) -> list[str]:
             texts = [r["instruction"] + "\n" + r["output"] for r in json.loads(ALPACA.read_text())[:200]]
             write_phi4_tokenizer(folder, texts, PHI4_SPECIAL_TOKENS)
         return [f"tokenizer.vocab_path={folder / 'vocab.json'}", f"tokenizer.merges_path={folder / 'merges.txt'}"]
+    if kind == "gemma":  # a small model in Gemma's layout (the real one is under Gemma's terms)
+        from gemma_tokenizer_files import gemma_layout_model
+
+        path = folder / "tokenizer.model"
+        if not path.exists():
+            path.write_bytes(gemma_layout_model(gemma3=False))
+        return [f"tokenizer.path={path}"]
     if kind == "llama3":
         path = folder / "tokenizer.model"
         if not path.exists():
@@ -301,7 +322,12 @@ def model_overrides(cfg: dict, family: str) -> list[str]:
     out += [f"model.{k}={v}" for k, v in tiny_sizes(cfg).items()]
     if spec["builder"].endswith((".llama2", ".phi3")) and spec["theta"] != 10000.0:  # Code Llama 2, Phi-4
         out.append(f"model.rope_base={int(spec['theta'])}")
-    if spec.get("window"):
+    if spec["hf"].startswith("gemma"):  # 0.6.1's names: head_dim given, sliding_window_size
+        sizes = tiny_sizes(cfg)
+        out.append(f"model.head_dim={sizes['embed_dim'] // sizes['num_heads']}")
+        if spec.get("window"):
+            out.append(f"model.sliding_window_size={spec['window']}")
+    elif spec.get("window"):
         out.append(f"model.sliding_window={spec['window']}")
     if family == "llama3_2" or spec["hf"] == "qwen2":
         out.append(f"model.tie_word_embeddings={spec['tied']}")

@@ -14,8 +14,11 @@ from torchtune.models.gemma2._model_builders import (
     qlora_gemma2_2b,
     qlora_gemma2_9b,
 )
+# Gemma 2's tokenizer is Gemma's; 0.6.1 exported it here too.
+from torchtune.models.gemma._tokenizer import gemma_tokenizer
 
 __all__ = [
+    "gemma_tokenizer",
     "gemma2",
     "gemma2_2b",
     "gemma2_9b",
