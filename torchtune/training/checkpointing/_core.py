@@ -218,6 +218,9 @@ class CheckpointerCore:
         self.model_type = ModelType.coerce(model_type)
         self.converter = get_converter(self.model_type)
         self.tied = MODEL_TYPES[self.model_type].tied_embeddings
+        # Where transformers keeps the text decoder inside a multimodal model
+        # ("model.language_model."), for the peft adapter's names; None: a text model.
+        self.peft_text_module: Optional[str] = None
         self.output_dir = str(output_dir)
         check_output_folder(self.output_dir, "checkpointer.output_dir")
         self.resume = bool(resume_from_checkpoint)
@@ -499,6 +502,8 @@ class CheckpointerCore:
             config.setdefault("revision", record["revision"])
         peft_config = self.converter.tune_to_peft_adapter_config(config)
         weights = self.converter.tune_to_peft_adapter_weights(adapter, **heads)
+        if self.peft_text_module:
+            weights, peft_config = _on_text_module(weights, peft_config, self.peft_text_module)
         with writer.folder(os.path.join(writer.root, f"adapter_{epoch}_peft")) as folder:
             writer.safetensors_save(weights, os.path.join(folder, "adapter_model.safetensors"))
             writer.json_save(peft_config, os.path.join(folder, "adapter_config.json"))
@@ -564,6 +569,20 @@ class CheckpointerCore:
         if not with_output:
             return model
         return dict(model, **{"output.weight": model["tok_embeddings.weight"].clone()})
+
+
+def _on_text_module(
+    weights: Dict[str, torch.Tensor], peft_config: Dict[str, Any], module: str
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """A text decoder's peft adapter moved onto that decoder inside a multimodal model:
+    ``base_model.model.model.layers...`` -> ``base_model.model.<module>layers...``, and
+    ``target_modules`` a pattern matching only the decoder's projections (the vision
+    tower has ``q_proj``/``v_proj`` of its own, which the adapter does not touch)."""
+    moved = {re.sub(r"^base_model\.model\.model\.", f"base_model.model.{module}", k): v
+             for k, v in weights.items()}
+    names = "|".join(re.escape(n) for n in peft_config["target_modules"])
+    config = dict(peft_config, target_modules=rf"^{re.escape(module)}.*\.({names})$")
+    return moved, config
 
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")

@@ -170,6 +170,8 @@ class FullModelHFCheckpointer:
             )
         text = _text_decoder_config(self._config, config_path)
         self._multimodal = text is not self._config
+        if self._multimodal:  # the peft adapter goes on the decoder inside the model
+            self._c.peft_text_module = _TEXT_MODULE
         self._heads = _sidecars.heads_from_hf_config(text, config_path)
         self._layout_source = f"config.json {config_path}"
         self._description, self._description_error = _describe(self._config, self._layout_source)
@@ -443,6 +445,10 @@ def _text_decoder_config(config: Dict[str, Any], path: str) -> Dict[str, Any]:
 
     return text_decoder_config(config, f"config.json {path}")
 
+
+# The text decoder's module inside transformers 5's multimodal models (what a peft
+# adapter on it is named after).
+_TEXT_MODULE = "model.language_model."
 
 # Where a multimodal checkpoint keeps its text decoder: the Hub files (and transformers'
 # saves) under language_model.model. / language_model.lm_head., transformers 5's modules

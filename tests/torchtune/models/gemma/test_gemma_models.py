@@ -255,3 +255,42 @@ def test_multimodal_checkpoint_trains_the_text_decoder_and_carries_the_rest(tmp_
     back = transformers.Gemma3ForConditionalGeneration.from_pretrained(out).eval()
     with torch.no_grad():
         torch.testing.assert_close(ours(tokens), back(input_ids=tokens).logits, atol=1e-5, rtol=0)
+
+
+def test_multimodal_lora_adapter_loads_in_peft_on_the_multimodal_model(tmp_path):
+    """A LoRA fine-tune of the text decoder of a multimodal checkpoint: the merged save and
+    the peft adapter (on transformers' text decoder module, not on the vision tower's own
+    q_proj/v_proj) over the input folder give the same logits."""
+    from peft import PeftModel
+
+    from torchtune.models import lora_auto_model
+    from torchtune.modules.peft import get_adapter_params, get_merged_lora_ckpt
+    from torchtune.modules.peft.peft_utils import get_lora_adapter_config
+
+    folder = tmp_path / "gemma-3-mm"
+    _tiny_multimodal(folder)
+    ckpt = FullModelHFCheckpointer(str(folder), output_dir=str(tmp_path / "out"))
+    model = lora_auto_model(str(folder), ["q_proj", "v_proj"], apply_lora_to_mlp=True, lora_rank=4, lora_alpha=8)
+    model.load_state_dict(ckpt.load_checkpoint()["model"], strict=False)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for name, p in get_adapter_params(model).items():
+            p.normal_(0, 0.2)
+    config = get_lora_adapter_config(model)
+    merged = get_merged_lora_ckpt({k: v.detach() for k, v in model.state_dict().items()}, rank=4, alpha=8)
+    adapter = {k: v.detach() for k, v in get_adapter_params(model).items()}
+    ckpt.save_checkpoint({"model": merged, "adapter": adapter, "adapter_config": config}, epoch=0)
+    out = tmp_path / "out"
+    peft_config = json.loads((out / "adapter_0_peft" / "adapter_config.json").read_text())
+    assert peft_config["target_modules"].startswith("^model\\.language_model\\.")
+    tokens = torch.randint(0, 300, (2, 40), generator=torch.Generator().manual_seed(6))
+    base = transformers.Gemma3ForConditionalGeneration.from_pretrained(folder).eval()
+    merged_hf = transformers.Gemma3ForConditionalGeneration.from_pretrained(out / "epoch_0").eval()
+    with torch.no_grad():
+        before, expected = base(input_ids=tokens).logits, merged_hf(input_ids=tokens).logits
+    assert not torch.allclose(expected, before, atol=1e-3)  # the adapter acts
+    adapted = PeftModel.from_pretrained(base, str(out / "adapter_0_peft")).eval()
+    wrapped = {n for n, m in adapted.named_modules() if hasattr(m, "lora_A")}
+    assert wrapped and all(".language_model." in n for n in wrapped)
+    with torch.no_grad():
+        torch.testing.assert_close(adapted(input_ids=tokens).logits, expected, atol=1e-5, rtol=0)
