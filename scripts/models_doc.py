@@ -46,6 +46,7 @@ FAMILIES = [
     ("Phi-4", ["phi4"], "phi3"),
     ("Qwen 2 / Qwen 2.5", ["qwen2", "qwen2_5"], "qwen2"),
     ("Qwen 3", ["qwen3"], "qwen3"),
+    ("Qwen 3 MoE", ["qwen3_moe"], "qwen3_moe"),
 ]
 
 HEADER = """# Model builders
@@ -281,12 +282,19 @@ def sizes_row(name: str, builder: Callable) -> List[str]:
         extras.append(f"final soft-cap {model.description.final_softcap:g}")
     if model.description.num_classes is not None:
         extras.append(f"num_classes {model.description.num_classes}")
+    mlp = layers[first_full].mlp
+    if mlp.num_experts:
+        expert_params = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
+        total = sum(p.numel() for p in model.parameters())
+        active = total - expert_params + expert_params * mlp.experts_per_token // mlp.num_experts
+        extras.append(f"{mlp.num_experts} experts, {mlp.experts_per_token} per token "
+                      f"({active:,} parameters active)")
     eps = sorted({m.eps for m in model.modules() if isinstance(m, RMSNorm)})
     base = int(rope.base) if rope.base == int(rope.base) else rope.base
     return [
         f"`{name}`", str(model.tok_embeddings.num_embeddings), str(len(model.layers)),
         str(attn.num_heads), str(attn.num_kv_heads), str(attn.embed_dim),
-        str(model.layers[0].mlp.w1.out_features), str(attn.head_dim), str(model.max_seq_len),
+        str(layers[first_full].mlp.hidden_dim), str(attn.head_dim), str(model.max_seq_len),
         str(base), scaling, str(isinstance(model.output, TiedLinear)),
         ", ".join(f"{e:g}" for e in eps), ", ".join(extras) or "-",
         f"{sum(p.numel() for p in model.parameters()):,}",

@@ -106,6 +106,11 @@ ARCHITECTURES = [
              query_pre_attn_scalar=24, layer_types=["sliding_attention", "full_attention"],
              rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
                               "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0}})),
+    # Qwen 3 MoE: 8 experts of width 16, 2 per token, weights renormalised; layer 1 dense.
+    Row("qwen3-moe", "Qwen3MoeConfig", "Qwen3MoeForCausalLM",
+        dict(_SIZES, head_dim=16, rope_theta=1_000_000.0, tie_word_embeddings=False,
+             moe_intermediate_size=16, num_experts=8, num_experts_per_tok=2, norm_topk_prob=True,
+             mlp_only_layers=[1])),
     Row("qwen2", "Qwen2Config", "Qwen2ForCausalLM",
         dict(_SIZES, rope_theta=1_000_000.0, tie_word_embeddings=True)),
     Row("qwen3", "Qwen3Config", "Qwen3ForCausalLM",

@@ -209,6 +209,32 @@ def _with_rope_scaling(description: DecoderDescription, scaling: Any, only_full:
     return dataclasses.replace(description, layers=layers)
 
 
+
+def _moe_reader(config: Mapping[str, Any], arch: "Architecture", where: str, max_seq_len: Optional[int]) -> DecoderDescription:
+    """A Llama-style decoder whose MLPs are mixtures of experts (Qwen 3 MoE, Mixtral), as
+    transformers lays them out: ``decoder_sparse_step`` / ``mlp_only_layers`` say which
+    layers are mixtures (Mixtral: all)."""
+    dense = _llama_reader(config, arch, where, max_seq_len)
+    get = _getter(config, arch, where)
+    num_experts = config.get("num_experts") or config.get("num_local_experts") or arch.defaults["num_experts"]
+    if isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts < 1:
+        raise UserValueError(f"{where}: 'num_experts' must be a positive integer, got {num_experts!r}")
+    moe = MLPDescription(
+        hidden_dim=get("moe_intermediate_size") if "moe_intermediate_size" in arch.defaults else get("intermediate_size"),
+        num_experts=num_experts,
+        experts_per_token=get("num_experts_per_tok"),
+        norm_topk_prob=get("norm_topk_prob", bool) if "norm_topk_prob" in arch.defaults else True,
+    )
+    step = get("decoder_sparse_step", int, default=1)
+    dense_only = config.get("mlp_only_layers") or []
+    layers = tuple(
+        dataclasses.replace(layer, mlp=moe) if i not in dense_only and (i + 1) % step == 0 else layer
+        for i, layer in enumerate(dense.layers)
+    )
+    coef = config.get("router_aux_loss_coef", arch.defaults.get("router_aux_loss_coef", 0.0))
+    return dataclasses.replace(dense, layers=layers, router_aux_loss_coef=float(coef))
+
+
 _GEMMA_FIELDS = frozenset({"hidden_activation", "attention_bias", "use_bidirectional_attention"})
 _GEMMA2_FIELDS = _GEMMA_FIELDS | {
     "query_pre_attn_scalar", "sliding_window", "layer_types", "final_logit_softcapping",
@@ -345,6 +371,28 @@ ARCHITECTURES: Dict[str, Architecture] = {
             qk_norm=True,
             checkpoint_model_type=lambda tied: "GEMMA3",
             reader=_gemma_reader(3),
+        ),
+        Architecture(
+            name="Qwen3MoeForCausalLM",
+            model_types=("qwen3_moe",),
+            defaults={
+                "vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 6144,
+                "num_hidden_layers": 24, "num_attention_heads": 32, "num_key_value_heads": 4,
+                "hidden_act": "silu", "max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
+                "tie_word_embeddings": False, "rope_theta": 10000.0, "attention_bias": False,
+                "use_sliding_window": False, "sliding_window": 4096,
+                "moe_intermediate_size": 768, "num_experts": 128, "num_experts_per_tok": 8,
+                "norm_topk_prob": False, "decoder_sparse_step": 1, "router_aux_loss_coef": 0.001,
+            },
+            fields=_WINDOW_FIELDS | {
+                "attention_bias", "moe_intermediate_size", "num_experts", "num_local_experts",
+                "num_experts_per_tok", "norm_topk_prob", "decoder_sparse_step", "mlp_only_layers",
+                "router_aux_loss_coef", "output_router_logits",
+            },
+            biases=_all_attention_biases,
+            qk_norm=True,
+            checkpoint_model_type=lambda tied: "QWEN3_MOE",
+            reader=_moe_reader,
         ),
     )
 }
@@ -512,6 +560,13 @@ def description_from_hf_config(
         )
     if arch.reader is not None:
         return arch.reader(config, arch, where, max_seq_len)
+    return _llama_reader(config, arch, where, max_seq_len)
+
+
+def _llama_reader(
+    config: Mapping[str, Any], arch: Architecture, where: str, max_seq_len: Optional[int]
+) -> DecoderDescription:
+    """The description of a Llama-style config.json (every row without its own reader)."""
     get = _getter(config, arch, where)
     act = get("hidden_act", str)
     if act not in _SILU:

@@ -35,6 +35,7 @@ from torchtune.modules import (
     TransformerDecoderLayer,
 )
 from torchtune.modules.low_precision import FrozenNF4Linear
+from torchtune.modules.moe import MoE
 from torchtune.modules.peft import LoRALinear
 
 LORA_ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "output_proj")
@@ -161,12 +162,23 @@ def build_decoder(
             k_norm=None if a.k_norm is None else norm(a.head_dim, a.k_norm),
             **extra,
         )
-        mlp = FeedForward(
-            w1=linear("mlp", d, m.hidden_dim, m.bias),
-            w2=linear("mlp", m.hidden_dim, d, m.bias),
-            w3=linear("mlp", d, m.hidden_dim, m.bias),
-            activation=m.activation,
-        )
+        if m.num_experts:
+            if "mlp" in lora.modules or lora.quantize_base:
+                raise UserValueError(
+                    "LoRA on the experts of a mixture-of-experts layer (apply_lora_to_mlp) and "
+                    "QLoRA's quantized experts are not implemented; adapt attention only"
+                )
+            mlp = MoE(
+                dim=d, hidden_dim=m.hidden_dim, num_experts=m.num_experts,
+                experts_per_token=m.experts_per_token, norm_topk_prob=m.norm_topk_prob,
+            )
+        else:
+            mlp = FeedForward(
+                w1=linear("mlp", d, m.hidden_dim, m.bias),
+                w2=linear("mlp", m.hidden_dim, d, m.bias),
+                w3=linear("mlp", d, m.hidden_dim, m.bias),
+                activation=m.activation,
+            )
         layers.append(
             TransformerDecoderLayer(
                 attn=attn,

@@ -110,23 +110,37 @@ MLP_ACTIVATIONS = ("silu", "gelu_tanh")
 
 @dataclass(frozen=True)
 class MLPDescription:
-    """A gated MLP ``down(act(gate(x)) * up(x))``.
+    """A gated MLP ``down(act(gate(x)) * up(x))``, or a mixture of such experts.
 
     Attributes:
-        hidden_dim (int): the gate/up width.
+        hidden_dim (int): the gate/up width (of each expert in a mixture).
         activation (str): ``"silu"`` (SwiGLU: Llama, Qwen) or ``"gelu_tanh"`` (GeGLU: Gemma).
         bias (bool): biases on the three projections.
+        num_experts (int): 0: a dense MLP; else a top-k routed mixture of this many experts
+            (``torchtune.modules.moe.MoE``: Qwen 3 MoE, Mixtral).
+        experts_per_token (int): k of the mixture.
+        norm_topk_prob (bool): the k routing weights are renormalised to sum to one.
     """
 
     hidden_dim: int
     activation: str = "silu"
     bias: bool = False
+    num_experts: int = 0
+    experts_per_token: int = 0
+    norm_topk_prob: bool = False
 
     def __post_init__(self) -> None:
         if self.activation not in MLP_ACTIVATIONS:
             raise UserValueError(
                 f"MLP activation {self.activation!r} is not supported; supported: {list(MLP_ACTIVATIONS)}"
             )
+        if self.num_experts and not 1 <= self.experts_per_token <= self.num_experts:
+            raise UserValueError(
+                f"experts_per_token ({self.experts_per_token}) must be in [1, num_experts "
+                f"({self.num_experts})]"
+            )
+        if self.num_experts and (self.bias or self.activation != "silu"):
+            raise UserValueError("mixture-of-experts MLPs are bias-free SwiGLU experts")
 
 
 @dataclass(frozen=True)
@@ -168,6 +182,9 @@ class DecoderDescription:
         num_classes (Optional[int]): the output projects to this many scores instead of
             the vocabulary (a reward or value head: torchtune 0.6.1's ``*_classifier``
             builders); None: a language model.
+        router_aux_loss_coef (float): the weight training gives a mixture-of-experts
+            model's load-balancing loss (config.json's ``router_aux_loss_coef``); not part
+            of the math.
     """
 
     vocab_size: int
@@ -180,6 +197,7 @@ class DecoderDescription:
     final_softcap: Optional[float] = None
     attn_dropout: float = 0.0
     num_classes: Optional[int] = None
+    router_aux_loss_coef: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -205,7 +223,7 @@ class DecoderDescription:
 
 # Fields that size buffers or act only while training: two descriptions differing only
 # there describe the same function of the weights.
-NOT_MATH = frozenset({"max_seq_len", "attn_dropout"})
+NOT_MATH = frozenset({"max_seq_len", "attn_dropout", "router_aux_loss_coef"})
 
 
 def _flatten(value: Any, prefix: str) -> Iterator[Tuple[str, Any]]:

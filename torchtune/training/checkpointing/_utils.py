@@ -48,7 +48,8 @@ class ModelType(Enum):
     files fuse q/k/v and gate/up, HF format only; ``PHI4`` the same for Phi-4. ``GEMMA``,
     ``GEMMA2``, ``GEMMA3``: Gemma's three generations, HF format only, tied output; a
     ``GEMMA3`` folder may be a multimodal 4B-27B checkpoint, whose text decoder is read and
-    whose other tensors are carried through unchanged.
+    whose other tensors are carried through unchanged. ``QWEN3_MOE``: Qwen 3 MoE, HF format,
+    one tensor per expert in the files, stacked in the model.
     """
 
     LLAMA2 = "llama2"
@@ -63,6 +64,7 @@ class ModelType(Enum):
     GEMMA = "gemma"
     GEMMA2 = "gemma2"
     GEMMA3 = "gemma3"
+    QWEN3_MOE = "qwen3_moe"
 
     @classmethod
     def coerce(cls, value: Union["ModelType", str]) -> "ModelType":
@@ -138,6 +140,10 @@ MODEL_TYPES: Dict[ModelType, ModelTypeInfo] = {
     ),
     ModelType.GEMMA3: ModelTypeInfo(
         "torchtune.models.gemma3._convert_weights", ("gemma3_text", "gemma3"), tied_embeddings=True,
+        meta_format=False,
+    ),
+    ModelType.QWEN3_MOE: ModelTypeInfo(
+        "torchtune.models.qwen3_moe._convert_weights", ("qwen3_moe",), tied_embeddings=None,
         meta_format=False,
     ),
 }

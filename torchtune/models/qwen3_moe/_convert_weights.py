@@ -1,0 +1,114 @@
+"""Key maps between transformers' Qwen 3 MoE layout and torchtune's internal one.
+
+Qwen 3's maps (q/k norms, the within-head q/k permutation) plus the mixture layers: the
+files hold one tensor per expert, ``model.layers.{i}.mlp.experts.{e}.{gate,up,down}_proj
+.weight``, stacked here into ``layers.{i}.mlp.experts.{gate,up,down}_proj`` (``[E, h, d]``,
+``[E, h, d]``, ``[E, d, h]``) and unstacked on the way back; the router
+``mlp.gate.weight`` is ``mlp.router.weight``. A dense layer (``mlp_only_layers``) keeps
+Qwen 3's MLP names. A streamed load reads one layer at a time, so each layer's experts
+arrive together.
+"""
+
+import re
+from typing import Dict, Optional
+
+import torch
+
+from torchtune.models._convert_weights import (
+    check_internal_keys,
+    hf_to_tune_keys,
+    LLAMA_FROM_HF,
+    refuse_meta,
+    tune_to_hf_keys,
+    tune_to_peft_adapter_config,
+    tune_to_peft_adapter_weights,
+)
+
+__all__ = [
+    "meta_to_tune",
+    "tune_to_meta",
+    "hf_to_tune",
+    "tune_to_hf",
+    "tune_to_peft_adapter_weights",
+    "tune_to_peft_adapter_config",
+]
+
+_FAMILY = "Qwen 3 MoE"
+
+QWEN3_MOE_FROM_HF = dict(
+    LLAMA_FROM_HF,
+    **{
+        "model.layers.{}.self_attn.q_norm.weight": "layers.{}.attn.q_norm.scale",
+        "model.layers.{}.self_attn.k_norm.weight": "layers.{}.attn.k_norm.scale",
+        "model.layers.{}.mlp.gate.weight": "layers.{}.mlp.router.weight",
+    },
+)
+_HF_EXPERT = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
+_TUNE_EXPERTS = re.compile(r"^layers\.(\d+)\.mlp\.experts\.(gate_proj|up_proj|down_proj)$")
+# Internal names the key check accepts besides the map's.
+_INTERNAL_EXPERTS = {f"layers.{{}}.mlp.experts.{p}": "" for p in ("gate_proj", "up_proj", "down_proj")}
+
+
+def meta_to_tune(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Always raises: there is no Meta-format Qwen 3 MoE checkpoint."""
+    refuse_meta(_FAMILY)
+
+
+def tune_to_meta(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Check that every key is an internal Qwen 3 MoE name; returns ``state_dict``."""
+    return check_internal_keys(state_dict, {**QWEN3_MOE_FROM_HF, **{k: k for k in _INTERNAL_EXPERTS}}, _FAMILY)
+
+
+def hf_to_tune(
+    state_dict: Dict[str, torch.Tensor],
+    num_heads: int = 32,
+    num_kv_heads: int = 4,
+    dim: int = 2048,
+    head_dim: Optional[int] = None,
+) -> Dict[str, torch.Tensor]:
+    """HF Qwen 3 MoE state dict -> internal layout (experts stacked).
+
+    Raises:
+        ValueError: an unknown key, a q/k tensor that does not fit the heads, or a layer
+            whose experts are not numbered 0..E-1 or differ in shape.
+    """
+    experts: Dict[tuple, Dict[int, torch.Tensor]] = {}
+    rest = {}
+    for key, value in state_dict.items():
+        m = _HF_EXPERT.match(key)
+        if m:
+            experts.setdefault((int(m.group(1)), m.group(3)), {})[int(m.group(2))] = value
+        else:
+            rest[key] = value
+    out = hf_to_tune_keys(rest, num_heads, num_kv_heads, dim, head_dim, QWEN3_MOE_FROM_HF, _FAMILY)
+    for (layer, proj), by_index in experts.items():
+        if sorted(by_index) != list(range(len(by_index))):
+            raise ValueError(
+                f"layer {layer} {proj}: experts {sorted(by_index)} are not numbered 0..{len(by_index) - 1}"
+            )
+        shapes = {tuple(t.shape) for t in by_index.values()}
+        if len(shapes) != 1:
+            raise ValueError(f"layer {layer} {proj}: experts differ in shape {sorted(shapes)}")
+        out[f"layers.{layer}.mlp.experts.{proj}"] = torch.stack([by_index[e] for e in range(len(by_index))])
+    return out
+
+
+def tune_to_hf(
+    state_dict: Dict[str, torch.Tensor],
+    num_heads: int = 32,
+    num_kv_heads: int = 4,
+    dim: int = 2048,
+    head_dim: Optional[int] = None,
+) -> Dict[str, torch.Tensor]:
+    """Internal Qwen 3 MoE state dict -> HF names, q/k order and one tensor per expert
+    (exact inverse of ``hf_to_tune``)."""
+    rest, out = {}, {}
+    for key, value in state_dict.items():
+        m = _TUNE_EXPERTS.match(key)
+        if m:
+            for e, tensor in enumerate(value.unbind(0)):
+                out[f"model.layers.{m.group(1)}.mlp.experts.{e}.{m.group(2)}.weight"] = tensor.clone()
+        else:
+            rest[key] = value
+    out.update(tune_to_hf_keys(rest, num_heads, num_kv_heads, dim, head_dim, QWEN3_MOE_FROM_HF, _FAMILY))
+    return out
