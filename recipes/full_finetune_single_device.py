@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from torchtune.modules.moe import training_aux_loss
 from torchtune import UserError, UserValueError, config, datasets, modules, training, utils
 from torchtune.config import Component
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, ResumableSampler, padding_free_collate
@@ -341,7 +342,12 @@ class FullFinetuneRecipeSingleDevice:
             input_pos=batch.get("input_pos"),
             seq_lens=batch.get("seq_lens"),
         )
-        return self._loss_fn(logits, batch["labels"])
+        loss_sum, num_tokens = self._loss_fn(logits, batch["labels"])
+        aux = training_aux_loss(self._model)  # a mixture of experts' load balancing
+        self._aux_loss = None if aux is None else aux.detach()
+        if aux is not None:  # times the tokens: the step divides the sum by them
+            loss_sum = loss_sum + aux * num_tokens
+        return loss_sum, num_tokens
 
     def _num_input_tokens(self, batch: dict[str, torch.Tensor]) -> int:
         """Tokens that are not padding (prompt and response): what tokens/s counts."""
@@ -433,6 +439,8 @@ class FullFinetuneRecipeSingleDevice:
                         }
                         if grad_norm is not None:
                             metrics["grad_norm"] = grad_norm.item()
+                        if self._aux_loss is not None:
+                            metrics["aux_loss"] = self._aux_loss.item()
                         if self._log_peak_memory_stats:
                             metrics.update(training.get_memory_stats(self._device))
                         self._metric_logger.log_dict(metrics, step=self.global_step)

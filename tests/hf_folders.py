@@ -111,6 +111,10 @@ ARCHITECTURES = [
         dict(_SIZES, head_dim=16, rope_theta=1_000_000.0, tie_word_embeddings=False,
              moe_intermediate_size=16, num_experts=8, num_experts_per_tok=2, norm_topk_prob=True,
              mlp_only_layers=[1])),
+    # As the released models are: every layer a mixture (what llama.cpp's converter reads).
+    Row("qwen3-moe-sparse", "Qwen3MoeConfig", "Qwen3MoeForCausalLM",
+        dict(_SIZES, head_dim=16, rope_theta=1_000_000.0, tie_word_embeddings=False,
+             moe_intermediate_size=16, num_experts=8, num_experts_per_tok=2, norm_topk_prob=True)),
     Row("qwen2", "Qwen2Config", "Qwen2ForCausalLM",
         dict(_SIZES, rope_theta=1_000_000.0, tie_word_embeddings=True)),
     Row("qwen3", "Qwen3Config", "Qwen3ForCausalLM",

@@ -229,3 +229,15 @@ def moe_router_stats(model: nn.Module) -> list:
     """The ``RouterStats`` of every ``MoE`` layer of ``model`` from its last forward
     (empty for a dense model)."""
     return [m.router_stats for m in model.modules() if isinstance(m, MoE) and m.router_stats is not None]
+
+
+def training_aux_loss(model: nn.Module) -> Optional[torch.Tensor]:
+    """The load-balancing loss of ``model``'s last forward times its description's
+    ``router_aux_loss_coef``, what a recipe adds to a training step's loss (per token
+    averaged: transformers' ``loss + coef * aux_loss``); None for a dense model, in eval
+    mode, or with the coefficient 0."""
+    coef = getattr(getattr(model, "description", None), "router_aux_loss_coef", 0.0)
+    if not model.training or not coef:
+        return None
+    aux = load_balancing_loss(moe_router_stats(model))
+    return None if aux is None else coef * aux
