@@ -42,6 +42,7 @@ FAMILIES = [
     ("Gemma 2", ["gemma2"], "gemma2"),
     ("Gemma 3", ["gemma3"], "gemma3"),
     ("Mistral", ["mistral"], "mistral"),
+    ("Mixtral", ["mixtral"], "mixtral"),
     ("Phi-3", ["phi3"], "phi3"),
     ("Phi-4", ["phi4"], "phi3"),
     ("Qwen 2 / Qwen 2.5", ["qwen2", "qwen2_5"], "qwen2"),

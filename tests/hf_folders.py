@@ -115,6 +115,11 @@ ARCHITECTURES = [
     Row("qwen3-moe-sparse", "Qwen3MoeConfig", "Qwen3MoeForCausalLM",
         dict(_SIZES, head_dim=16, rope_theta=1_000_000.0, tie_word_embeddings=False,
              moe_intermediate_size=16, num_experts=8, num_experts_per_tok=2, norm_topk_prob=True)),
+    # Mixtral: 4 experts of width 96, 2 per token (always renormalised), a window (16)
+    # shorter than the test sequences.
+    Row("mixtral", "MixtralConfig", "MixtralForCausalLM",
+        dict(_SIZES, rope_theta=1_000_000.0, tie_word_embeddings=False, sliding_window=16,
+             num_local_experts=4, num_experts_per_tok=2)),
     Row("qwen2", "Qwen2Config", "Qwen2ForCausalLM",
         dict(_SIZES, rope_theta=1_000_000.0, tie_word_embeddings=True)),
     Row("qwen3", "Qwen3Config", "Qwen3ForCausalLM",

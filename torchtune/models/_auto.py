@@ -214,6 +214,8 @@ def _moe_reader(config: Mapping[str, Any], arch: "Architecture", where: str, max
     """A Llama-style decoder whose MLPs are mixtures of experts (Qwen 3 MoE, Mixtral), as
     transformers lays them out: ``decoder_sparse_step`` / ``mlp_only_layers`` say which
     layers are mixtures (Mixtral: all)."""
+    if config.get("router_jitter_noise"):
+        raise UserValueError(f"{where}: router_jitter_noise is not implemented for {arch.name}; supported: 0.0")
     dense = _llama_reader(config, arch, where, max_seq_len)
     get = _getter(config, arch, where)
     num_experts = config.get("num_experts") or config.get("num_local_experts") or arch.defaults["num_experts"]
@@ -392,6 +394,27 @@ ARCHITECTURES: Dict[str, Architecture] = {
             biases=_all_attention_biases,
             qk_norm=True,
             checkpoint_model_type=lambda tied: "QWEN3_MOE",
+            reader=_moe_reader,
+        ),
+        Architecture(
+            name="MixtralForCausalLM",
+            model_types=("mixtral",),
+            defaults={
+                "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336,
+                "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+                "hidden_act": "silu", "max_position_embeddings": 4096 * 32, "rms_norm_eps": 1e-5,
+                "tie_word_embeddings": False, "rope_theta": 1000000.0, "sliding_window": None,
+                "num_local_experts": 8, "num_experts": 8, "num_experts_per_tok": 2,
+                "router_aux_loss_coef": 0.001,
+            },
+            fields=frozenset({
+                "sliding_window", "num_local_experts", "num_experts", "num_experts_per_tok",
+                "router_aux_loss_coef", "output_router_logits", "router_jitter_noise",
+            }),
+            biases=lambda config: (False, False, False, False),
+            qk_norm=False,
+            checkpoint_model_type=lambda tied: "MIXTRAL",
+            windows=_every_layer_window,
             reader=_moe_reader,
         ),
     )

@@ -21,7 +21,7 @@ Name tables map external -> internal; per-layer entries use ``{}`` for the layer
 """
 
 import re
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 import torch
 
@@ -401,3 +401,62 @@ def tune_to_peft_adapter_config(adapter_config: Dict[str, Any]) -> Dict[str, Any
     out.update({k: v for k, v in adapter_config.items() if k != "target_modules"})
     out["target_modules"] = peft_target_modules(adapter_config["target_modules"])
     return out
+
+
+# ---------------------------------------------------------------------- mixtures of experts
+# HF files hold one tensor per expert; the model stacks each projection of a layer's
+# experts into one [E, ...] parameter (``layers.{i}.mlp.experts.{gate,up,down}_proj``).
+_TUNE_EXPERTS = re.compile(r"^layers\.(\d+)\.mlp\.experts\.(gate_proj|up_proj|down_proj)$")
+TUNE_EXPERT_NAMES = {f"layers.{{}}.mlp.experts.{p}": f"layers.{{}}.mlp.experts.{p}"
+                     for p in ("gate_proj", "up_proj", "down_proj")}
+
+
+def stack_experts(
+    state_dict: Dict[str, torch.Tensor], hf_expert: "re.Pattern", to_tune: Dict[str, str]
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """``(the other tensors, the stacked experts)`` of an HF state dict.
+
+    Args:
+        state_dict: HF names.
+        hf_expert: matches an expert tensor's name; groups: layer, expert, projection.
+        to_tune: the file's projection name -> ours (Mixtral's ``w1`` -> ``gate_proj``).
+
+    Raises:
+        ValueError: a layer whose experts are not numbered 0..E-1 or differ in shape.
+    """
+    experts: Dict[Tuple[int, str], Dict[int, torch.Tensor]] = {}
+    rest = {}
+    for key, value in state_dict.items():
+        m = hf_expert.match(key)
+        if m:
+            experts.setdefault((int(m.group(1)), to_tune[m.group(3)]), {})[int(m.group(2))] = value
+        else:
+            rest[key] = value
+    stacked = {}
+    for (layer, proj), by_index in experts.items():
+        if sorted(by_index) != list(range(len(by_index))):
+            raise ValueError(
+                f"layer {layer} {proj}: experts {sorted(by_index)} are not numbered 0..{len(by_index) - 1}"
+            )
+        shapes = {tuple(t.shape) for t in by_index.values()}
+        if len(shapes) != 1:
+            raise ValueError(f"layer {layer} {proj}: experts differ in shape {sorted(shapes)}")
+        stacked[f"layers.{layer}.mlp.experts.{proj}"] = torch.stack([by_index[e] for e in range(len(by_index))])
+    return rest, stacked
+
+
+def unstack_experts(
+    state_dict: Dict[str, torch.Tensor], hf_format: str, to_hf: Dict[str, str]
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """``(the other tensors, one HF tensor per expert)`` of an internal state dict;
+    ``hf_format`` names an expert tensor from ``layer``, ``expert`` and ``proj``. Each is
+    a copy: safetensors refuses tensors that share storage."""
+    rest, out = {}, {}
+    for key, value in state_dict.items():
+        m = _TUNE_EXPERTS.match(key)
+        if m:
+            for e, tensor in enumerate(value.unbind(0)):
+                out[hf_format.format(layer=m.group(1), expert=e, proj=to_hf[m.group(2)])] = tensor.clone()
+        else:
+            rest[key] = value
+    return rest, out

@@ -19,9 +19,12 @@ from torchtune.models._convert_weights import (
     hf_to_tune_keys,
     LLAMA_FROM_HF,
     refuse_meta,
+    stack_experts,
+    TUNE_EXPERT_NAMES,
     tune_to_hf_keys,
     tune_to_peft_adapter_config,
     tune_to_peft_adapter_weights,
+    unstack_experts,
 )
 
 __all__ = [
@@ -44,9 +47,8 @@ QWEN3_MOE_FROM_HF = dict(
     },
 )
 _HF_EXPERT = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
-_TUNE_EXPERTS = re.compile(r"^layers\.(\d+)\.mlp\.experts\.(gate_proj|up_proj|down_proj)$")
-# Internal names the key check accepts besides the map's.
-_INTERNAL_EXPERTS = {f"layers.{{}}.mlp.experts.{p}": "" for p in ("gate_proj", "up_proj", "down_proj")}
+_HF_EXPERT_FORMAT = "model.layers.{layer}.mlp.experts.{expert}.{proj}.weight"
+_SAME = {p: p for p in ("gate_proj", "up_proj", "down_proj")}
 
 
 def meta_to_tune(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -56,7 +58,7 @@ def meta_to_tune(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]
 
 def tune_to_meta(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Check that every key is an internal Qwen 3 MoE name; returns ``state_dict``."""
-    return check_internal_keys(state_dict, {**QWEN3_MOE_FROM_HF, **{k: k for k in _INTERNAL_EXPERTS}}, _FAMILY)
+    return check_internal_keys(state_dict, {**QWEN3_MOE_FROM_HF, **TUNE_EXPERT_NAMES}, _FAMILY)
 
 
 def hf_to_tune(
@@ -72,24 +74,9 @@ def hf_to_tune(
         ValueError: an unknown key, a q/k tensor that does not fit the heads, or a layer
             whose experts are not numbered 0..E-1 or differ in shape.
     """
-    experts: Dict[tuple, Dict[int, torch.Tensor]] = {}
-    rest = {}
-    for key, value in state_dict.items():
-        m = _HF_EXPERT.match(key)
-        if m:
-            experts.setdefault((int(m.group(1)), m.group(3)), {})[int(m.group(2))] = value
-        else:
-            rest[key] = value
+    rest, experts = stack_experts(state_dict, _HF_EXPERT, _SAME)
     out = hf_to_tune_keys(rest, num_heads, num_kv_heads, dim, head_dim, QWEN3_MOE_FROM_HF, _FAMILY)
-    for (layer, proj), by_index in experts.items():
-        if sorted(by_index) != list(range(len(by_index))):
-            raise ValueError(
-                f"layer {layer} {proj}: experts {sorted(by_index)} are not numbered 0..{len(by_index) - 1}"
-            )
-        shapes = {tuple(t.shape) for t in by_index.values()}
-        if len(shapes) != 1:
-            raise ValueError(f"layer {layer} {proj}: experts differ in shape {sorted(shapes)}")
-        out[f"layers.{layer}.mlp.experts.{proj}"] = torch.stack([by_index[e] for e in range(len(by_index))])
+    out.update(experts)
     return out
 
 
@@ -102,13 +89,6 @@ def tune_to_hf(
 ) -> Dict[str, torch.Tensor]:
     """Internal Qwen 3 MoE state dict -> HF names, q/k order and one tensor per expert
     (exact inverse of ``hf_to_tune``)."""
-    rest, out = {}, {}
-    for key, value in state_dict.items():
-        m = _TUNE_EXPERTS.match(key)
-        if m:
-            for e, tensor in enumerate(value.unbind(0)):
-                out[f"model.layers.{m.group(1)}.mlp.experts.{e}.{m.group(2)}.weight"] = tensor.clone()
-        else:
-            rest[key] = value
+    rest, out = unstack_experts(state_dict, _HF_EXPERT_FORMAT, _SAME)
     out.update(tune_to_hf_keys(rest, num_heads, num_kv_heads, dim, head_dim, QWEN3_MOE_FROM_HF, _FAMILY))
     return out

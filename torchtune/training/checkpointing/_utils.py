@@ -49,7 +49,7 @@ class ModelType(Enum):
     ``GEMMA2``, ``GEMMA3``: Gemma's three generations, HF format only, tied output; a
     ``GEMMA3`` folder may be a multimodal 4B-27B checkpoint, whose text decoder is read and
     whose other tensors are carried through unchanged. ``QWEN3_MOE``: Qwen 3 MoE, HF format,
-    one tensor per expert in the files, stacked in the model.
+    one tensor per expert in the files, stacked in the model; ``MIXTRAL`` likewise.
     """
 
     LLAMA2 = "llama2"
@@ -65,6 +65,7 @@ class ModelType(Enum):
     GEMMA2 = "gemma2"
     GEMMA3 = "gemma3"
     QWEN3_MOE = "qwen3_moe"
+    MIXTRAL = "mixtral"
 
     @classmethod
     def coerce(cls, value: Union["ModelType", str]) -> "ModelType":
@@ -145,6 +146,9 @@ MODEL_TYPES: Dict[ModelType, ModelTypeInfo] = {
     ModelType.QWEN3_MOE: ModelTypeInfo(
         "torchtune.models.qwen3_moe._convert_weights", ("qwen3_moe",), tied_embeddings=None,
         meta_format=False,
+    ),
+    ModelType.MIXTRAL: ModelTypeInfo(
+        "torchtune.models.mixtral._convert_weights", ("mixtral",), meta_format=False,
     ),
 }
 
