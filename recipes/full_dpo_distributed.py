@@ -46,6 +46,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from torchtune.modules.moe import training_aux_loss
 from torchtune import UserError, UserValueError, config, datasets, modules, rlhf, training, utils
 from torchtune.config import Component
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, ResumableSampler, padding_free_collate_dpo
@@ -446,6 +447,9 @@ class FullDPORecipeDistributed:
             reference = self._reference_forward(batch)
         batch = {k: v.to(self._device) for k, v in batch.items()}
         logps, counts, mean_logits = self._log_probs(batch)
+        # A mixture of experts' load balancing, of this (policy) forward; times the pairs:
+        # the step divides the summed loss by them.
+        aux = training_aux_loss(self._model)
         (chosen, rejected), (n_chosen, n_rejected) = logps.chunk(2), counts.chunk(2)
         reference = tuple(r.to(self._device) if r is not None else None for r in reference)
         losses, chosen_rewards, rejected_rewards = self._loss_fn(
@@ -467,6 +471,8 @@ class FullDPORecipeDistributed:
             torch.tensor(float(chosen.numel()), device=self._device),
             torch.tensor(float(batch["tokens"].numel()), device=self._device),
         ]).double()
+        if aux is not None:
+            return losses.sum() + aux * chosen.numel(), stats
         return losses.sum(), stats
 
     def train(self) -> None:

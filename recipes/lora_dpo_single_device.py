@@ -36,6 +36,7 @@ from tqdm import tqdm
 from torchtune import UserError, UserValueError, config, datasets, modules, rlhf, training, utils
 from torchtune.config import Component
 from torchtune.data import CROSS_ENTROPY_IGNORE_IDX, ResumableSampler, padding_free_collate_dpo
+from torchtune.modules.moe import training_aux_loss
 from torchtune.modules.peft import (
     get_adapter_params,
     get_merged_lora_ckpt,
@@ -378,6 +379,9 @@ class LoRADPORecipeSingleDevice:
             reference = self._reference_forward(batch)
         batch = {k: v.to(self._device) for k, v in batch.items()}
         logps, counts, mean_logits = self._log_probs(batch)
+        # A mixture of experts' load balancing, of this (policy) forward; times the pairs:
+        # the step divides the summed loss by them.
+        aux = training_aux_loss(self._model)
         (chosen, rejected), (n_chosen, n_rejected) = logps.chunk(2), counts.chunk(2)
         reference = tuple(r.to(self._device) if r is not None else None for r in reference)
         losses, chosen_rewards, rejected_rewards = self._loss_fn(
@@ -399,6 +403,8 @@ class LoRADPORecipeSingleDevice:
             torch.tensor(float(chosen.numel()), device=self._device),
             torch.tensor(float(batch["tokens"].numel()), device=self._device),
         ]).double()
+        if aux is not None:
+            return losses.sum() + aux * chosen.numel(), stats
         return losses.sum(), stats
 
     def train(self) -> None:
