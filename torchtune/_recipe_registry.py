@@ -192,6 +192,7 @@ _RECIPES = [
             "qwen2_5/32B_lora",
             "qwen2_5/72B_lora",
             "qwen3/8B_lora",
+            "mixtral/8x7B_lora",
             "qwen3/14B_lora",
             "qwen3/32B_lora",
             "gemma/2B_lora",
