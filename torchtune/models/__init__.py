@@ -4,8 +4,8 @@
 describes, ``auto_tokenizer`` its tokenizer and chat template. Each family subpackage holds
 component builders, model builders at published sizes, a tokenizer builder and the key maps
 to external checkpoint layouts: ``llama2``, ``code_llama2``, ``llama3``, ``llama3_1``,
-``llama3_2``, ``llama3_3``, ``gemma``, ``gemma2``, ``gemma3``, ``mistral``, ``phi3``,
-``phi4``, ``qwen2``, ``qwen2_5``, ``qwen3``.
+``llama3_2``, ``llama3_3``, ``gemma``, ``gemma2``, ``gemma3``, ``mistral``, ``mixtral``,
+``phi3``, ``phi4``, ``qwen2``, ``qwen2_5``, ``qwen3``, ``qwen3_moe``.
 Only ``llama2`` is imported here; the others load their tokenizer libraries (tiktoken,
 tokenizers) when imported, so they are imported on use, as is ``auto_tokenizer``."""
 
