@@ -22,19 +22,33 @@ and ``loop`` elsewhere.
 The load-balancing auxiliary loss (Switch Transformer eq. 4-6, transformers'
 ``load_balancing_loss_func``) needs every MoE layer's routing: each forward leaves its
 ``RouterStats`` in ``router_stats``; ``load_balancing_loss`` combines them.
+
+LoRA adapts the router as any linear (a ``LoRALinear`` passed as ``router``) and the experts
+with stacked adapters inside ``GroupedExperts``; QLoRA keeps the expert stacks in NF4.
 """
 
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Dict, Iterable, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from torchtune._errors import UserValueError
+from torchtune.modules.low_precision import (
+    check_nf4_size,
+    dequantize,
+    is_nf4,
+    quantize_incoming_weight,
+    to_nf4,
+)
 
 _ACTIVATIONS = {"silu": F.silu}
 KERNELS = ("auto", "grouped", "loop")
+_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+_ADAPTERS = ("lora_gate_a", "lora_gate_b", "lora_up_a", "lora_up_b", "lora_down_a", "lora_down_b")
+# The state-dict suffixes of stacked expert adapters.
+EXPERT_ADAPTERS = tuple(f".experts.{name}" for name in _ADAPTERS)
 
 
 @dataclass
@@ -79,28 +93,150 @@ def router_z_loss(stats: Iterable[RouterStats]) -> Optional[torch.Tensor]:
     return sum(s.z for s in stats) / sum(s.num_tokens for s in stats)
 
 
+def grouped_linear(x: torch.Tensor, weight: torch.Tensor, counts: torch.Tensor, kernel: str) -> torch.Tensor:
+    """Each group of rows times its expert's matrix transposed: rows ``x[g]`` (the tokens of
+    expert e, in expert order) times ``weight[e].T``.
+
+    Args:
+        x (torch.Tensor): ``[n, in]`` rows sorted by expert.
+        weight (torch.Tensor): ``[E, out, in]``.
+        counts (torch.Tensor): ``[E]`` rows of each expert.
+        kernel (str): ``"grouped"`` (one ``torch._grouped_mm``) or ``"loop"`` (one matmul per
+            expert that has rows). ``"grouped"`` falls back to ``"loop"`` where a row of ``x``
+            or ``weight`` is not a multiple of 16 bytes, which the grouped GEMM requires
+            (a LoRA rank of 4 in bf16, say).
+
+    Returns:
+        torch.Tensor: ``[n, out]``.
+    """
+    if kernel == "grouped" and all(n * x.element_size() % 16 == 0 for n in weight.shape[1:]):
+        ends = counts.cumsum(0).to(torch.int32)  # each group's end row
+        return torch._grouped_mm(x, weight.transpose(-2, -1), offs=ends)
+    outs = []
+    start = 0
+    for e, count in enumerate(counts.tolist()):  # a host sync; E iterations
+        if count:
+            outs.append(x[start : start + count] @ weight[e].t())
+        start += count
+    return torch.cat(outs) if outs else x.new_zeros(0, weight.shape[1])
+
+
+class _FrozenNF4GroupedLinear(torch.autograd.Function):
+    """``grouped_linear`` with a frozen NF4 stack ``[E * out, in]``: dequantized in forward
+    and again in backward, so no full-precision copy of a layer's experts outlives its use
+    (as torchao's ``linear_nf4`` does for one matrix)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, num_experts, counts, kernel):
+        ctx.weight, ctx.num_experts, ctx.kernel = weight, num_experts, kernel
+        ctx.save_for_backward(counts)
+        dense = dequantize(weight, x.dtype).unflatten(0, (num_experts, -1))  # [E, out, in]
+        return grouped_linear(x, dense, counts, kernel)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (counts,) = ctx.saved_tensors
+        dense = dequantize(ctx.weight, grad.dtype).unflatten(0, (ctx.num_experts, -1))
+        return grouped_linear(grad.contiguous(), dense.transpose(-2, -1), counts, ctx.kernel), None, None, None, None
+
+
 class GroupedExperts(nn.Module):
-    """``E`` SwiGLU experts as stacked parameters.
+    """``E`` SwiGLU experts as stacked parameters, optionally adapted (LoRA) or frozen in NF4.
+
+    ``gate_proj [E, h, d]``, ``up_proj [E, h, d]`` and ``down_proj [E, d, h]``: expert e
+    computes ``down_e(act(gate_e x) * up_e x)``.
+
+    LoRA (``lora_rank > 0``): one adapter per expert and projection, stacked:
+    ``lora_{gate,up}_a [E, r, d]``, ``lora_{gate,up}_b [E, h, r]``, ``lora_down_a [E, r, h]``,
+    ``lora_down_b [E, d, r]``; expert e's projection W becomes ``W + (alpha / r) B_e A_e``,
+    as peft's LoRA on each expert's ``gate_proj``, ``up_proj`` and ``down_proj`` linear (the
+    checkpoints' per-expert layout, which peft fuses for transformers 5 on load). ``b``
+    starts at zero; dropout applies to each adapter's input.
+
+    ``quantize_base``: the three stacks are frozen torchao ``NF4Tensor``s stored flat,
+    ``[E * out, in]`` (NF4 holds at most two dimensions), quantized as a checkpoint's
+    ``[E, out, in]`` stacks load and dequantized a projection at a time in forward and
+    backward. ``unflatten_nf4_experts`` gives a state dict its 3-D stacks back.
 
     Args:
         dim (int): model width d.
         hidden_dim (int): each expert's hidden size h.
         num_experts (int): E.
         activation (str): the gate activation (``"silu"``).
+        lora_rank (int): r; 0: no adapters.
+        lora_alpha (float): the update's scale numerator.
+        lora_dropout (float): dropout on each adapter's input while training.
+        quantize_base (bool): store the experts in NF4 (QLoRA).
+
+    Raises:
+        UserValueError: a quantized stack whose size is not a multiple of 16384.
     """
 
-    def __init__(self, dim: int, hidden_dim: int, num_experts: int, activation: str = "silu") -> None:
+    def __init__(
+        self,
+        dim: int,
+        hidden_dim: int,
+        num_experts: int,
+        activation: str = "silu",
+        *,
+        lora_rank: int = 0,
+        lora_alpha: float = 0.0,
+        lora_dropout: float = 0.0,
+        quantize_base: bool = False,
+    ) -> None:
         super().__init__()
+        self.num_experts = num_experts
+        self.hidden_dim = hidden_dim
+        self.quantize_base = quantize_base
         self.gate_proj = nn.Parameter(torch.empty(num_experts, hidden_dim, dim))
         self.up_proj = nn.Parameter(torch.empty(num_experts, hidden_dim, dim))
         self.down_proj = nn.Parameter(torch.empty(num_experts, dim, hidden_dim))
         self.act = _ACTIVATIONS[activation]
+        self.rank = lora_rank
+        if lora_rank:
+            self.alpha = lora_alpha
+            self.scaling = lora_alpha / lora_rank
+            self.use_dora = False
+            self.dropout = nn.Dropout(p=lora_dropout) if lora_dropout > 0 else nn.Identity()
+            for name in _PROJECTIONS:
+                out_dim, in_dim = getattr(self, name).shape[1:]
+                self.register_parameter(f"lora_{name[:-5]}_a", nn.Parameter(torch.empty(num_experts, lora_rank, in_dim)))
+                self.register_parameter(f"lora_{name[:-5]}_b", nn.Parameter(torch.empty(num_experts, out_dim, lora_rank)))
         self.reset_parameters()
+        if quantize_base:
+            for name in _PROJECTIONS:
+                stack = getattr(self, name)
+                check_nf4_size(stack.shape[-1], stack.shape[0] * stack.shape[1])
+                setattr(self, name, nn.Parameter(to_nf4(stack.detach().flatten(0, 1)), requires_grad=False))
 
     def reset_parameters(self) -> None:
-        for p in (self.gate_proj, self.up_proj, self.down_proj):
-            bound = p.shape[-1] ** -0.5  # nn.Linear's default range, per expert
-            nn.init.uniform_(p, -bound, bound)
+        """nn.Linear's default range per expert for the base; LoRA's kaiming-uniform ``a``
+        (bound ``1 / sqrt(in)``, as peft) and zero ``b``."""
+        for name in _PROJECTIONS:
+            p = getattr(self, name)
+            nn.init.uniform_(p, -p.shape[-1] ** -0.5, p.shape[-1] ** -0.5)
+        if self.rank:
+            for name in _PROJECTIONS:
+                a, b = getattr(self, f"lora_{name[:-5]}_a"), getattr(self, f"lora_{name[:-5]}_b")
+                nn.init.uniform_(a, -a.shape[-1] ** -0.5, a.shape[-1] ** -0.5)
+                nn.init.zeros_(b)
+
+    def adapter_params(self) -> List[str]:
+        """Names of the adapter parameters (none without LoRA)."""
+        return list(_ADAPTERS) if self.rank else []
+
+    def _project(self, name: str, x: torch.Tensor, counts: torch.Tensor, kernel: str) -> torch.Tensor:
+        """Projection ``name`` of each group by its expert, adapter included."""
+        weight = getattr(self, name)
+        if self.quantize_base:
+            out = _FrozenNF4GroupedLinear.apply(x, weight, self.num_experts, counts, kernel)
+        else:
+            out = grouped_linear(x, weight, counts, kernel)
+        if not self.rank:
+            return out
+        a, b = getattr(self, f"lora_{name[:-5]}_a"), getattr(self, f"lora_{name[:-5]}_b")
+        inner = grouped_linear(self.dropout(x), a, counts, kernel)  # [n, r]
+        return out + self.scaling * grouped_linear(inner, b, counts, kernel)
 
     def forward(self, x: torch.Tensor, counts: torch.Tensor, kernel: str) -> torch.Tensor:
         """
@@ -112,20 +248,45 @@ class GroupedExperts(nn.Module):
         Returns:
             torch.Tensor: ``[n, d]``, each row its expert's output.
         """
-        if kernel == "grouped":
-            ends = counts.cumsum(0).to(torch.int32)  # each group's end row
-            gate = torch._grouped_mm(x, self.gate_proj.transpose(-2, -1), offs=ends)  # [n, h]
-            up = torch._grouped_mm(x, self.up_proj.transpose(-2, -1), offs=ends)  # [n, h]
-            return torch._grouped_mm(self.act(gate) * up, self.down_proj.transpose(-2, -1), offs=ends)
-        outs = []
-        start = 0
-        for e, count in enumerate(counts.tolist()):  # a host sync; E iterations
-            if count:
-                h = x[start : start + count]  # [c, d]
-                hidden = self.act(h @ self.gate_proj[e].t()) * (h @ self.up_proj[e].t())  # [c, h]
-                outs.append(hidden @ self.down_proj[e].t())  # [c, d]
-            start += count
-        return torch.cat(outs) if outs else x.new_zeros(0, x.shape[-1])
+        gate = self._project("gate_proj", x, counts, kernel)  # [n, h]
+        up = self._project("up_proj", x, counts, kernel)  # [n, h]
+        return self._project("down_proj", self.act(gate) * up, counts, kernel)  # [n, d]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        if self.quantize_base:
+            for name in _PROJECTIONS:
+                src = state_dict.get(prefix + name)
+                if isinstance(src, torch.Tensor) and src.dim() == 3:  # a checkpoint's stack
+                    state_dict[prefix + name] = src.flatten(0, 1)
+                quantize_incoming_weight(state_dict, prefix + name, getattr(self, name))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        extra = f", rank={self.rank}, alpha={self.alpha}" if self.rank else ""
+        return f"num_experts={self.num_experts}, hidden_dim={self.hidden_dim}{extra}" + (
+            ", quantize_base=True" if self.quantize_base else ""
+        )
+
+
+def unflatten_nf4_experts(state_dict: Dict[str, torch.Tensor], dtype: Optional[torch.dtype] = None) -> Dict[str, torch.Tensor]:
+    """A copy of ``state_dict`` whose NF4 expert stacks (``...experts.{gate,up,down}_proj``
+    ``[E * out, in]``) are dequantized and shaped ``[E, out, in]`` again, as the checkpoint
+    stores them. E is the layer's ``gate_proj`` rows over its ``down_proj`` columns (E * h
+    over h). Other entries are passed through.
+
+    Args:
+        state_dict (Dict[str, torch.Tensor]): a model's state dict.
+        dtype (Optional[torch.dtype]): the dequantized dtype; None: the quantized-from dtype.
+    """
+    out = dict(state_dict)
+    for key, value in state_dict.items():
+        if not (key.endswith(".experts.gate_proj") and is_nf4(value)):
+            continue
+        prefix = key[: -len("gate_proj")]
+        num_experts = value.shape[0] // state_dict[prefix + "down_proj"].shape[1]
+        for name in _PROJECTIONS:
+            out[prefix + name] = dequantize(state_dict[prefix + name], dtype).unflatten(0, (num_experts, -1))
+    return out
 
 
 def grouped_mm_runs(x: torch.Tensor) -> bool:
@@ -149,8 +310,13 @@ class MoE(nn.Module):
             config.json; Mixtral: always).
         router (Optional[nn.Module]): ``d -> E`` without bias (a ``LoRALinear`` when the
             router is adapted); None: an ``nn.Linear``.
+        experts (Optional[GroupedExperts]): the experts (adapted or quantized); None: plain
+            ``GroupedExperts(dim, hidden_dim, num_experts)``.
         shared_expert (Optional[nn.Module]): a dense MLP every token also goes through,
             added to the experts' sum (Qwen 2 MoE, DeepSeek); None: none.
+        shared_expert_gate (Optional[nn.Module]): ``d -> 1``; the shared expert's output
+            is scaled by ``sigmoid(gate(x))`` per token (Qwen 2 MoE); None: added as is
+            (DeepSeek).
         kernel (str): ``"auto"``, ``"grouped"`` or ``"loop"``.
 
     Raises:
@@ -166,7 +332,9 @@ class MoE(nn.Module):
         experts_per_token: int,
         norm_topk_prob: bool,
         router: Optional[nn.Module] = None,
+        experts: Optional[GroupedExperts] = None,
         shared_expert: Optional[nn.Module] = None,
+        shared_expert_gate: Optional[nn.Module] = None,
         kernel: str = "auto",
     ) -> None:
         super().__init__()
@@ -180,8 +348,9 @@ class MoE(nn.Module):
         self.experts_per_token = experts_per_token
         self.norm_topk_prob = norm_topk_prob
         self.router = router if router is not None else nn.Linear(dim, num_experts, bias=False)
-        self.experts = GroupedExperts(dim, hidden_dim, num_experts)
+        self.experts = experts if experts is not None else GroupedExperts(dim, hidden_dim, num_experts)
         self.shared_expert = shared_expert
+        self.shared_expert_gate = shared_expert_gate
         self.kernel = kernel
         self.router_stats: Optional[RouterStats] = None
 
@@ -215,7 +384,10 @@ class MoE(nn.Module):
         # reference adds them.
         out = torch.zeros_like(flat).index_add_(0, token, y)
         if self.shared_expert is not None:
-            out = out + self.shared_expert(flat)
+            shared = self.shared_expert(flat)  # [n, d]
+            if self.shared_expert_gate is not None:
+                shared = torch.sigmoid(self.shared_expert_gate(flat)) * shared
+            out = out + shared
         self.router_stats = RouterStats(
             tokens_per_expert=counts.float(),
             prob_per_expert=probs.sum(dim=0),
@@ -231,13 +403,21 @@ def moe_router_stats(model: nn.Module) -> list:
     return [m.router_stats for m in model.modules() if isinstance(m, MoE) and m.router_stats is not None]
 
 
-def training_aux_loss(model: nn.Module) -> Optional[torch.Tensor]:
-    """The load-balancing loss of ``model``'s last forward times its description's
-    ``router_aux_loss_coef``, what a recipe adds to a training step's loss (per token
-    averaged: transformers' ``loss + coef * aux_loss``); None for a dense model, in eval
-    mode, or with the coefficient 0."""
+def training_aux_loss(model: nn.Module, z_loss_coef: float = 0.0) -> Optional[torch.Tensor]:
+    """What a recipe adds to a training step's (per-token) loss for a mixture of experts:
+    the load-balancing loss of ``model``'s last forward times its description's
+    ``router_aux_loss_coef`` (transformers' ``loss + coef * aux_loss``), plus
+    ``z_loss_coef`` times the router z-loss (a recipe's ``router_z_loss_coef``).
+
+    Returns:
+        Optional[torch.Tensor]: None for a dense model, in eval mode, or with both
+        coefficients 0.
+    """
     coef = getattr(getattr(model, "description", None), "router_aux_loss_coef", 0.0)
-    if not model.training or not coef:
+    if not model.training or not (coef or z_loss_coef):
         return None
-    aux = load_balancing_loss(moe_router_stats(model))
-    return None if aux is None else coef * aux
+    stats = moe_router_stats(model)
+    if not stats:
+        return None
+    aux = coef * load_balancing_loss(stats)
+    return aux + z_loss_coef * router_z_loss(stats) if z_loss_coef else aux

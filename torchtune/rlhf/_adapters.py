@@ -7,13 +7,14 @@ import torch
 from torch import nn
 
 from torchtune._errors import UserValueError
-from torchtune.modules.peft import LoRALinear
+from torchtune.modules.peft import AdapterModule
 
 
 @contextlib.contextmanager
 def disable_adapters(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` as its base model: every ``LoRALinear``'s update is scaled by zero,
-    and gradients are off, until the block ends.
+    """Run ``model`` as its base model: every adapter's update (``LoRALinear``, a mixture's
+    stacked ``GroupedExperts`` adapters) is scaled by zero, and gradients are off, until
+    the block ends.
 
     A LoRA output is ``W x + scaling * B A x``, so ``scaling = 0`` leaves exactly the
     frozen base weights: the reference model of DPO without a second copy in memory. (The
@@ -31,7 +32,10 @@ def disable_adapters(model: nn.Module) -> Iterator[nn.Module]:
         >>> with disable_adapters(model):
         ...     reference_logits = model(tokens)
     """
-    lora_modules = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    lora_modules = [
+        m for m in model.modules()
+        if isinstance(m, AdapterModule) and m.adapter_params() and hasattr(m, "scaling")
+    ]
     if any(getattr(m, "use_dora", False) for m in lora_modules):
         # DoRA rescales the base output by its trained magnitude even with a zero update.
         raise UserValueError("disable_adapters: DoRA adapters (use_dora=True) cannot be switched off by scaling")

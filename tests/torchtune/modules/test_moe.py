@@ -1,11 +1,23 @@
 """The mixture-of-experts block against a float64 reference written out token by token,
-and its two kernels against each other, outputs and gradients."""
+and its two kernels against each other, outputs and gradients; its stacked expert adapters
+and NF4 experts (QLoRA) against the merged or dequantized weights they stand for."""
 
 import pytest
 import torch
 
 from torchtune._errors import UserValueError
-from torchtune.modules.moe import load_balancing_loss, MoE, moe_router_stats, router_z_loss
+from torchtune.modules.low_precision import is_nf4
+from torchtune.modules.moe import (
+    GroupedExperts,
+    load_balancing_loss,
+    MoE,
+    moe_router_stats,
+    router_z_loss,
+    training_aux_loss,
+    unflatten_nf4_experts,
+)
+from torchtune.modules.peft import get_merged_lora_ckpt
+from torchtune.rlhf._adapters import disable_adapters
 
 
 def _moe(num_experts=16, k=2, norm=True, kernel="auto", seed=0):
@@ -82,3 +94,135 @@ def test_bad_settings_are_one_line():
         MoE(dim=4, hidden_dim=4, num_experts=4, experts_per_token=5, norm_topk_prob=True)
     with pytest.raises(UserValueError, match="kernel 'fast'"):
         MoE(dim=4, hidden_dim=4, num_experts=4, experts_per_token=1, norm_topk_prob=True, kernel="fast")
+
+
+def _adapted(kernel="auto", rank=3, quantize_base=False, dim=12, hidden=20, num_experts=16):
+    """A MoE whose experts carry random stacked adapters (b nonzero, as after training)."""
+    torch.manual_seed(0)
+    experts = GroupedExperts(dim, hidden, num_experts, lora_rank=rank, lora_alpha=2.0 * rank,
+                             quantize_base=quantize_base)
+    with torch.no_grad():
+        for name in experts.adapter_params():
+            getattr(experts, name).normal_(0, 0.2)
+    return MoE(dim=dim, hidden_dim=hidden, num_experts=num_experts, experts_per_token=2, norm_topk_prob=True,
+               experts=experts, kernel=kernel)
+
+
+def test_expert_adapters_are_w_plus_scaled_ba_per_expert_on_both_kernels():
+    """Each expert's projection is W + (alpha / r) B_e A_e: the adapted MoE equals a plain
+    MoE holding the merged stacks (get_merged_lora_ckpt's fold), and the grouped and loop
+    kernels agree on outputs and on every adapter's gradient."""
+    x = torch.randn(2, 40, 12, generator=torch.Generator().manual_seed(1))
+    results = {}
+    for kernel in ("grouped", "loop"):
+        moe = _adapted(kernel)
+        out = moe(x)
+        out.square().sum().backward()
+        results[kernel] = out.detach(), {n: moe.experts.get_parameter(n).grad for n in moe.experts.adapter_params()}
+    merged = get_merged_lora_ckpt({f"mlp.{k}": v for k, v in moe.state_dict().items()}, rank=3, alpha=6.0)
+    assert sorted(merged) == ["mlp.experts.down_proj", "mlp.experts.gate_proj", "mlp.experts.up_proj", "mlp.router.weight"]
+    plain = MoE(dim=12, hidden_dim=20, num_experts=16, experts_per_token=2, norm_topk_prob=True)
+    plain.load_state_dict({k[len("mlp."):]: v for k, v in merged.items()})
+    torch.testing.assert_close(results["loop"][0], plain(x).detach(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(results["grouped"][0], results["loop"][0], atol=1e-5, rtol=0)
+    for name, grad in results["grouped"][1].items():
+        assert grad is not None and grad.abs().sum() > 0, name
+        torch.testing.assert_close(grad, results["loop"][1][name], atol=1e-5, rtol=0, msg=name)
+
+
+def test_disable_adapters_turns_expert_adapters_off():
+    moe = _adapted()
+    x = torch.randn(1, 30, 12)
+    plain = MoE(dim=12, hidden_dim=20, num_experts=16, experts_per_token=2, norm_topk_prob=True)
+    plain.load_state_dict({k: v for k, v in moe.state_dict().items() if "lora" not in k})
+    with disable_adapters(moe):
+        torch.testing.assert_close(moe(x), plain(x), atol=0, rtol=0)
+    assert not torch.allclose(moe(x), plain(x))
+
+
+def test_nf4_experts_compute_with_their_dequantized_stacks_and_save_none():
+    """QLoRA's experts: a checkpoint's [E, out, in] stacks quantize as they load (stored
+    [E * out, in], NF4 has two dimensions at most), the forward and the adapters' gradients
+    are those of the dequantized stacks, backward keeps no full-precision stack, and the
+    merge gives the stacks back [E, out, in]."""
+    pytest.importorskip("torchao")
+    dim, hidden, num_experts = 64, 32, 16  # each stack 32768 values: NF4 blocks of 16384
+    source = _adapted(quantize_base=False, dim=dim, hidden=hidden, num_experts=num_experts)
+    nf4 = _adapted(quantize_base=True, dim=dim, hidden=hidden, num_experts=num_experts)
+    nf4.load_state_dict(source.state_dict())
+    assert is_nf4(nf4.experts.gate_proj) and tuple(nf4.experts.gate_proj.shape) == (num_experts * hidden, dim)
+    stacks = {f"mlp.experts.{n}": getattr(nf4.experts, n) for n in ("gate_proj", "up_proj", "down_proj")}
+    dequantized = {k[len("mlp."):]: v for k, v in unflatten_nf4_experts(stacks).items()}
+    reference = _adapted(quantize_base=False, dim=dim, hidden=hidden, num_experts=num_experts)
+    reference.load_state_dict({**source.state_dict(), **dequantized})
+    x = torch.randn(2, 40, dim, generator=torch.Generator().manual_seed(1))
+    shapes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(t.numel()) or t, lambda t: t):
+        out = nf4(x)
+    assert num_experts * hidden * dim not in shapes  # no dequantized stack kept for backward
+    out.square().sum().backward()
+    expected = reference(x)
+    expected.square().sum().backward()
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    for name in nf4.experts.adapter_params():
+        torch.testing.assert_close(nf4.experts.get_parameter(name).grad, reference.experts.get_parameter(name).grad,
+                                   atol=1e-4, rtol=1e-5, msg=name)
+    merged = get_merged_lora_ckpt({f"mlp.{k}": v for k, v in nf4.state_dict().items()}, rank=3, alpha=6.0)
+    assert tuple(merged["mlp.experts.gate_proj"].shape) == (num_experts, hidden, dim)
+    expected = get_merged_lora_ckpt({f"mlp.{k}": v for k, v in reference.state_dict().items()}, rank=3, alpha=6.0)
+    torch.testing.assert_close(merged["mlp.experts.down_proj"], expected["mlp.experts.down_proj"])
+
+
+def test_training_aux_loss_adds_the_z_loss_on_request():
+    """The recipes' term: coef * load balancing (+ z_coef * z-loss); none in eval mode."""
+    from types import SimpleNamespace
+
+    moe = _moe()
+    model = torch.nn.Sequential(moe)
+    model.description = SimpleNamespace(router_aux_loss_coef=0.01)
+    model(torch.randn(1, 9, 12))
+    stats = moe_router_stats(model)
+    torch.testing.assert_close(training_aux_loss(model), 0.01 * load_balancing_loss(stats))
+    torch.testing.assert_close(training_aux_loss(model, 1e-3),
+                               0.01 * load_balancing_loss(stats) + 1e-3 * router_z_loss(stats))
+    assert training_aux_loss(model.eval(), 1e-3) is None
+
+
+def test_shared_expert_block_is_transformers_qwen2_moe_block():
+    """With a gated shared expert the block is transformers' Qwen2MoeSparseMoeBlock (no
+    top-k renormalisation, sigmoid-gated dense expert added): outputs and every gradient
+    within 1e-5 (fp32), the weights copied across."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.qwen2_moe.modeling_qwen2_moe import Qwen2MoeSparseMoeBlock
+
+    from torchtune.modules import FeedForward
+
+    config = transformers.Qwen2MoeConfig(hidden_size=12, moe_intermediate_size=20, shared_expert_intermediate_size=24,
+                                         num_experts=8, num_experts_per_tok=2, norm_topk_prob=False)
+    torch.manual_seed(0)
+    theirs = Qwen2MoeSparseMoeBlock(config)
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.normal_(0, 0.3)
+    lin = lambda i, o: torch.nn.Linear(i, o, bias=False)  # noqa: E731
+    ours = MoE(dim=12, hidden_dim=20, num_experts=8, experts_per_token=2, norm_topk_prob=False,
+               shared_expert=FeedForward(w1=lin(12, 24), w2=lin(24, 12), w3=lin(12, 24)), shared_expert_gate=lin(12, 1))
+    gate, up = theirs.experts.gate_up_proj.detach().chunk(2, dim=1)
+    ours.load_state_dict({
+        "router.weight": theirs.gate.weight, "experts.gate_proj": gate, "experts.up_proj": up,
+        "experts.down_proj": theirs.experts.down_proj, "shared_expert.w1.weight": theirs.shared_expert.gate_proj.weight,
+        "shared_expert.w2.weight": theirs.shared_expert.down_proj.weight,
+        "shared_expert.w3.weight": theirs.shared_expert.up_proj.weight,
+        "shared_expert_gate.weight": theirs.shared_expert_gate.weight,
+    })
+    x = torch.randn(2, 30, 12, generator=torch.Generator().manual_seed(1))
+    out, expected = ours(x), theirs(x)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    out.square().sum().backward()
+    expected.square().sum().backward()
+    gate_grad, up_grad = theirs.experts.gate_up_proj.grad.chunk(2, dim=1)
+    for mine, ref in ((ours.experts.gate_proj, gate_grad), (ours.experts.up_proj, up_grad),
+                      (ours.experts.down_proj, theirs.experts.down_proj.grad), (ours.router.weight, theirs.gate.weight.grad),
+                      (ours.shared_expert.w2.weight, theirs.shared_expert.down_proj.weight.grad),
+                      (ours.shared_expert_gate.weight, theirs.shared_expert_gate.weight.grad)):
+        torch.testing.assert_close(mine.grad, ref, atol=1e-5 * max(1.0, float(ref.abs().max())), rtol=0)

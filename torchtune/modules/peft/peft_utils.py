@@ -7,6 +7,7 @@ from torch import nn
 
 from torchtune._errors import UserValueError
 from torchtune.modules.low_precision import dequantize, is_nf4
+from torchtune.modules.moe import EXPERT_ADAPTERS, unflatten_nf4_experts
 
 
 @runtime_checkable
@@ -187,6 +188,8 @@ def get_merged_lora_ckpt(
     ``merge_and_unload``. The input is not modified. The merge runs in fp32 and the result is
     cast back, so a bf16 merge does not lose the small update to rounding twice. An NF4
     base weight (QLoRA) is dequantized first; so is any other NF4 tensor in the dict.
+    Stacked expert adapters (``<m>.experts.lora_gate_a`` ...) fold into ``<m>.experts.
+    {gate,up,down}_proj`` expert by expert, and NF4 expert stacks come back ``[E, out, in]``.
 
     Args:
         state_dict (Dict[str, torch.Tensor]): an adapted model's state dict, with
@@ -204,7 +207,8 @@ def get_merged_lora_ckpt(
     Raises:
         ValueError: if an adapter lacks its other half or its base weight, or the rank differs.
     """
-    adapter_suffixes = (".lora_a.weight", ".lora_b.weight", ".magnitude")
+    state_dict = unflatten_nf4_experts(state_dict)
+    adapter_suffixes = (".lora_a.weight", ".lora_b.weight", ".magnitude", *EXPERT_ADAPTERS)
     merged = {
         k: dequantize(v, dtype) if is_nf4(v) or (dtype is not None and v.is_floating_point()) else v
         for k, v in state_dict.items()
@@ -231,6 +235,7 @@ def get_merged_lora_ckpt(
             norm = torch.linalg.norm(new, dim=1)  # [out]
             new = (magnitude.float() / norm).unsqueeze(1) * new
         merged[w_key] = new.to(out_dtype)
+    _merge_experts(state_dict, merged, rank, alpha, dtype)
     orphans = [
         k for k in state_dict
         for suffix in (".lora_b.weight", ".magnitude")
@@ -239,3 +244,30 @@ def get_merged_lora_ckpt(
     if orphans:
         raise ValueError(f"Cannot merge LoRA adapter {orphans[0]!r}: its lora_a is missing")
     return merged
+
+
+def _merge_experts(
+    state_dict: Dict[str, torch.Tensor],
+    merged: Dict[str, torch.Tensor],
+    rank: int,
+    alpha: float,
+    dtype: Optional[torch.dtype],
+) -> None:
+    """Fold stacked expert adapters into ``merged``'s expert stacks, ``W_e' = W_e + s *
+    B_e @ A_e`` for each projection (``GroupedExperts``)."""
+    for key, a in state_dict.items():
+        if not key.endswith(EXPERT_ADAPTERS) or not key.endswith("_a"):
+            continue
+        prefix, _, leaf = key.rpartition(".")  # leaf: lora_<proj>_a
+        b_key, w_key = f"{prefix}.{leaf[:-1]}b", f"{prefix}.{leaf[5:-2]}_proj"
+        for needed in (b_key, w_key):
+            if needed not in state_dict:
+                raise ValueError(f"Cannot merge LoRA adapter {key!r}: {needed!r} is missing")
+        if a.shape[1] != rank:
+            raise ValueError(f"Cannot merge {key!r}: its rank is {a.shape[1]}, but rank={rank} was given")
+        weight = state_dict[w_key]
+        delta = state_dict[b_key].float() @ a.float()  # [E, out, r] @ [E, r, in]
+        merged[w_key] = (weight.float() + (alpha / rank) * delta).to(dtype or weight.dtype)
+    orphans = [k for k in state_dict if k.endswith(EXPERT_ADAPTERS) and k.endswith("_b") and k[:-1] + "a" not in state_dict]
+    if orphans:
+        raise ValueError(f"Cannot merge LoRA adapter {orphans[0]!r}: its lora_*_a is missing")
