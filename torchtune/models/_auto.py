@@ -716,6 +716,7 @@ def lora_auto_model(
     use_dora: bool = False,
     max_seq_len: Optional[int] = None,
     ignore_fields: Sequence[str] = (),
+    apply_lora_to_router: bool = True,
 ) -> TransformerDecoder:
     """``auto_model`` with LoRA adapters (QLoRA with ``quantize_base``, DoRA with
     ``use_dora``).
@@ -724,6 +725,8 @@ def lora_auto_model(
         path, max_seq_len, ignore_fields: as in ``auto_model``.
         lora_attn_modules, apply_lora_to_mlp, apply_lora_to_output, lora_rank, lora_alpha,
         lora_dropout, quantize_base, use_dora: as in ``torchtune.models.llama2.lora_llama2``.
+        apply_lora_to_router (bool): adapt each mixture-of-experts layer's router (a dense
+            model has none); ``apply_lora_to_mlp`` adapts a mixture's experts.
 
     Returns:
         TransformerDecoder: the LoRA model.
@@ -735,7 +738,9 @@ def lora_auto_model(
     config, file = read_config(path)
     description = description_from_hf_config(config, f"config.json {file}", max_seq_len, ignore_fields)
     lora = LoRASettings(
-        modules=lora_module_names(list(lora_attn_modules), apply_lora_to_mlp, apply_lora_to_output),
+        modules=lora_module_names(
+            list(lora_attn_modules), apply_lora_to_mlp, apply_lora_to_output, apply_lora_to_router
+        ),
         rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, use_dora=use_dora,
         quantize_base=quantize_base,
     )

@@ -54,12 +54,18 @@ _LORA_SETTINGS = (
     _Parameter("quantize_base", _KEYWORD, default=False, annotation=bool),
 )
 _SIZED_DEFAULTS = {"lora_rank": 8, "lora_alpha": 16}
+# A mixture-of-experts family's twins also take this, after the other targets: the router
+# is adapted by default (its [E, d] decides which experts learn from each token).
+_ROUTER_TARGET = _Parameter("apply_lora_to_router", _POSITIONAL, default=True, annotation=bool)
 
 # The meaning of each LoRA argument, once (read by scripts/models_doc.py for docs/models.md).
 _LORA_ARG_DOCS = {
     "lora_attn_modules": "lora_attn_modules (List[str]): any of ``q_proj``, ``k_proj``, "
     "``v_proj``, ``output_proj``.",
-    "apply_lora_to_mlp": "apply_lora_to_mlp (bool): also adapt w1, w2 and w3.",
+    "apply_lora_to_mlp": "apply_lora_to_mlp (bool): also adapt w1, w2 and w3 (on a "
+    "mixture-of-experts layer: every expert, with stacked adapters).",
+    "apply_lora_to_router": "apply_lora_to_router (bool): adapt each mixture-of-experts "
+    "layer's router.",
     "apply_lora_to_output": "apply_lora_to_output (bool): also adapt the final ``output`` "
     "projection.",
     "lora_rank": "lora_rank (int): adapter rank r (``lora_a`` is [r, in], ``lora_b`` [out, r]).",
@@ -107,6 +113,7 @@ def lora_builder(
     name: Optional[str] = None,
     notes: str = "",
     keyword_order: Optional[Sequence[str]] = None,
+    router: bool = False,
 ) -> Callable[..., TransformerDecoder]:
     """The LoRA twin of a component builder made by ``decoder_builder``.
 
@@ -118,6 +125,8 @@ def lora_builder(
         keyword_order (Optional[Sequence[str]]): the base arguments in the twin's order,
             where torchtune 0.6.1's LoRA signature lists them otherwise than the base's
             (they are keyword-only there, so only the listing differs); None: the base's.
+        router (bool): the twin takes ``apply_lora_to_router`` (default True), for a
+            mixture-of-experts family.
 
     Returns:
         Callable[..., TransformerDecoder]: ``lora_<family>(lora_attn_modules,
@@ -129,8 +138,9 @@ def lora_builder(
     order = list(keyword_order or base_params)
     if sorted(order) != sorted(base_params):
         raise ValueError(f"keyword_order {order} is not a reordering of {list(base_params)}")
+    targets = (*_LORA_TARGETS, _ROUTER_TARGET) if router else _LORA_TARGETS
     signature = inspect.Signature(
-        [*_LORA_TARGETS, *(base_params[n].replace(kind=_KEYWORD) for n in order), *_LORA_SETTINGS],
+        [*targets, *(base_params[n].replace(kind=_KEYWORD) for n in order), *_LORA_SETTINGS],
         return_annotation=TransformerDecoder,
     )
 
@@ -149,7 +159,7 @@ def lora_builder(
         f"each adapted linear, so a base checkpoint loads with only adapter keys missing. {notes}"
     )
     args = (
-        [_LORA_ARG_DOCS[p.name] for p in _LORA_TARGETS]
+        [_LORA_ARG_DOCS[p.name] for p in targets]
         + [f"{', '.join(order)}: as in ``{base_ref}``."]
         + [_LORA_ARG_DOCS[p.name] for p in _LORA_SETTINGS]
     )
@@ -166,6 +176,7 @@ def lora_sized(
     name: Optional[str] = None,
     takes_apply_lora_to_output: bool = True,
     lora_dropout: float = 0.05,
+    router: bool = False,
 ) -> Callable[..., TransformerDecoder]:
     """The LoRA twin of a size builder made by ``decoder_builder`` (``qwen3_0_6b``).
 
@@ -178,6 +189,8 @@ def lora_sized(
             is the embedding's weight); its Llama 3.2 builders have one, which raises when
             True.
         lora_dropout (float): the twin's ``lora_dropout`` default (0.6.1: 0.05, Mistral's 0.0).
+        router (bool): the twin takes ``apply_lora_to_router`` (default True), for a
+            mixture-of-experts family.
 
     Returns:
         Callable[..., TransformerDecoder]: ``lora_<size>(lora_attn_modules,
@@ -186,6 +199,8 @@ def lora_sized(
     """
     name = name or f"lora_{base.__name__}"
     targets = _LORA_TARGETS if takes_apply_lora_to_output else _LORA_TARGETS[:2]
+    if router:
+        targets = (*targets, _ROUTER_TARGET)
     defaults = {**_SIZED_DEFAULTS, "lora_dropout": lora_dropout}
     settings_params = [
         p.replace(kind=_POSITIONAL, default=defaults.get(p.name, p.default))
@@ -224,6 +239,7 @@ def _lora_settings(arguments: Dict[str, Any]) -> LoRASettings:
             arguments["lora_attn_modules"],
             arguments["apply_lora_to_mlp"],
             arguments.get("apply_lora_to_output", False),
+            arguments.get("apply_lora_to_router", False),
         ),
         rank=arguments["lora_rank"],
         alpha=arguments["lora_alpha"],

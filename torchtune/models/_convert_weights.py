@@ -21,7 +21,7 @@ Name tables map external -> internal; per-layer entries use ``{}`` for the layer
 """
 
 import re
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
 
@@ -80,6 +80,7 @@ TUNE_TO_HF_MODULE = {
     "mlp.w1": "mlp.gate_proj",
     "mlp.w2": "mlp.down_proj",
     "mlp.w3": "mlp.up_proj",
+    "mlp.router": "mlp.gate",
 }
 
 # LoRA target names (``lora_attn_modules`` and friends) -> peft ``target_modules`` names.
@@ -92,6 +93,7 @@ PEFT_TARGET_MODULES = {
     "w2": "down_proj",
     "w3": "up_proj",
     "output": "lm_head",
+    "router": "gate",
 }
 
 
@@ -297,7 +299,7 @@ def tune_to_hf_keys(
     return out
 
 
-_LORA_KEY = re.compile(r"^layers\.(\d+)\.(attn\.\w+|mlp\.w[123])\.(lora_a\.weight|lora_b\.weight|magnitude)$")
+_LORA_KEY = re.compile(r"^layers\.(\d+)\.(attn\.\w+|mlp\.w[123]|mlp\.router)\.(lora_a\.weight|lora_b\.weight|magnitude)$")
 _LORA_OUTPUT_KEY = re.compile(r"^output\.(lora_a\.weight|lora_b\.weight|magnitude)$")
 # Internal adapter parameter -> peft's name for it (the DoRA magnitude is a bare vector in a
 # peft file saved by ``save_pretrained``: ``...q_proj.lora_magnitude_vector`` [out]).
@@ -356,23 +358,31 @@ def tune_to_peft_adapter_weights(
     return out
 
 
-def peft_target_modules(modules: Iterable[str]) -> list:
-    """peft's ``target_modules`` names for internal LoRA target names (``q_proj``, ``w1`` ...).
+def peft_target_modules(modules: Iterable[str], experts: Sequence[str] = ()) -> list:
+    """peft's ``target_modules`` names for internal LoRA target names (``q_proj``, ``w1`` ...),
+    each once; ``experts`` (a mixture's stacked adapters) becomes the file's names of an
+    expert's projections, given in ``experts``.
 
     Raises:
         ValueError: on a name that is not a LoRA target.
     """
     out = []
     for m in modules:
-        if m not in PEFT_TARGET_MODULES:
+        if m == "experts":
+            names = list(experts)
+        elif m in PEFT_TARGET_MODULES:
+            names = [PEFT_TARGET_MODULES[m]]
+        else:
             raise ValueError(
                 f"Unknown LoRA target module {m!r}; expected one of {sorted(PEFT_TARGET_MODULES)}"
             )
-        out.append(PEFT_TARGET_MODULES[m])
+        out += [n for n in names if n not in out]
     return out
 
 
-def tune_to_peft_adapter_config(adapter_config: Dict[str, Any]) -> Dict[str, Any]:
+def tune_to_peft_adapter_config(
+    adapter_config: Dict[str, Any], experts: Sequence[str] = ("gate_proj", "up_proj", "down_proj")
+) -> Dict[str, Any]:
     """Build a peft ``adapter_config.json`` dict from torchtune's adapter description.
 
     Args:
@@ -380,6 +390,8 @@ def tune_to_peft_adapter_config(adapter_config: Dict[str, Any]) -> Dict[str, Any
             "target_modules": list of internal module names (``q_proj``, ``k_proj``,
             ``v_proj``, ``output_proj``, ``w1``, ``w2``, ``w3``, ``output``)}``; any other
             keys (e.g. ``use_dora``, ``base_model_name_or_path``) are copied through.
+        experts (Sequence[str]): the file's names of an expert's projections, peft's
+            targets for ``experts`` (stacked expert adapters).
 
     Returns:
         Dict[str, Any]: a config peft's ``PeftModel.from_pretrained`` accepts.
@@ -399,7 +411,7 @@ def tune_to_peft_adapter_config(adapter_config: Dict[str, Any]) -> Dict[str, Any
         "inference_mode": True,
     }
     out.update({k: v for k, v in adapter_config.items() if k != "target_modules"})
-    out["target_modules"] = peft_target_modules(adapter_config["target_modules"])
+    out["target_modules"] = peft_target_modules(adapter_config["target_modules"], experts)
     return out
 
 
@@ -459,4 +471,28 @@ def unstack_experts(
                 out[hf_format.format(layer=m.group(1), expert=e, proj=to_hf[m.group(2)])] = tensor.clone()
         else:
             rest[key] = value
+    return rest, out
+
+
+_TUNE_EXPERT_ADAPTER = re.compile(r"^layers\.(\d+)\.mlp\.experts\.lora_(gate|up|down)_(a|b)$")
+
+
+def peft_expert_adapters(
+    state_dict: Dict[str, torch.Tensor], hf_format: str, to_hf: Dict[str, str]
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """``(the other entries, peft's per-expert adapters)`` of an internal adapter state dict:
+    ``layers.{i}.mlp.experts.lora_gate_a [E, r, d]`` becomes ``E`` tensors
+    ``base_model.model.<expert e's gate projection>.lora_A.weight [r, d]``, named by
+    ``hf_format`` as the file names the expert's weight (without ``.weight``), as peft saves
+    a LoRA on each expert's linear; ``_b`` likewise becomes ``lora_B``. Each is a copy."""
+    rest, out = {}, {}
+    for key, value in state_dict.items():
+        m = _TUNE_EXPERT_ADAPTER.match(key)
+        if not m:
+            rest[key] = value
+            continue
+        layer, proj, half = m.groups()
+        for e, tensor in enumerate(value.unbind(0)):
+            weight = hf_format.format(layer=layer, expert=e, proj=to_hf[f"{proj}_proj"])
+            out[f"base_model.model.{weight[: -len('.weight')]}.lora_{half.upper()}.weight"] = tensor.clone()
     return rest, out

@@ -35,7 +35,7 @@ from torchtune.modules import (
     TransformerDecoderLayer,
 )
 from torchtune.modules.low_precision import FrozenNF4Linear
-from torchtune.modules.moe import MoE
+from torchtune.modules.moe import GroupedExperts, MoE
 from torchtune.modules.peft import LoRALinear
 
 LORA_ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "output_proj")
@@ -87,7 +87,8 @@ class LoRASettings:
     """Which projections carry adapters, and how (the LoRA builders' arguments).
 
     Attributes:
-        modules (frozenset): any of ``LORA_ATTN_MODULES``, ``"mlp"``, ``"output"``.
+        modules (frozenset): any of ``LORA_ATTN_MODULES``, ``"mlp"`` (on a mixture layer:
+            the experts), ``"router"`` (a mixture layer's router), ``"output"``.
         rank, alpha, dropout, use_dora, quantize_base: as in ``lora_llama2``.
     """
 
@@ -163,15 +164,7 @@ def build_decoder(
             **extra,
         )
         if m.num_experts:
-            if "mlp" in lora.modules or lora.quantize_base:
-                raise UserValueError(
-                    "LoRA on the experts of a mixture-of-experts layer (apply_lora_to_mlp) and "
-                    "QLoRA's quantized experts are not implemented; adapt attention only"
-                )
-            mlp = MoE(
-                dim=d, hidden_dim=m.hidden_dim, num_experts=m.num_experts,
-                experts_per_token=m.experts_per_token, norm_topk_prob=m.norm_topk_prob,
-            )
+            mlp = _moe(d, m, lora)
         else:
             mlp = FeedForward(
                 w1=linear("mlp", d, m.hidden_dim, m.bias),
@@ -209,6 +202,33 @@ def build_decoder(
     )
     model.description = description
     return model
+
+
+def _moe(d: int, m: MLPDescription, lora: LoRASettings) -> MoE:
+    """A mixture-of-experts MLP: the router adapted when ``"router"`` is asked (a
+    full-precision ``LoRALinear`` even under QLoRA: [E, d] is small and decides every
+    routing), the experts when ``"mlp"`` is (stacked adapters), the experts' base in NF4
+    under ``quantize_base``."""
+    adapt_router, adapt_experts = "router" in lora.modules, "mlp" in lora.modules
+    if lora.use_dora and (adapt_router or adapt_experts):
+        raise UserValueError(
+            "use_dora: DoRA on a mixture-of-experts router or experts is not supported (peft "
+            "has no equal); set apply_lora_to_router=False and apply_lora_to_mlp=False"
+        )
+    if adapt_router:
+        router = LoRALinear(d, m.num_experts, rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout)
+    else:
+        router = nn.Linear(d, m.num_experts, bias=False)
+    experts = GroupedExperts(
+        d, m.hidden_dim, m.num_experts, m.activation,
+        lora_rank=lora.rank if adapt_experts else 0, lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout, quantize_base=lora.quantize_base,
+    )
+    return MoE(
+        dim=d, hidden_dim=m.hidden_dim, num_experts=m.num_experts,
+        experts_per_token=m.experts_per_token, norm_topk_prob=m.norm_topk_prob,
+        router=router, experts=experts,
+    )
 
 
 def _rope(rope: RopeDescription, head_dim: int, max_seq_len: int) -> nn.Module:
@@ -355,7 +375,10 @@ def llama_decoder(
 
 
 def lora_module_names(
-    lora_attn_modules: List[str], apply_lora_to_mlp: bool, apply_lora_to_output: bool
+    lora_attn_modules: List[str],
+    apply_lora_to_mlp: bool,
+    apply_lora_to_output: bool,
+    apply_lora_to_router: bool = False,
 ) -> frozenset:
     """The ``lora_modules`` argument of ``llama_decoder`` from the LoRA builders' arguments.
 
@@ -372,4 +395,6 @@ def lora_module_names(
         names.add("mlp")
     if apply_lora_to_output:
         names.add("output")
+    if apply_lora_to_router:
+        names.add("router")
     return frozenset(names)

@@ -157,3 +157,122 @@ def test_save_writes_one_tensor_per_expert_as_the_files_have_them(name, tiny, tm
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert ("model.layers.0.mlp.experts.7.down_proj.weight" if name == "qwen3-moe"
             else "model.layers.0.block_sparse_moe.experts.3.w2.weight") in after
+
+
+@pytest.mark.parametrize("name", ["qwen3-moe-sparse", "mixtral"])
+def test_lora_on_router_and_experts_is_peft_on_the_saved_adapter(name, tiny, tmp_path):
+    """Adapters on attention, the router and every expert (random, as after training),
+    saved by the checkpointer: peft reads adapter_0_peft (per-expert names, which it fuses
+    into transformers 5's stacked experts) and gives our logits and, trained, our
+    gradients (its fused gate/up adapter is [A_gate; A_up] with a block-diagonal B); the
+    merged output is the same model in transformers. fp32."""
+    from peft import PeftModel
+
+    from torchtune.models import lora_auto_model
+    from torchtune.modules.peft import get_adapter_params, get_merged_lora_ckpt, set_trainable_params
+    from torchtune.modules.peft.peft_utils import get_lora_adapter_config
+
+    folder, _ = tiny(name)
+    ours = lora_auto_model(str(folder), ["q_proj", "v_proj"], apply_lora_to_mlp=True, lora_rank=4, lora_alpha=8)
+    ckpt = FullModelHFCheckpointer(str(folder), output_dir=str(tmp_path / "out"))
+    assert not ours.load_state_dict(ckpt.load_checkpoint()["model"], strict=False).unexpected_keys
+    adapters = get_adapter_params(ours)
+    assert "layers.0.mlp.router.lora_a.weight" in adapters and "layers.0.mlp.experts.lora_up_b" in adapters
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in adapters.values():
+            p.normal_(0, 0.1)
+    state = ours.state_dict()
+    ckpt.save_checkpoint({"model": get_merged_lora_ckpt(state, 4, 8), "adapter_config": get_lora_adapter_config(ours),
+                          "adapter": {k: state[k] for k in adapters}}, epoch=0)
+    base = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    theirs = PeftModel.from_pretrained(base, str(tmp_path / "out" / "adapter_0_peft"), is_trainable=True)
+    merged = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "epoch_0", dtype=torch.float32)
+    tokens = torch.randint(0, ours.tok_embeddings.num_embeddings, (2, 40), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits = ours.eval()(tokens)
+        torch.testing.assert_close(logits, theirs.eval()(tokens).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(logits, merged.eval()(tokens).logits, atol=1e-5, rtol=0)
+
+    set_trainable_params(ours, adapters)
+    ours.train(), theirs.train()
+    ce = torch.nn.functional.cross_entropy(ours(tokens)[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+    ce.backward()
+    theirs(tokens, labels=tokens).loss.backward()
+    grads = {k.replace(".default", ""): p.grad for k, p in theirs.named_parameters() if p.requires_grad}
+    rank, num_experts = 4, ours.layers[0].mlp.num_experts
+    for i, layer in enumerate(ours.layers):
+        experts, prefix = layer.mlp.experts, f"base_model.model.model.layers.{i}.mlp."
+        h = experts.hidden_dim
+        gate_up_a = grads[prefix + "experts.base_layer.lora_A.weight"].reshape(num_experts, 2 * rank, -1)
+        gate_up_b = grads[prefix + "experts.base_layer.lora_B.weight"].reshape(2 * h, 2 * rank, num_experts).permute(2, 0, 1)
+        expected = {
+            "lora_gate_a": gate_up_a[:, :rank], "lora_up_a": gate_up_a[:, rank:],
+            "lora_gate_b": gate_up_b[:, :h, :rank], "lora_up_b": gate_up_b[:, h:, rank:],
+            "lora_down_a": grads[prefix + "experts.lora_A.weight"].reshape(num_experts, rank, -1),
+            "lora_down_b": grads[prefix + "experts.lora_B.weight"].reshape(-1, rank, num_experts).permute(2, 0, 1),
+        }
+        expected = {f"experts.{k}": v for k, v in expected.items()}
+        expected["router.lora_a.weight"] = grads[prefix + "gate.lora_A.weight"]
+        expected["router.lora_b.weight"] = grads[prefix + "gate.lora_B.weight"]
+        for key, grad in expected.items():
+            scale = max(float(grad.abs().max()), 1e-3)
+            torch.testing.assert_close(layer.mlp.get_parameter(key).grad, grad, atol=1e-5 * scale, rtol=0,
+                                       msg=f"layer {i} {key}")
+
+
+def test_lora_twins_adapt_the_router_by_default_and_qlora_quantizes_the_experts():
+    """``apply_lora_to_router`` defaults to True in every MoE twin; QLoRA keeps the experts
+    (and attention) in NF4 and the router in full precision; DoRA on a router is refused
+    in one line."""
+    import inspect
+
+    from torchtune._errors import UserValueError
+    from torchtune.models.mixtral import lora_mixtral, lora_mixtral_8x7b, qlora_mixtral_8x7b
+    from torchtune.models.qwen3_moe import (
+        lora_qwen3_moe,
+        lora_qwen3_moe_30b_a3b,
+        qlora_qwen3_moe_235b_a22b,
+        qlora_qwen3_moe_30b_a3b,
+    )
+    from torchtune.modules.low_precision import is_nf4
+    from torchtune.modules.peft import LoRALinear
+
+    for twin in (lora_qwen3_moe, lora_qwen3_moe_30b_a3b, lora_mixtral, lora_mixtral_8x7b):
+        assert inspect.signature(twin).parameters["apply_lora_to_router"].default is True, twin.__name__
+    for qlora, lora in ((qlora_qwen3_moe_30b_a3b, lora_qwen3_moe_30b_a3b), (qlora_qwen3_moe_235b_a22b, None),
+                        (qlora_mixtral_8x7b, lora_mixtral_8x7b)):
+        assert qlora.keywords == {"quantize_base": True} and (lora is None or qlora.func is lora)
+    sizes = dict(vocab_size=64, num_layers=1, num_heads=2, num_kv_heads=2, embed_dim=128, intermediate_dim=256,
+                 moe_intermediate_dim=32, num_experts=8, experts_per_token=2, max_seq_len=32, head_dim=64,
+                 lora_rank=4, lora_alpha=8)
+    pytest.importorskip("torchao")
+    mlp = lora_qwen3_moe(["q_proj", "v_proj"], quantize_base=True, **sizes).layers[0].mlp
+    assert is_nf4(mlp.experts.down_proj) and isinstance(mlp.router, LoRALinear) and not is_nf4(mlp.router.weight)
+    with pytest.raises(UserValueError, match="DoRA on a mixture-of-experts router.*apply_lora_to_router=False"):
+        lora_qwen3_moe(["q_proj"], use_dora=True, **sizes)
+    assert isinstance(lora_qwen3_moe(["q_proj"], False, False, False, use_dora=True, **sizes).layers[0].mlp.router,
+                      torch.nn.Linear)
+
+
+def test_no_peft_adapter_where_peft_would_drop_the_dense_layers_adapters(tiny, tmp_path, caplog):
+    """Row qwen3-moe has a dense layer (mlp_only_layers): with its MLP and the experts
+    adapted, peft would fuse gate_proj/up_proj/down_proj into the experts on load and lose
+    the dense layer's adapters, so no adapter_0_peft is written (a warning says why);
+    adapter_0.pt and the merged model have everything."""
+    from torchtune.models import lora_auto_model
+    from torchtune.modules.peft import get_adapter_params, get_merged_lora_ckpt
+    from torchtune.modules.peft.peft_utils import get_lora_adapter_config
+
+    folder, _ = tiny("qwen3-moe")
+    ours = lora_auto_model(str(folder), ["q_proj"], apply_lora_to_mlp=True, lora_rank=4, lora_alpha=8)
+    ckpt = FullModelHFCheckpointer(str(folder), output_dir=str(tmp_path / "out"))
+    ours.load_state_dict(ckpt.load_checkpoint()["model"], strict=False)
+    state = ours.state_dict()
+    adapters = get_adapter_params(ours)
+    assert "layers.1.mlp.w1.lora_a.weight" in adapters and "layers.0.mlp.experts.lora_gate_a" in adapters
+    ckpt.save_checkpoint({"model": get_merged_lora_ckpt(state, 4, 8), "adapter_config": get_lora_adapter_config(ours),
+                          "adapter": {k: state[k] for k in adapters}}, epoch=0)
+    assert not (tmp_path / "out" / "adapter_0_peft").exists()
+    assert (tmp_path / "out" / "adapter_0.pt").exists()
+    assert "mlp_only_layers" in caplog.text

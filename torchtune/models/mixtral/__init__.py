@@ -3,6 +3,10 @@
 (``torchtune.models.mistral.mistral_tokenizer``)."""
 
 from torchtune.models.mixtral._component_builders import lora_mixtral, mixtral
-from torchtune.models.mixtral._model_builders import lora_mixtral_8x7b, mixtral_8x7b
+from torchtune.models.mixtral._model_builders import (
+    lora_mixtral_8x7b,
+    mixtral_8x7b,
+    qlora_mixtral_8x7b,
+)
 
-__all__ = ["lora_mixtral", "lora_mixtral_8x7b", "mixtral", "mixtral_8x7b"]
+__all__ = ["lora_mixtral", "lora_mixtral_8x7b", "mixtral", "mixtral_8x7b", "qlora_mixtral_8x7b"]

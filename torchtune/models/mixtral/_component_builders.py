@@ -62,8 +62,11 @@ def mixtral(
 
 lora_mixtral = lora_builder(
     mixtral,
+    router=True,
     notes=(
-        "Adapters go on attention (and the output); the router and the experts stay frozen "
-        "(``apply_lora_to_mlp`` is refused)."
+        "Adapters go on attention, each mixture layer's router (``apply_lora_to_router``, "
+        "default True) and, with ``apply_lora_to_mlp``, every expert (stacked adapters: "
+        "``torchtune.modules.moe.GroupedExperts``). Under ``quantize_base`` the experts are "
+        "NF4 and the router stays full precision. DoRA is refused on the router and experts."
     ),
 )

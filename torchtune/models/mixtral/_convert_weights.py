@@ -7,7 +7,7 @@ mixture of each layer as the files hold it: the router ``block_sparse_moe.gate.w
 """
 
 import re
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -19,8 +19,9 @@ from torchtune.models._convert_weights import (
     stack_experts,
     TUNE_EXPERT_NAMES,
     tune_to_hf_keys,
-    tune_to_peft_adapter_config,
-    tune_to_peft_adapter_weights,
+    peft_expert_adapters,
+    tune_to_peft_adapter_config as _peft_config,
+    tune_to_peft_adapter_weights as _peft_weights,
     unstack_experts,
 )
 
@@ -86,3 +87,30 @@ def tune_to_hf(
     rest, out = unstack_experts(state_dict, _HF_EXPERT_FORMAT, _TO_HF)
     out.update(tune_to_hf_keys(rest, num_heads, num_kv_heads, dim, head_dim, MIXTRAL_FROM_HF, _FAMILY))
     return out
+
+
+def tune_to_peft_adapter_weights(
+    state_dict: Dict[str, torch.Tensor],
+    num_heads: int = 32,
+    num_kv_heads: int = 8,
+    dim: int = 4096,
+    head_dim: Optional[int] = None,
+) -> Dict[str, torch.Tensor]:
+    """Internal LoRA adapter -> peft's names: attention as the dense models, the router ``block_sparse_moe.gate`` (the files' name; peft renames it for transformers 5 on load),
+    and each expert's adapters one per expert under the files' per-expert names, as peft
+    saves a LoRA on a per-expert checkpoint (and fuses on load into transformers 5's
+    stacked experts).
+
+    Raises:
+        ValueError: on a key that is not a LoRA adapter parameter.
+    """
+    rest, out = peft_expert_adapters(state_dict, _HF_EXPERT_FORMAT, _TO_HF)
+    for key, value in _peft_weights(rest, num_heads, num_kv_heads, dim, head_dim).items():
+        out[key.replace(".mlp.gate.", ".block_sparse_moe.gate.")] = value
+    return out
+
+
+def tune_to_peft_adapter_config(adapter_config: Dict[str, Any]) -> Dict[str, Any]:
+    """peft's ``adapter_config.json`` (``torchtune.models._convert_weights``), an expert's
+    projections targeted by the files' names ("w1", "w3", "w2")."""
+    return _peft_config(adapter_config, experts=("w1", "w3", "w2"))

@@ -4,6 +4,7 @@ key/value heads, RoPE base 1e6, no window, RMSNorm eps 1e-5, router_aux_loss_coe
 
 from torchtune.models._builders import decoder_builder, lora_sized
 from torchtune.models._description import DecoderDescription
+from torchtune.models._qlora import qlora_builder
 from torchtune.models.mixtral._component_builders import mixtral
 
 
@@ -17,4 +18,5 @@ def mixtral_8x7b() -> DecoderDescription:
     )
 
 
-lora_mixtral_8x7b = lora_sized(mixtral_8x7b, lora_dropout=0.0)
+lora_mixtral_8x7b = lora_sized(mixtral_8x7b, lora_dropout=0.0, router=True)
+qlora_mixtral_8x7b = qlora_builder(lora_mixtral_8x7b)

@@ -5,6 +5,8 @@ from torchtune.models.qwen3_moe._component_builders import lora_qwen3_moe, qwen3
 from torchtune.models.qwen3_moe._model_builders import (
     lora_qwen3_moe_235b_a22b,
     lora_qwen3_moe_30b_a3b,
+    qlora_qwen3_moe_235b_a22b,
+    qlora_qwen3_moe_30b_a3b,
     qwen3_moe_235b_a22b,
     qwen3_moe_30b_a3b,
 )
@@ -13,6 +15,8 @@ __all__ = [
     "lora_qwen3_moe",
     "lora_qwen3_moe_235b_a22b",
     "lora_qwen3_moe_30b_a3b",
+    "qlora_qwen3_moe_235b_a22b",
+    "qlora_qwen3_moe_30b_a3b",
     "qwen3_moe",
     "qwen3_moe_235b_a22b",
     "qwen3_moe_30b_a3b",

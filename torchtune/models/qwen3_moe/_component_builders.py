@@ -83,8 +83,11 @@ def qwen3_moe(
 
 lora_qwen3_moe = lora_builder(
     qwen3_moe,
+    router=True,
     notes=(
-        "Adapters go on attention (and the output); the router and the experts stay frozen "
-        "(``apply_lora_to_mlp`` on a mixture layer is refused)."
+        "Adapters go on attention, each mixture layer's router (``apply_lora_to_router``, "
+        "default True) and, with ``apply_lora_to_mlp``, every expert (stacked adapters: "
+        "``torchtune.modules.moe.GroupedExperts``). Under ``quantize_base`` the experts are "
+        "NF4 and the router stays full precision. DoRA is refused on the router and experts."
     ),
 )

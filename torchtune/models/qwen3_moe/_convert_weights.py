@@ -10,7 +10,7 @@ arrive together.
 """
 
 import re
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -22,8 +22,9 @@ from torchtune.models._convert_weights import (
     stack_experts,
     TUNE_EXPERT_NAMES,
     tune_to_hf_keys,
-    tune_to_peft_adapter_config,
-    tune_to_peft_adapter_weights,
+    peft_expert_adapters,
+    tune_to_peft_adapter_config as _peft_config,
+    tune_to_peft_adapter_weights as _peft_weights,
     unstack_experts,
 )
 
@@ -92,3 +93,41 @@ def tune_to_hf(
     rest, out = unstack_experts(state_dict, _HF_EXPERT_FORMAT, _SAME)
     out.update(tune_to_hf_keys(rest, num_heads, num_kv_heads, dim, head_dim, QWEN3_MOE_FROM_HF, _FAMILY))
     return out
+
+
+def tune_to_peft_adapter_weights(
+    state_dict: Dict[str, torch.Tensor],
+    num_heads: int = 32,
+    num_kv_heads: int = 4,
+    dim: int = 2048,
+    head_dim: Optional[int] = None,
+) -> Dict[str, torch.Tensor]:
+    """Internal LoRA adapter -> peft's names: attention as the dense models, the router ``mlp.gate``,
+    and each expert's adapters one per expert under the files' per-expert names, as peft
+    saves a LoRA on a per-expert checkpoint (and fuses on load into transformers 5's
+    stacked experts).
+
+    Raises:
+        ValueError: on a key that is not a LoRA adapter parameter.
+    """
+    rest, out = peft_expert_adapters(state_dict, _HF_EXPERT_FORMAT, _SAME)
+    out.update(_peft_weights(rest, num_heads, num_kv_heads, dim, head_dim))
+    return out
+
+
+def tune_to_peft_adapter_config(adapter_config: Dict[str, Any]) -> Dict[str, Any]:
+    """peft's ``adapter_config.json`` (``torchtune.models._convert_weights``), an expert's
+    projections targeted by the files' names ("gate_proj", "up_proj", "down_proj")."""
+    return _peft_config(adapter_config, experts=("gate_proj", "up_proj", "down_proj"))
+
+
+def peft_unsupported(adapter_config: Dict[str, Any]) -> Optional[str]:
+    """Why this adapter has no faithful peft form, or None: with experts and dense layers
+    (``mlp_only_layers``) both adapted, peft (0.21) retargets ``gate_proj``/``up_proj``/
+    ``down_proj`` at transformers 5's stacked experts on load and drops the dense layers'
+    MLP adapters without a word."""
+    targets = set(adapter_config.get("target_modules", ()))
+    if "experts" in targets and targets & {"w1", "w2", "w3"}:
+        return ("peft would load it into transformers 5 without the dense (mlp_only_layers) layers' MLP "
+                "adapters, as it retargets gate_proj/up_proj/down_proj at the stacked experts")
+    return None

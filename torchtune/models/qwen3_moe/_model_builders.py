@@ -4,6 +4,7 @@
 
 from torchtune.models._builders import decoder_builder, lora_sized
 from torchtune.models._description import DecoderDescription
+from torchtune.models._qlora import qlora_builder
 from torchtune.models.qwen3_moe._component_builders import qwen3_moe
 
 _COMMON = dict(
@@ -26,5 +27,7 @@ def qwen3_moe_235b_a22b() -> DecoderDescription:
                               intermediate_dim=12_288, moe_intermediate_dim=1_536)
 
 
-lora_qwen3_moe_30b_a3b = lora_sized(qwen3_moe_30b_a3b)
-lora_qwen3_moe_235b_a22b = lora_sized(qwen3_moe_235b_a22b)
+lora_qwen3_moe_30b_a3b = lora_sized(qwen3_moe_30b_a3b, router=True)
+lora_qwen3_moe_235b_a22b = lora_sized(qwen3_moe_235b_a22b, router=True)
+qlora_qwen3_moe_30b_a3b = qlora_builder(lora_qwen3_moe_30b_a3b)
+qlora_qwen3_moe_235b_a22b = qlora_builder(lora_qwen3_moe_235b_a22b)
