@@ -88,6 +88,8 @@ class LoRADPOParams:
     cache_reference_log_probs: bool = False
     save_adapter_weights_only: bool = False
     enable_activation_offloading: bool = False
+    # A mixture of experts: weight of the router z-loss added to the load-balancing loss.
+    router_z_loss_coef: float = 0.0
 
 
 class NonFiniteLossError(UserError, RuntimeError):
@@ -118,6 +120,10 @@ class LoRADPORecipeSingleDevice:
         # Files the config names (tokenizer, data): no save may replace them.
         self._config_inputs = input_files_in_config(cfg, cfg.output_dir)
         self._log_every_n_steps = cfg.log_every_n_steps
+        # A mixture of experts: weight of the router z-loss (ST-MoE), added to the
+        # load-balancing loss; 0 leaves it out.
+        self._router_z_loss_coef = cfg.get("router_z_loss_coef", 0.0)
+        self._aux_loss: Optional[torch.Tensor] = None  # the last forward's, logged
         self._log_peak_memory_stats = cfg.log_peak_memory_stats
         self._save_every_n_steps = cfg.save_every_n_steps
         self._resume_from_checkpoint = cfg.resume_from_checkpoint
@@ -381,7 +387,8 @@ class LoRADPORecipeSingleDevice:
         logps, counts, mean_logits = self._log_probs(batch)
         # A mixture of experts' load balancing, of this (policy) forward; times the pairs:
         # the step divides the summed loss by them.
-        aux = training_aux_loss(self._model)
+        aux = training_aux_loss(self._model, self._router_z_loss_coef)
+        self._aux_loss = None if aux is None else aux.detach()
         (chosen, rejected), (n_chosen, n_rejected) = logps.chunk(2), counts.chunk(2)
         reference = tuple(r.to(self._device) if r is not None else None for r in reference)
         losses, chosen_rewards, rejected_rewards = self._loss_fn(
@@ -463,6 +470,8 @@ class LoRADPORecipeSingleDevice:
                     metrics.update(lr=lr, num_tokens=num_tokens, tokens_per_second=tokens_per_second)
                     if grad_norm is not None:
                         metrics["grad_norm"] = grad_norm.item()
+                    if self._aux_loss is not None:
+                        metrics["aux_loss"] = self._aux_loss.item()
                     if self._log_peak_memory_stats:
                         metrics.update(training.get_memory_stats(self._device))
                     self._metric_logger.log_dict(metrics, step=self.global_step)

@@ -124,6 +124,8 @@ class LoRAFinetuneParams:
     validate_every_n_steps: Optional[int] = None
     sample_prompt: Optional[str] = None
     sample_max_new_tokens: int = 64
+    # A mixture of experts: weight of the router z-loss added to the load-balancing loss.
+    router_z_loss_coef: float = 0.0
 
 
 
@@ -149,6 +151,9 @@ class LoRAFinetuneRecipeDistributed:
         # Files the config names (tokenizer, data): no save may replace them.
         self._config_inputs = input_files_in_config(cfg, cfg.output_dir)
         self._log_every_n_steps = cfg.log_every_n_steps
+        # A mixture of experts: weight of the router z-loss (ST-MoE), added to the
+        # load-balancing loss; 0 leaves it out.
+        self._router_z_loss_coef = cfg.get("router_z_loss_coef", 0.0)
         self._log_peak_memory_stats = cfg.log_peak_memory_stats
         self._save_every_n_steps = cfg.save_every_n_steps
         self._validate_every_n_steps = cfg.validate_every_n_steps
@@ -498,7 +503,7 @@ class LoRAFinetuneRecipeDistributed:
             seq_lens=batch.get("seq_lens"),
         )
         loss_sum, num_tokens = self._loss_fn(logits, batch["labels"])
-        aux = training_aux_loss(self._model)  # a mixture of experts' load balancing
+        aux = training_aux_loss(self._model, self._router_z_loss_coef)  # a mixture of experts' load balancing
         self._aux_loss = None if aux is None else aux.detach()
         if aux is not None:  # times the tokens: the step divides the sum by them
             loss_sum = loss_sum + aux * num_tokens

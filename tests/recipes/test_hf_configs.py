@@ -104,24 +104,35 @@ def test_hf_full_single_device_from_model_dir(model_dir, tmp_path):
     _transformers_reads(out / "epoch_0", model_dir)
 
 
-def test_hf_lora_dpo_single_device_from_model_dir(model_dir, tmp_path):
-    """Preference pairs rendered with the folder's ChatML template; the frozen base with
-    the adapters off is the reference, so the first step's reward margin is exactly 0."""
+def test_hf_lora_dpo_single_device_on_a_mixture_of_experts(tmp_path):
+    """hf/lora_dpo_single_device on a tiny Qwen 3 MoE folder: preference pairs rendered
+    with the folder's ChatML template; adapters on attention, the routers and every expert;
+    the frozen base with all of them off is the reference, so the first step's reward
+    margin is exactly 0; the load-balancing and z-losses are added and logged as aux_loss;
+    transformers reads the merged output with our logits."""
+    folder = tmp_path / "tiny-qwen3-moe"
+    write_folder(ROWS["qwen3-moe-sparse"], folder)
     pairs = REPO / "torchtune" / "assets" / "dpo_en_demo_subset.json"
     out = tmp_path / "dpo"
     run_recipe("lora_dpo_single_device", "hf/lora_dpo_single_device", [
-        f"model_dir={model_dir}", f"output_dir={out}", "dataset._component_=torchtune.datasets.preference_dataset",
+        f"model_dir={folder}", f"output_dir={out}", "dataset._component_=torchtune.datasets.preference_dataset",
         "dataset.source=json", f"dataset.data_files={pairs}", "dataset.split=train[:16]",
         "dataset.max_seq_len=256", "batch_size=2", "gradient_accumulation_steps=1",
         "max_steps_per_epoch=3", "lr_scheduler.num_warmup_steps=0", "device=cpu", "dtype=fp32",
         "enable_activation_checkpointing=False", "metric_logger.filename=log.jsonl",
-        "log_peak_memory_stats=False", "seed=7",
+        "log_peak_memory_stats=False", "seed=7", "model.apply_lora_to_mlp=True", "router_z_loss_coef=0.001",
     ])
     records = [r for r in DiskLogger.read(out / "logs" / "log.jsonl") if "loss" in r]
     assert [r["step"] for r in records] == [1, 2, 3]
     assert records[0]["rewards/margins"] == 0.0
     assert any(r["rewards/margins"] != 0.0 for r in records[1:]), "the policy never moved"
-    _transformers_reads(out / "epoch_0", model_dir)
+    assert all(r["aux_loss"] > 0 for r in records), records
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out / "epoch_0").float().eval()
+    ours = auto_model(str(out / "epoch_0"))
+    ours.load_state_dict(FullModelHFCheckpointer(str(out / "epoch_0"), output_dir=str(tmp_path / "unused")).load_checkpoint()["model"])
+    tokens = torch.randint(0, 300, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(tokens), hf(tokens).logits, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
@@ -238,11 +249,12 @@ def test_hf_mixture_of_experts_resumes_and_loads_in_transformers(recipe, tmp_pat
     """A tiny Qwen 3 MoE folder (8 experts, 2 per token, every layer a mixture) through
     hf/*: the load-balancing loss is added and logged, a killed run resumes bit for bit,
     transformers loads the output (per-expert tensors) with our logits, and the LoRA
-    adapter loads in peft. (llama.cpp's converter reads Qwen 3 MoE only with a BPE
+    adapter (routers and experts adapted) loads in peft. (llama.cpp's converter reads Qwen 3 MoE only with a BPE
     tokenizer on its list, which no test folder has.)"""
     folder = tmp_path / "tiny-qwen3-moe"
     write_folder(ROWS["qwen3-moe-sparse"], folder, tokenizer="sentencepiece")
-    extra = {"optimizer_in_bwd": False} if recipe == "full" else {}
+    # LoRA: attention, the routers (the default) and every expert (stacked adapters).
+    extra = {"optimizer_in_bwd": False} if recipe == "full" else {"model.apply_lora_to_mlp": True}
     script = "full_finetune_single_device" if recipe == "full" else "lora_finetune_single_device"
     straight = _resume_exactly(script, f"hf/{recipe}_single_device", folder, tmp_path, extra)
     records = [r for r in DiskLogger.read(straight / "logs" / "log.jsonl") if "loss" in r]
@@ -287,3 +299,47 @@ def test_hf_mixture_of_experts_two_ranks_equal_one_process(tmp_path):
     start = safetensors_torch.load_file(str(folder / "model.safetensors"))
     assert_trained_alike(safetensors_torch.load_file(str(one / "epoch_0" / "model.safetensors")),
                          safetensors_torch.load_file(str(two / "epoch_0" / "model.safetensors")), start)
+
+
+def test_hf_mixture_of_experts_output_converts_to_gguf(gguf_converter, tmp_path):
+    """A tiny Qwen 3 MoE with the real Qwen 3 tokenizer (llama.cpp reads a Qwen 3 MoE only
+    with a BPE tokenizer on its list), LoRA-tuned with its routers and experts adapted
+    through hf/lora_single_device: llama.cpp converts the output (qwen3moe, the files'
+    per-expert tensors stacked again as its ffn_*_exps tensors, the router as
+    ffn_gate_inp). (transformers' GGUF loader would take 7 s more to read the 152k
+    vocabulary back.)"""
+    import shutil
+
+    gguf = pytest.importorskip("gguf")
+    tokenizers = REPO.parent / "shared" / "data" / "tokenizers" / "qwen3"
+    if not (tokenizers / "tokenizer.json").is_file():
+        pytest.skip(f"the real Qwen 3 tokenizer is not here ({tokenizers})")
+    folder = tmp_path / "tiny-qwen3-moe"
+    folder.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tokenizers / name, folder / name)
+    ids = dict(bos_token_id=151643, eos_token_id=151645)
+    config = transformers.Qwen3MoeConfig(
+        vocab_size=151936, hidden_size=32, intermediate_size=64, moe_intermediate_size=16, num_experts=8,
+        num_experts_per_tok=2, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        rope_theta=1_000_000.0, tie_word_embeddings=False, **ids)
+    torch.manual_seed(0)
+    model = transformers.Qwen3MoeForCausalLM(config)
+    model.generation_config = transformers.GenerationConfig(**ids)
+    model.save_pretrained(folder)
+    run_recipe("lora_finetune_single_device", "hf/lora_single_device", [
+        f"model_dir={folder}", *small(max_steps_per_epoch=2, save_every_n_steps=2, **{"model.apply_lora_to_mlp": True})])
+    out = tmp_path / "tiny-qwen3-moe-lora" / "epoch_0"
+    done = llama_cpp.convert(out, tmp_path / "model.gguf")
+    assert done.returncode == 0, done.stderr[-3000:]
+    reader = gguf.GGUFReader(tmp_path / "model.gguf")
+    fields = {name: f.contents() for name, f in reader.fields.items()}
+    assert fields["general.architecture"] == "qwen3moe"
+    assert (fields["qwen3moe.expert_count"], fields["qwen3moe.expert_used_count"]) == (8, 2)
+    tensors = {t.name: torch.from_numpy(t.data.copy()) for t in reader.tensors}
+    trained = safetensors_torch.load_file(str(out / "model.safetensors"))
+    for ours, theirs in (("up_proj", "ffn_up_exps"), ("down_proj", "ffn_down_exps")):
+        stacked = torch.stack([trained[f"model.layers.1.mlp.experts.{e}.{ours}.weight"] for e in range(8)])
+        assert torch.equal(tensors[f"blk.1.{theirs}.weight"].to(stacked.dtype).reshape(stacked.shape), stacked)
+    router = trained["model.layers.0.mlp.gate.weight"]
+    assert torch.equal(tensors["blk.0.ffn_gate_inp.weight"].to(router.dtype).reshape(router.shape), router)
